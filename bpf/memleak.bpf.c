@@ -1,0 +1,435 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * memleak: track outstanding allocations and the stacks that made them.
+ *
+ * User mode: an entry probe on each allocator function saves its arguments
+ * per thread; one shared return probe records the result, with the stack
+ * taken at return so its first frame is the call site. Free-like functions
+ * only need an entry probe.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "memleak.h"
+
+#define MAX_STACK_DEPTH 127
+#define MAP_FAILED ((__u64)-1)
+
+const volatile struct config cfg = {
+	.max_size = ~0ULL,
+	.sample_every = 1,
+};
+
+/* Sizes below are defaults; userspace resizes maps before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1000000);
+	__type(key, struct alloc_key);
+	__type(value, struct alloc_info);
+} allocs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u64);	/* stack id, or (u64)-1 for lost stacks */
+	__type(value, struct combined_info);
+} combined SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 10240);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, MAX_STACK_DEPTH * sizeof(__u64));
+} stacks SEC(".maps");
+
+/* A call in progress on one thread: entry probe to return probe. */
+struct inflight {
+	__u64 size;
+	__u64 old_addr;		/* realloc, mremap: the block being replaced */
+	__u64 memptr;		/* posix_memalign: where the result is stored */
+	__u64 entry_sp;		/* to tell a nested call from a stale entry */
+	__u64 ret_addr;		/* where the outermost call returns to */
+	__u32 func;
+	__u32 depth;		/* > 1: an allocator call inside another */
+	__u32 skip;		/* filtered out (size, sampling, overflow) */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u32);	/* thread id */
+	__type(value, struct inflight);
+} inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NR_LOSSES);
+	__type(key, __u32);
+	__type(value, __u64);
+} losses SEC(".maps");
+
+/* Counts allocation calls for -s; shared by all CPUs. */
+__u64 sample_counter = 0;
+
+static __always_inline void count_loss(__u32 which)
+{
+	__u64 *n = bpf_map_lookup_elem(&losses, &which);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void emit(__u32 kind, __u32 func, __u64 size, __u64 addr)
+{
+	struct event *e;
+	__u64 id;
+
+	if (!cfg.trace)
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_loss(LOSS_EVENTS);
+		return;
+	}
+	id = bpf_get_current_pid_tgid();
+	e->timestamp_ns = bpf_ktime_get_ns();
+	e->size = size;
+	e->addr = addr;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->kind = kind;
+	e->func = func;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline bool is_target(void)
+{
+	return !cfg.target_tgid || (bpf_get_current_pid_tgid() >> 32) == cfg.target_tgid;
+}
+
+static __always_inline struct alloc_key key_of(__u64 addr)
+{
+	struct alloc_key key = {
+		.addr = addr,
+		.tgid = cfg.kernel ? 0 : bpf_get_current_pid_tgid() >> 32,
+	};
+	return key;
+}
+
+static __always_inline void combined_add(__s32 stack_id, __u64 size)
+{
+	__u64 key = stack_id < 0 ? ~0ULL : (__u64)stack_id;
+	struct combined_info *c, fresh = {};
+
+	c = bpf_map_lookup_elem(&combined, &key);
+	if (!c) {
+		/* Another CPU may create it first; then add to theirs. */
+		bpf_map_update_elem(&combined, &key, &fresh, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&combined, &key);
+		if (!c) {
+			count_loss(LOSS_COMBINED_FULL);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&c->total_size, size);
+	__sync_fetch_and_add(&c->number_of_allocs, 1);
+}
+
+static __always_inline void combined_sub(__s32 stack_id, __u64 size)
+{
+	__u64 key = stack_id < 0 ? ~0ULL : (__u64)stack_id;
+	struct combined_info *c = bpf_map_lookup_elem(&combined, &key);
+
+	if (!c)
+		return;
+	__sync_fetch_and_add(&c->total_size, -size);
+	__sync_fetch_and_add(&c->number_of_allocs, -1);
+}
+
+/* Forget a block; the record is read before it is deleted. */
+static __always_inline void release(__u64 addr)
+{
+	struct alloc_key key = key_of(addr);
+	struct alloc_info *info, copy;
+
+	info = bpf_map_lookup_elem(&allocs, &key);
+	if (!info)
+		return;
+	copy = *info;
+	if (bpf_map_delete_elem(&allocs, &key))
+		return;		/* a concurrent free of the same block won */
+	if (cfg.combined)
+		combined_sub(copy.stack_id, copy.size);
+}
+
+static __always_inline void record(void *ctx, __u64 addr, __u64 size)
+{
+	struct alloc_key key = key_of(addr);
+	struct alloc_info info = {
+		.size = size,
+		.timestamp_ns = bpf_ktime_get_ns(),
+	};
+	__u64 flags = cfg.kernel ? 0 : BPF_F_USER_STACK;
+
+	if (cfg.drop_stale)
+		release(addr);
+	info.stack_id = bpf_get_stackid(ctx, &stacks, flags);
+	if (info.stack_id < 0)
+		count_loss(LOSS_STACK);
+	if (bpf_map_update_elem(&allocs, &key, &info, BPF_ANY)) {
+		count_loss(LOSS_ALLOCS_FULL);
+		return;
+	}
+	if (cfg.combined)
+		combined_add(info.stack_id, size);
+}
+
+/*
+ * nmemb * size wraps: the call fails. Written so that clang does not turn it
+ * into a 128-bit multiply, which BPF lacks.
+ */
+static __always_inline bool mul_overflows(__u64 nmemb, __u64 size)
+{
+	__u64 limit;
+
+	if (!size)
+		return false;
+	limit = ~0ULL / size;
+	barrier_var(limit);
+	return nmemb > limit;
+}
+
+static __always_inline bool keep_size(__u64 size)
+{
+	return size >= cfg.min_size && size <= cfg.max_size;
+}
+
+/*
+ * Not atomic on purpose: a fetching atomic add needs kernel 5.12, and a
+ * race between CPUs only shifts which call is sampled.
+ */
+static __always_inline bool sampled(void)
+{
+	__u64 n;
+
+	if (cfg.sample_every <= 1)
+		return true;
+	n = sample_counter;
+	sample_counter = n + 1;
+	return n % cfg.sample_every == 0;
+}
+
+/* The return address at function entry: on the stack on x86_64, in the
+ * link register on arm64. */
+static __always_inline __u64 return_address(struct pt_regs *ctx)
+{
+#if defined(__TARGET_ARCH_x86)
+	__u64 ret = 0;
+
+	bpf_probe_read_user(&ret, sizeof(ret), (void *)PT_REGS_SP(ctx));
+	return ret;
+#else
+	return PT_REGS_RET(ctx);
+#endif
+}
+
+/*
+ * Entry of an allocating call. An allocator called from inside another
+ * (musl's calloc calls malloc, glibc's realloc(NULL, n) calls malloc) is
+ * nested: only the outermost call is recorded, so a block counts once.
+ *
+ * Nested calls run below their caller's stack pointer, except tail calls
+ * (glibc's reallocarray jumps to realloc), which reuse the caller's frame:
+ * there the return address is the uretprobe trampoline the outer call's
+ * return probe put in place, not the one saved at the outer entry. An
+ * entry at the same or a higher stack pointer with the saved return
+ * address is a new call; the previous one's return was missed.
+ */
+static __always_inline int enter(struct pt_regs *ctx, __u32 func, __u64 size,
+				 __u64 old_addr, __u64 memptr, bool overflow)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 sp = PT_REGS_SP(ctx);
+	__u64 ret_addr = return_address(ctx);
+	struct inflight *st, fresh = {};
+
+	if (!is_target())
+		return 0;
+	st = bpf_map_lookup_elem(&inflight, &tid);
+	if (st && st->depth) {
+		if (sp < st->entry_sp || (sp == st->entry_sp && ret_addr != st->ret_addr)) {
+			st->depth++;
+			return 0;
+		}
+		count_loss(LOSS_MISSED_RETURN);
+	}
+	fresh.size = size;
+	fresh.old_addr = old_addr;
+	fresh.memptr = memptr;
+	fresh.entry_sp = sp;
+	fresh.ret_addr = ret_addr;
+	fresh.func = func;
+	fresh.depth = 1;
+	fresh.skip = overflow || !keep_size(size) || !sampled();
+	if (bpf_map_update_elem(&inflight, &tid, &fresh, BPF_ANY)) {
+		count_loss(LOSS_INFLIGHT_FULL);
+		return 0;
+	}
+	if (!fresh.skip)
+		emit(EV_ALLOC_ENTER, func, size, 0);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(alloc_exit, __u64 ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct inflight *st, call;
+	__u64 addr = ret;
+
+	if (!is_target())
+		return 0;
+	st = bpf_map_lookup_elem(&inflight, &tid);
+	if (!st || !st->depth)
+		return 0;
+	if (st->depth > 1) {
+		st->depth--;
+		return 0;
+	}
+	call = *st;
+	bpf_map_delete_elem(&inflight, &tid);
+	if (call.skip)
+		return 0;
+
+	switch (call.func) {
+	case F_POSIX_MEMALIGN:
+		/* Returns an error number; the block is stored at *memptr. */
+		if ((int)ret != 0)
+			return 0;
+		if (bpf_probe_read_user(&addr, sizeof(addr), (void *)call.memptr))
+			return 0;
+		break;
+	case F_REALLOC:
+	case F_REALLOCARRAY:
+		/* The old block goes only if the call succeeded; realloc(p, 0)
+		 * frees p and may return NULL. */
+		if (call.old_addr && (ret || !call.size))
+			release(call.old_addr);
+		break;
+	case F_MMAP:
+		if (ret == MAP_FAILED)
+			return 0;
+		break;
+	case F_MREMAP:
+		if (ret == MAP_FAILED)
+			return 0;
+		release(call.old_addr);
+		break;
+	}
+	emit(EV_ALLOC_EXIT, call.func, call.size, addr);
+	if (addr)
+		record(ctx, addr, call.size);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(malloc_enter, __u64 size)
+{
+	return enter(ctx, F_MALLOC, size, 0, 0, false);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(calloc_enter, __u64 nmemb, __u64 size)
+{
+	return enter(ctx, F_CALLOC, nmemb * size, 0, 0, mul_overflows(nmemb, size));
+}
+
+SEC("uprobe")
+int BPF_UPROBE(realloc_enter, __u64 ptr, __u64 size)
+{
+	return enter(ctx, F_REALLOC, size, ptr, 0, false);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(reallocarr_enter, __u64 ptr, __u64 nmemb, __u64 size)
+{
+	return enter(ctx, F_REALLOCARRAY, nmemb * size, ptr, 0, mul_overflows(nmemb, size));
+}
+
+SEC("uprobe")
+int BPF_UPROBE(memalign_p_enter, __u64 memptr, __u64 alignment, __u64 size)
+{
+	return enter(ctx, F_POSIX_MEMALIGN, size, 0, memptr, false);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(aligned_enter, __u64 alignment, __u64 size)
+{
+	return enter(ctx, F_ALIGNED_ALLOC, size, 0, 0, false);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(valloc_enter, __u64 size)
+{
+	return enter(ctx, F_VALLOC, size, 0, 0, false);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(memalign_enter, __u64 alignment, __u64 size)
+{
+	return enter(ctx, F_MEMALIGN, size, 0, 0, false);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(pvalloc_enter, __u64 size)
+{
+	return enter(ctx, F_PVALLOC, size, 0, 0, false);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(mmap_enter, __u64 addr, __u64 length)
+{
+	return enter(ctx, F_MMAP, length, 0, 0, false);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(mremap_enter, __u64 old_addr, __u64 old_size, __u64 new_size)
+{
+	return enter(ctx, F_MREMAP, new_size, old_addr, 0, false);
+}
+
+static __always_inline int free_common(__u32 func, __u64 addr)
+{
+	if (!addr || !is_target())
+		return 0;
+	if (cfg.trace) {
+		struct alloc_key key = key_of(addr);
+		struct alloc_info *info = bpf_map_lookup_elem(&allocs, &key);
+
+		emit(EV_FREE_ENTER, func, info ? info->size : 0, addr);
+	}
+	release(addr);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(free_enter, __u64 ptr)
+{
+	return free_common(F_FREE, ptr);
+}
+
+/* Only an exact start address is released; partial unmaps are not split. */
+SEC("uprobe")
+int BPF_UPROBE(munmap_enter, __u64 addr)
+{
+	return free_common(F_MUNMAP, addr);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Structs read by both the BPF programs and userspace. Mirrored once with
+ * #[repr(C)] in src/bpf/abi.rs; keep the two in step (sizes are checked at
+ * startup against the BTF of the loaded object).
+ */
+#ifndef MEMLEAK_H
+#define MEMLEAK_H
+
+/* Read-only configuration, written by userspace before load. */
+struct config {
+	__u64 min_size;		/* inclusive */
+	__u64 max_size;		/* inclusive */
+	__u64 sample_every;	/* record every Nth allocation; 1 = all */
+	__u32 target_tgid;	/* 0: any process (kernel mode) */
+	__u8 trace;		/* stream every call through the ring buffer */
+	__u8 drop_stale;	/* an address handed out again proves a missed free */
+	__u8 combined;		/* keep per-stack totals in BPF (--combined-only) */
+	__u8 kernel;		/* kernel stacks instead of user stacks */
+};
+
+/* Key of the outstanding-allocation table: the address, per process. */
+struct alloc_key {
+	__u64 addr;
+	__u32 tgid;		/* 0 in kernel mode */
+	__u32 pad;
+};
+
+struct alloc_info {
+	__u64 size;
+	__u64 timestamp_ns;	/* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__s32 stack_id;		/* < 0: the stack could not be stored */
+	__u32 pad;
+};
+
+struct combined_info {
+	__u64 total_size;
+	__u64 number_of_allocs;
+};
+
+/* The allocator functions, in the order of src/allocator Func. */
+enum func {
+	F_MALLOC, F_CALLOC, F_REALLOC, F_REALLOCARRAY, F_FREE, F_POSIX_MEMALIGN,
+	F_ALIGNED_ALLOC, F_VALLOC, F_MEMALIGN, F_PVALLOC, F_MMAP, F_MUNMAP,
+	F_MREMAP, F_KERNEL, NR_FUNCS,
+};
+
+enum event_kind { EV_ALLOC_ENTER, EV_ALLOC_EXIT, EV_FREE_ENTER };
+
+/* One traced call, streamed with -t. */
+struct event {
+	__u64 timestamp_ns;
+	__u64 size;
+	__u64 addr;
+	__u32 pid;
+	__u32 tid;
+	__u32 kind;		/* enum event_kind */
+	__u32 func;		/* enum func */
+	char comm[16];
+};
+
+/* What BPF could not record; summed over CPUs by userspace. */
+enum loss {
+	LOSS_ALLOCS_FULL,	/* allocs map full: allocation not tracked */
+	LOSS_STACK,		/* stack could not be stored */
+	LOSS_COMBINED_FULL,	/* combined map full: stack totals incomplete */
+	LOSS_EVENTS,		/* ring buffer full: -t lines dropped */
+	LOSS_INFLIGHT_FULL,	/* per-thread call state map full */
+	LOSS_MISSED_RETURN,	/* an entry whose return never came */
+	NR_LOSSES,
+};
+
+#endif /* MEMLEAK_H */

@@ -1,0 +1,60 @@
+//! Compiles the BPF programs in bpf/ with clang for the target's
+//! architecture; src/bpf embeds the object with include_bytes!.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    // libbpf-sys installs libbpf's headers (bpf_helpers.h, bpf_tracing.h)
+    // and exports their location because its manifest says links = "bpf".
+    let libbpf_include = env::var("DEP_BPF_INCLUDE").expect("libbpf-sys exports DEP_BPF_INCLUDE");
+    let arch = match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("x86_64") => "x86",
+        Ok("aarch64") => "arm64",
+        Ok(other) => panic!("memleak's BPF programs support x86_64 and aarch64, not {other}"),
+        Err(_) => panic!("cargo sets CARGO_CFG_TARGET_ARCH"),
+    };
+    let clang = find_clang();
+    let src = manifest.join("bpf/memleak.bpf.c");
+    let obj = out.join("memleak.bpf.o");
+    let status = Command::new(&clang)
+        .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror", "-mcpu=v3"])
+        .arg(format!("-D__TARGET_ARCH_{arch}"))
+        .arg("-I")
+        .arg(manifest.join("vendor"))
+        .arg("-I")
+        .arg(manifest.join("bpf"))
+        .arg("-I")
+        .arg(&libbpf_include)
+        .arg("-c")
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {clang}: {e} (install clang, or set CLANG)"));
+    assert!(status.success(), "{clang} failed to compile {}", src.display());
+    // DWARF is only for humans; libbpf needs the .BTF sections, which
+    // `strip -g` keeps. Optional: without llvm-strip the binary is larger.
+    let strip = clang.replacen("clang", "llvm-strip", 1);
+    let _ = Command::new(&strip).arg("-g").arg(&obj).status();
+    for f in ["bpf/memleak.bpf.c", "bpf/memleak.h", "vendor/vmlinux.h"] {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    println!("cargo:rerun-if-env-changed=CLANG");
+}
+
+/// $CLANG, else the newest versioned clang on PATH, else plain `clang`.
+fn find_clang() -> String {
+    if let Ok(clang) = env::var("CLANG") {
+        return clang;
+    }
+    let works = |name: &str| Command::new(name).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    (14..=21)
+        .rev()
+        .map(|v| format!("clang-{v}"))
+        .find(|name| works(name))
+        .unwrap_or_else(|| "clang".to_string())
+}

@@ -1,0 +1,191 @@
+//! What memleak needs out of one ELF file: where the allocator functions sit
+//! in the file (uprobes are placed by file offset), and the dynamic-loading
+//! facts (class, machine, interpreter, NEEDED, RPATH/RUNPATH) used to predict
+//! what a program that has not started yet will load.
+
+use goblin::elf::{header, program_header, section_header, sym, Elf, Sym};
+
+use super::Func;
+
+/// Everything this module reads from an ELF file, owned so the file's bytes
+/// can be dropped right away.
+#[derive(Debug, Clone)]
+pub(crate) struct ElfInfo {
+    pub is_64: bool,
+    pub machine: u16,
+    /// PT_INTERP, e.g. `/lib/ld-musl-x86_64.so.1`.
+    pub interp: Option<String>,
+    pub soname: Option<String>,
+    pub needed: Vec<String>,
+    /// DT_RPATH / DT_RUNPATH entries, already split at ':'.
+    pub rpath: Vec<String>,
+    pub runpath: Vec<String>,
+    /// Usable allocator functions, in `Func` order.
+    pub offsets: Vec<(Func, u64)>,
+    /// Functions that exist only as GNU IFUNCs: a uprobe there would hit the
+    /// resolver, which runs once at load time, not on every call.
+    pub ifuncs: Vec<Func>,
+    /// Neither .symtab nor .dynsym has a symbol (a stripped static binary).
+    pub no_symbols: bool,
+    /// e_entry, to compute a running executable's load bias from AT_ENTRY.
+    pub entry: u64,
+    /// PT_DYNAMIC's (p_vaddr, p_memsz): where DT_DEBUG leads to the loader's
+    /// list of loaded objects.
+    pub dynamic: Option<(u64, u64)>,
+}
+
+/// See [`super::function_offsets`].
+pub(crate) fn function_offsets(bytes: &[u8]) -> Result<Vec<(Func, u64)>, String> {
+    inspect(bytes).map(|info| info.offsets)
+}
+
+pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
+    // Checked here so the common "this is a data file" case gets a plain
+    // message instead of goblin's magic-number dump.
+    if bytes.get(..4) != Some(b"\x7fELF".as_slice()) {
+        return Err("not an ELF file".to_string());
+    }
+    let elf =
+        Elf::parse(bytes).map_err(|e| format!("malformed ELF: {}", one_line(&e.to_string())))?;
+    let e_type = elf.header.e_type;
+    if e_type != header::ET_EXEC && e_type != header::ET_DYN {
+        return Err(format!(
+            "ELF type {} is not an executable or shared object",
+            header::et_to_str(e_type)
+        ));
+    }
+    // A loadable segment running past the end of the data means a truncated
+    // copy: offsets computed from it could point at nothing.
+    for ph in elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == program_header::PT_LOAD)
+    {
+        let end = ph.p_offset.checked_add(ph.p_filesz);
+        if end.is_none_or(|end| end > bytes.len() as u64) {
+            return Err(format!(
+                "truncated ELF: a loadable segment needs {} bytes, the file has {}",
+                end.map_or_else(|| "more than 2^64".to_string(), |e| e.to_string()),
+                bytes.len()
+            ));
+        }
+    }
+
+    let mut best: [Option<(u8, u64)>; Func::ALL.len()] = [None; Func::ALL.len()];
+    let mut ifunc = [false; Func::ALL.len()];
+    let versym = elf.versym.as_ref();
+    for (i, s) in elf.dynsyms.iter().enumerate() {
+        // In .dynsym the version lives in .gnu.version; the hidden bit marks
+        // an old non-default version (`name@VER` rather than `name@@VER`).
+        let hidden = versym
+            .and_then(|v| v.get_at(i))
+            .is_some_and(|v| v.is_hidden());
+        if let Some(name) = elf.dynstrtab.get_at(s.st_name) {
+            consider(&elf, &s, name, hidden, &mut best, &mut ifunc);
+        }
+    }
+    for s in elf.syms.iter() {
+        if let Some(name) = elf.strtab.get_at(s.st_name) {
+            consider(&elf, &s, name, false, &mut best, &mut ifunc);
+        }
+    }
+
+    let mut offsets = Vec::new();
+    let mut ifuncs = Vec::new();
+    for (i, f) in Func::ALL.iter().enumerate() {
+        match best[i] {
+            Some((_, off)) => offsets.push((*f, off)),
+            None if ifunc[i] => ifuncs.push(*f),
+            None => {}
+        }
+    }
+    let split = |list: &[&str]| -> Vec<String> {
+        list.iter()
+            .flat_map(|l| l.split(':'))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    Ok(ElfInfo {
+        is_64: elf.is_64,
+        machine: elf.header.e_machine,
+        interp: elf.interpreter.map(str::to_string),
+        soname: elf.soname.map(str::to_string),
+        needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+        rpath: split(&elf.rpaths),
+        runpath: split(&elf.runpaths),
+        offsets,
+        ifuncs,
+        no_symbols: elf.dynsyms.is_empty() && elf.syms.is_empty(),
+        entry: elf.header.e_entry,
+        dynamic: elf
+            .program_headers
+            .iter()
+            .find(|p| p.p_type == program_header::PT_DYNAMIC)
+            .map(|p| (p.p_vaddr, p.p_memsz)),
+    })
+}
+
+/// Records `s` for the allocator function it names, if it is a usable
+/// definition and better ranked than what was seen before. Rank 0 is a
+/// global/weak default-version symbol, 1 an old symbol version, 2 a local
+/// symbol (possibly some unrelated static function that happens to share
+/// the name), so the one the dynamic linker binds to wins.
+fn consider(
+    elf: &Elf,
+    s: &Sym,
+    name: &str,
+    hidden: bool,
+    best: &mut [Option<(u8, u64)>; Func::ALL.len()],
+    ifunc: &mut [bool; Func::ALL.len()],
+) {
+    // .symtab spells versions into the name: `malloc@@GLIBC_2.2.5` is the
+    // default version, `realloc@GLIBC_2.0` an old one.
+    let (base, old_version) = match name.split_once('@') {
+        Some((base, ver)) => (base, !ver.starts_with('@')),
+        None => (name, false),
+    };
+    let Some(idx) = Func::ALL.iter().position(|f| f.name() == base) else {
+        return;
+    };
+    if s.st_shndx == section_header::SHN_UNDEF as usize || s.st_value == 0 {
+        return;
+    }
+    match s.st_type() {
+        sym::STT_FUNC => {}
+        sym::STT_GNU_IFUNC => {
+            ifunc[idx] = true;
+            return;
+        }
+        _ => return,
+    }
+    let Some(off) = vaddr_to_offset(elf, s.st_value) else {
+        return;
+    };
+    let rank = if s.st_bind() == sym::STB_LOCAL {
+        2
+    } else if hidden || old_version {
+        1
+    } else {
+        0
+    };
+    if best[idx].is_none_or(|(r, _)| rank < r) {
+        best[idx] = Some((rank, off));
+    }
+}
+
+/// File offset of a virtual address, through the executable PT_LOAD segment
+/// that holds it in file-backed bytes. This is right for ET_EXEC (vaddr
+/// 0x400000-based), PIE and shared objects alike, and for segments whose
+/// p_offset differs from p_vaddr.
+fn vaddr_to_offset(elf: &Elf, vaddr: u64) -> Option<u64> {
+    elf.program_headers
+        .iter()
+        .filter(|p| p.p_type == program_header::PT_LOAD && p.p_flags & program_header::PF_X != 0)
+        .find(|p| vaddr >= p.p_vaddr && vaddr - p.p_vaddr < p.p_filesz)
+        .map(|p| vaddr - p.p_vaddr + p.p_offset)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

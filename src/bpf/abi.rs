@@ -1,0 +1,84 @@
+//! `#[repr(C)]` mirrors of bpf/memleak.h. Keep the two in step; `Object`
+//! checks the config's size against the object's .rodata at load time.
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Config {
+    pub min_size: u64,
+    pub max_size: u64,
+    pub sample_every: u64,
+    pub target_tgid: u32,
+    pub trace: u8,
+    pub drop_stale: u8,
+    pub combined: u8,
+    pub kernel: u8,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct AllocKey {
+    pub addr: u64,
+    pub tgid: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllocInfo {
+    pub size: u64,
+    pub timestamp_ns: u64,
+    pub stack_id: i32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CombinedInfo {
+    pub total_size: u64,
+    pub number_of_allocs: u64,
+}
+
+/// Key of the `combined` map for allocations whose stack was lost.
+pub const LOST_STACK_KEY: u64 = u64::MAX;
+
+pub const EV_ALLOC_ENTER: u32 = 0;
+pub const EV_ALLOC_EXIT: u32 = 1;
+pub const EV_FREE_ENTER: u32 = 2;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Event {
+    pub timestamp_ns: u64,
+    pub size: u64,
+    pub addr: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub kind: u32,
+    pub func: u32,
+    pub comm: [u8; 16],
+}
+
+/// Indexes of the `losses` per-CPU array (enum loss).
+pub const LOSS_ALLOCS_FULL: usize = 0;
+pub const LOSS_STACK: usize = 1;
+pub const LOSS_COMBINED_FULL: usize = 2;
+pub const LOSS_EVENTS: usize = 3;
+pub const LOSS_INFLIGHT_FULL: usize = 4;
+pub const LOSS_MISSED_RETURN: usize = 5;
+pub const NR_LOSSES: usize = 6;
+
+/// Frames per stack in the `stacks` map (MAX_STACK_DEPTH).
+pub const MAX_STACK_DEPTH: usize = 127;
+
+/// Plain old data that may be read from raw bytes a map or ring buffer gave.
+///
+/// # Safety
+/// Implementors are `#[repr(C)]`, have no padding the kernel leaves
+/// uninitialised that matters, and every bit pattern is a valid value.
+pub unsafe trait Pod: Copy + Default {}
+unsafe impl Pod for AllocKey {}
+unsafe impl Pod for AllocInfo {}
+unsafe impl Pod for CombinedInfo {}
+unsafe impl Pod for Event {}
+unsafe impl Pod for u64 {}
+unsafe impl Pod for u32 {}

@@ -1,0 +1,379 @@
+//! The raw FFI to libbpf behind a small safe API: open the embedded object,
+//! set its read-only config, load, attach uprobes as bpf_links, read maps in
+//! batches, poll the ring buffer. `unsafe` stays in this module; it knows
+//! nothing of what the numbers mean.
+
+pub mod abi;
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::io;
+use std::mem::size_of;
+use std::ptr::NonNull;
+
+use libbpf_sys as sys;
+
+use abi::Pod;
+
+/// The BPF programs, compiled by build.rs for the target's architecture.
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/memleak.bpf.o"));
+
+/// libbpf prints its own warnings to stderr; without -v the tool reports
+/// failures itself in one line, so libbpf stays quiet.
+pub fn set_libbpf_verbose(verbose: bool) {
+    unsafe extern "C" fn silent(_: sys::libbpf_print_level, _: *const c_char, _: *mut sys::__va_list_tag) -> c_int {
+        0
+    }
+    if !verbose {
+        // SAFETY: `silent` matches libbpf_print_fn_t and never touches its args.
+        unsafe { sys::libbpf_set_print(Some(silent)) };
+    }
+}
+
+fn cstring(s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
+}
+
+/// libbpf returns -errno and also sets errno; prefer the return value.
+fn errno_from(ret: c_int) -> io::Error {
+    if ret < 0 {
+        io::Error::from_raw_os_error(-ret)
+    } else {
+        io::Error::last_os_error()
+    }
+}
+
+/// An opened (and later loaded) BPF object. Closing it detaches nothing by
+/// itself: links are separate and must be dropped first (they borrow it).
+pub struct Object {
+    ptr: NonNull<sys::bpf_object>,
+}
+
+impl Object {
+    pub fn open() -> Result<Object, String> {
+        let name = cstring("memleak")?;
+        let opts = sys::bpf_object_open_opts {
+            sz: size_of::<sys::bpf_object_open_opts>() as sys::size_t,
+            object_name: name.as_ptr(),
+            ..Default::default()
+        };
+        // SAFETY: OBJECT is a static buffer that outlives the object; libbpf
+        // copies what it keeps.
+        let ptr = unsafe { sys::bpf_object__open_mem(OBJECT.as_ptr().cast(), OBJECT.len() as sys::size_t, &opts) };
+        NonNull::new(ptr)
+            .map(|ptr| Object { ptr })
+            .ok_or_else(|| format!("cannot open the embedded BPF object: {}", io::Error::last_os_error()))
+    }
+
+    fn map(&self, name: &str) -> Result<*mut sys::bpf_map, String> {
+        let cname = cstring(name)?;
+        // SAFETY: valid object pointer and NUL-terminated name.
+        let map = unsafe { sys::bpf_object__find_map_by_name(self.ptr.as_ptr(), cname.as_ptr()) };
+        if map.is_null() {
+            Err(format!("BPF object has no map {name}"))
+        } else {
+            Ok(map)
+        }
+    }
+
+    fn program(&self, name: &str) -> Result<*mut sys::bpf_program, String> {
+        let cname = cstring(name)?;
+        // SAFETY: valid object pointer and NUL-terminated name.
+        let prog = unsafe { sys::bpf_object__find_program_by_name(self.ptr.as_ptr(), cname.as_ptr()) };
+        if prog.is_null() {
+            Err(format!("BPF object has no program {name}"))
+        } else {
+            Ok(prog)
+        }
+    }
+
+    /// Writes the read-only config (`const volatile struct config cfg`, the
+    /// only variable in .rodata) before load.
+    pub fn set_config(&mut self, cfg: &abi::Config) -> Result<(), String> {
+        let map = self.map(".rodata")?;
+        let mut size: sys::size_t = 0;
+        // SAFETY: map belongs to this object; libbpf returns its mmaped
+        // initial value and its size.
+        let data = unsafe { sys::bpf_map__initial_value(map, &mut size) };
+        if data.is_null() || size as usize != size_of::<abi::Config>() {
+            return Err(format!(
+                "BPF .rodata is {size} bytes, expected {}: bpf/memleak.h and src/bpf/abi.rs disagree",
+                size_of::<abi::Config>()
+            ));
+        }
+        // SAFETY: data points to `size` writable bytes, checked above.
+        unsafe { std::ptr::write_unaligned(data.cast::<abi::Config>(), *cfg) };
+        Ok(())
+    }
+
+    pub fn set_max_entries(&mut self, map: &str, entries: u32) -> Result<(), String> {
+        let m = self.map(map)?;
+        // SAFETY: valid map of an unloaded object.
+        let ret = unsafe { sys::bpf_map__set_max_entries(m, entries) };
+        if ret < 0 {
+            return Err(format!("cannot size map {map}: {}", errno_from(ret)));
+        }
+        Ok(())
+    }
+
+    pub fn set_map_flags(&mut self, map: &str, flags: u32) -> Result<(), String> {
+        let m = self.map(map)?;
+        // SAFETY: valid map of an unloaded object.
+        let ret = unsafe { sys::bpf_map__set_map_flags(m, flags) };
+        if ret < 0 {
+            return Err(format!("cannot set flags of map {map}: {}", errno_from(ret)));
+        }
+        Ok(())
+    }
+
+    /// Programs not needed for this run are not loaded (kernel programs in
+    /// user mode and the reverse).
+    pub fn set_autoload(&mut self, prog: &str, load: bool) -> Result<(), String> {
+        let p = self.program(prog)?;
+        // SAFETY: valid program of an unloaded object.
+        let ret = unsafe { sys::bpf_program__set_autoload(p, load) };
+        if ret < 0 {
+            return Err(format!("cannot set autoload of {prog}: {}", errno_from(ret)));
+        }
+        Ok(())
+    }
+
+    pub fn load(&mut self) -> Result<(), io::Error> {
+        // SAFETY: valid object pointer.
+        let ret = unsafe { sys::bpf_object__load(self.ptr.as_ptr()) };
+        if ret < 0 {
+            return Err(errno_from(ret));
+        }
+        Ok(())
+    }
+
+    pub fn map_fd(&self, name: &str) -> Result<MapFd, String> {
+        let m = self.map(name)?;
+        // SAFETY: valid map.
+        let fd = unsafe { sys::bpf_map__fd(m) };
+        if fd < 0 {
+            return Err(format!("map {name} is not loaded"));
+        }
+        Ok(MapFd { fd })
+    }
+
+    /// Attaches `prog` at `offset` in the file at `path`, for process `pid`
+    /// only (-1: any). libbpf uses perf_event_open's uprobe PMU when the
+    /// kernel has it, so nothing is written to tracefs and the probe goes
+    /// away with the link's file descriptor, even if memleak is killed.
+    pub fn attach_uprobe(&self, prog: &str, pid: i32, path: &str, offset: u64, retprobe: bool) -> Result<Link, io::Error> {
+        let p = self.program(prog).map_err(io::Error::other)?;
+        let cpath = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let opts = sys::bpf_uprobe_opts {
+            sz: size_of::<sys::bpf_uprobe_opts>() as sys::size_t,
+            retprobe,
+            ..Default::default()
+        };
+        // SAFETY: valid loaded program; path and opts outlive the call.
+        let link = unsafe { sys::bpf_program__attach_uprobe_opts(p, pid, cpath.as_ptr(), offset as sys::size_t, &opts) };
+        NonNull::new(link).map(|ptr| Link { ptr }).ok_or_else(io::Error::last_os_error)
+    }
+
+    /// Attaches a tracepoint program to `category:name`.
+    pub fn attach_tracepoint(&self, prog: &str, category: &str, name: &str) -> Result<Link, io::Error> {
+        let p = self.program(prog).map_err(io::Error::other)?;
+        let ccat = CString::new(category).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: valid loaded program; strings outlive the call.
+        let link = unsafe { sys::bpf_program__attach_tracepoint(p, ccat.as_ptr(), cname.as_ptr()) };
+        NonNull::new(link).map(|ptr| Link { ptr }).ok_or_else(io::Error::last_os_error)
+    }
+
+    /// Recursion misses of a loaded program: runs the kernel skipped because
+    /// another BPF program was already running on that CPU.
+    pub fn recursion_misses(&self, prog: &str) -> u64 {
+        let Ok(p) = self.program(prog) else { return 0 };
+        // SAFETY: valid program; info is a plain struct the kernel fills.
+        unsafe {
+            let fd = sys::bpf_program__fd(p);
+            if fd < 0 {
+                return 0;
+            }
+            let mut info: sys::bpf_prog_info = std::mem::zeroed();
+            let mut len = size_of::<sys::bpf_prog_info>() as u32;
+            if sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) < 0 {
+                return 0;
+            }
+            info.recursion_misses
+        }
+    }
+}
+
+impl Drop for Object {
+    fn drop(&mut self) {
+        // SAFETY: we own the pointer; links were dropped before (see Tracer).
+        unsafe { sys::bpf_object__close(self.ptr.as_ptr()) };
+    }
+}
+
+/// One attachment. Dropping it detaches the program.
+pub struct Link {
+    ptr: NonNull<sys::bpf_link>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // SAFETY: we own the link.
+        unsafe { sys::bpf_link__destroy(self.ptr.as_ptr()) };
+    }
+}
+
+/// A loaded map, by file descriptor (owned by the Object).
+#[derive(Clone, Copy)]
+pub struct MapFd {
+    fd: c_int,
+}
+
+impl MapFd {
+    pub fn lookup<K: Pod, V: Pod>(&self, key: &K) -> Option<V> {
+        let mut value = V::default();
+        // SAFETY: key and value are Pod of the map's key and value sizes.
+        let ret = unsafe { sys::bpf_map_lookup_elem(self.fd, (key as *const K).cast(), (&mut value as *mut V).cast()) };
+        (ret == 0).then_some(value)
+    }
+
+    /// Reads a per-CPU value into one slot per possible CPU.
+    pub fn lookup_percpu_u64(&self, key: u32) -> Vec<u64> {
+        // SAFETY: plain libbpf call.
+        let ncpus = unsafe { sys::libbpf_num_possible_cpus() }.max(1) as usize;
+        let mut values = vec![0u64; ncpus];
+        // SAFETY: per-CPU u64 values: the kernel writes ncpus * 8 bytes.
+        let ret = unsafe { sys::bpf_map_lookup_elem(self.fd, (&key as *const u32).cast(), values.as_mut_ptr().cast()) };
+        if ret != 0 {
+            values.clear();
+        }
+        values
+    }
+
+    /// Reads a stack of up to MAX_STACK_DEPTH addresses; the list ends at
+    /// the first zero.
+    pub fn lookup_stack(&self, id: u32) -> Option<Vec<u64>> {
+        let mut ips = [0u64; abi::MAX_STACK_DEPTH];
+        // SAFETY: the stack map's value is MAX_STACK_DEPTH u64s.
+        let ret = unsafe { sys::bpf_map_lookup_elem(self.fd, (&id as *const u32).cast(), ips.as_mut_ptr().cast()) };
+        if ret != 0 {
+            return None;
+        }
+        Some(ips.iter().copied().take_while(|&ip| ip != 0).collect())
+    }
+
+    /// Every entry of a hash map, read in batches (one syscall per `chunk`
+    /// entries); falls back to key-by-key iteration on kernels without
+    /// batch support.
+    pub fn dump<K: Pod, V: Pod>(&self, mut visit: impl FnMut(&K, &V)) -> Result<(), io::Error> {
+        const CHUNK: usize = 16384;
+        let mut keys = vec![K::default(); CHUNK];
+        let mut values = vec![V::default(); CHUNK];
+        // The batch token is opaque; for hash maps it is at most a key.
+        let mut token = [0u64; 4];
+        let mut first = true;
+        loop {
+            let mut count = CHUNK as u32;
+            let opts = sys::bpf_map_batch_opts { sz: size_of::<sys::bpf_map_batch_opts>() as sys::size_t, ..Default::default() };
+            let in_batch: *mut c_void = if first { std::ptr::null_mut() } else { token.as_mut_ptr().cast() };
+            // SAFETY: keys/values hold CHUNK Pod entries; token is larger
+            // than any key of our maps.
+            let ret = unsafe {
+                sys::bpf_map_lookup_batch(
+                    self.fd,
+                    in_batch,
+                    token.as_mut_ptr().cast(),
+                    keys.as_mut_ptr().cast(),
+                    values.as_mut_ptr().cast(),
+                    &mut count,
+                    &opts,
+                )
+            };
+            let err = if ret < 0 { Some(errno_from(ret)) } else { None };
+            for i in 0..(count as usize).min(CHUNK) {
+                visit(&keys[i], &values[i]);
+            }
+            match err {
+                None => first = false,
+                Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+                Some(e) if first && matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOTSUP) | Some(524)) => {
+                    return self.dump_by_key(visit);
+                }
+                Some(e) => return Err(e),
+            }
+        }
+    }
+
+    fn dump_by_key<K: Pod, V: Pod>(&self, mut visit: impl FnMut(&K, &V)) -> Result<(), io::Error> {
+        let mut key = K::default();
+        let mut next = K::default();
+        let mut first = true;
+        loop {
+            let prev: *const c_void = if first { std::ptr::null() } else { (&key as *const K).cast() };
+            // SAFETY: Pod keys of the map's key size.
+            let ret = unsafe { sys::bpf_map_get_next_key(self.fd, prev, (&mut next as *mut K).cast()) };
+            if ret < 0 {
+                let e = errno_from(ret);
+                return if e.raw_os_error() == Some(libc::ENOENT) { Ok(()) } else { Err(e) };
+            }
+            first = false;
+            key = next;
+            if let Some(value) = self.lookup::<K, V>(&key) {
+                visit(&key, &value);
+            }
+        }
+    }
+}
+
+/// The ring buffer of -t events. The callback gets each record's bytes.
+pub struct RingBuffer {
+    ptr: NonNull<sys::ring_buffer>,
+    _callback: Box<Box<dyn FnMut(&[u8])>>,
+}
+
+impl RingBuffer {
+    pub fn new(map: MapFd, callback: Box<dyn FnMut(&[u8])>) -> Result<RingBuffer, String> {
+        unsafe extern "C" fn trampoline(ctx: *mut c_void, data: *mut c_void, size: sys::size_t) -> c_int {
+            // SAFETY: ctx is the boxed closure below, alive as long as the
+            // ring buffer; data/size describe one record.
+            let callback = unsafe { &mut *(ctx as *mut Box<dyn FnMut(&[u8])>) };
+            let bytes = unsafe { std::slice::from_raw_parts(data as *const u8, size as usize) };
+            callback(bytes);
+            0
+        }
+        let mut callback = Box::new(callback);
+        let ctx: *mut Box<dyn FnMut(&[u8])> = &mut *callback;
+        // SAFETY: map.fd is a ring buffer map; ctx outlives the ring buffer.
+        let ptr = unsafe { sys::ring_buffer__new(map.fd, Some(trampoline), ctx.cast(), std::ptr::null()) };
+        NonNull::new(ptr)
+            .map(|ptr| RingBuffer { ptr, _callback: callback })
+            .ok_or_else(|| format!("cannot set up the ring buffer: {}", io::Error::last_os_error()))
+    }
+
+    /// A file descriptor that polls readable when records are waiting.
+    pub fn epoll_fd(&self) -> c_int {
+        // SAFETY: valid ring buffer.
+        unsafe { sys::ring_buffer__epoll_fd(self.ptr.as_ptr()) }
+    }
+
+    /// Hands every waiting record to the callback, without blocking.
+    pub fn consume(&mut self) {
+        // SAFETY: valid ring buffer.
+        unsafe { sys::ring_buffer__consume(self.ptr.as_ptr()) };
+    }
+}
+
+impl Drop for RingBuffer {
+    fn drop(&mut self) {
+        // SAFETY: we own the ring buffer.
+        unsafe { sys::ring_buffer__free(self.ptr.as_ptr()) };
+    }
+}
+
+/// Reads a Pod value from the start of `bytes` (ring buffer records).
+pub fn read_pod<T: Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: T is Pod and bytes holds at least size_of::<T>() bytes.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}

@@ -1,0 +1,80 @@
+//! memleak: which call stacks allocated memory that was never freed.
+//!
+//! main parses flags, runs a session, and turns every error into one line
+//! on stderr and an exit code. A closed stdout (`memleak | head`) exits 0.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once from -v; read by `verbose!`.
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+fn verbose_enabled() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+/// A note on stderr, only with -v.
+macro_rules! verbose {
+    ($($arg:tt)*) => {
+        if $crate::verbose_enabled() {
+            eprintln!("memleak: {}", format!($($arg)*));
+        }
+    };
+}
+pub(crate) use verbose;
+
+mod allocator;
+mod bpf;
+mod cli;
+mod report;
+mod session;
+mod symbolize;
+mod target;
+mod tracer;
+
+fn main() {
+    std::process::exit(real_main());
+}
+
+fn real_main() -> i32 {
+    let opts = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(cli::Parsed::Run(opts)) => opts,
+        Ok(cli::Parsed::Help) => return print_or_quiet(&cli::usage()),
+        Ok(cli::Parsed::Version) => return print_or_quiet(&format!("memleak {}", env!("CARGO_PKG_VERSION"))),
+        Err(e) => {
+            eprintln!("memleak: {e} (see memleak -h)");
+            return 2;
+        }
+    };
+    VERBOSE.store(opts.verbose, Ordering::Relaxed);
+    bpf::set_libbpf_verbose(opts.verbose);
+    match session::run(&opts) {
+        Ok(session::Outcome::Done) => 0,
+        Ok(session::Outcome::ChildExited(status)) => {
+            eprintln!("memleak: command {}", status.describe());
+            status.exit_code()
+        }
+        Ok(session::Outcome::TargetExited(pid)) => {
+            eprintln!("memleak: process {pid} exited");
+            1
+        }
+        Err(session::Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+        Err(session::Failure::Output(e)) => {
+            eprintln!("memleak: cannot write the report: {e}");
+            1
+        }
+        Err(session::Failure::Fatal(msg)) => {
+            eprintln!("memleak: {msg}");
+            1
+        }
+    }
+}
+
+fn print_or_quiet(text: &str) -> i32 {
+    let mut out = io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|_| out.flush()) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+        Err(_) => 1,
+    }
+}

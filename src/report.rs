@@ -1,0 +1,225 @@
+//! Aggregation of outstanding allocations into per-stack totals, sorting,
+//! top N, and the classic text layout of BCC's memleak. Knows nothing of
+//! libbpf or /proc: it gets plain records and symbolized frames.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+
+use crate::cli::SortKey;
+
+/// One outstanding allocation, as read from the BPF map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocation {
+    pub addr: u64,
+    pub size: u64,
+    pub timestamp_ns: u64,
+    /// Negative: the stack could not be stored.
+    pub stack_id: i64,
+}
+
+/// The outstanding allocations of one stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackTotal {
+    pub stack_id: i64,
+    pub bytes: u64,
+    pub count: u64,
+    /// (address, size) of each allocation, kept only for -a.
+    pub allocs: Vec<(u64, u64)>,
+}
+
+/// Groups allocations by stack in one pass, skipping those younger than
+/// `min_age_ns` at `now_ns` (BCC's -o, applied at report time).
+pub fn aggregate(
+    allocations: impl IntoIterator<Item = Allocation>,
+    now_ns: u64,
+    min_age_ns: u64,
+    keep_addresses: bool,
+) -> Vec<StackTotal> {
+    let mut by_stack: HashMap<i64, StackTotal> = HashMap::new();
+    for a in allocations {
+        if now_ns.saturating_sub(a.timestamp_ns) < min_age_ns {
+            continue;
+        }
+        let stack_id = a.stack_id.max(-1);
+        let total = by_stack.entry(stack_id).or_insert_with(|| StackTotal { stack_id, ..Default::default() });
+        total.bytes = total.bytes.saturating_add(a.size);
+        total.count += 1;
+        if keep_addresses {
+            total.allocs.push((a.addr, a.size));
+        }
+    }
+    by_stack.into_values().collect()
+}
+
+/// The `top` largest stacks by `sort`, in BCC's printing order: ascending,
+/// so the largest is printed last, nearest the prompt. Ties are broken by
+/// the other measure, then by stack id, so output is stable.
+pub fn top(mut stacks: Vec<StackTotal>, sort: &SortKey, top: usize) -> Vec<StackTotal> {
+    let key = |s: &StackTotal| match sort {
+        SortKey::Size => (s.bytes, s.count, s.stack_id),
+        SortKey::Count => (s.count, s.bytes, s.stack_id),
+    };
+    stacks.retain(|s| s.count > 0);
+    stacks.sort_unstable_by_key(|s| std::cmp::Reverse(key(s)));
+    stacks.truncate(top);
+    stacks.reverse();
+    for s in &mut stacks {
+        s.allocs.sort_unstable_by_key(|&(addr, size)| (size, addr));
+    }
+    stacks
+}
+
+/// `[HH:MM:SS]` in local time.
+pub fn clock_time() -> String {
+    // SAFETY: time/localtime_r write only into the local struct.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            return "??:??:??".to_string();
+        }
+        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+    }
+}
+
+/// What the BPF side could not record, and attaches that failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Losses {
+    pub allocs_map_full: u64,
+    pub stacks_lost: u64,
+    pub combined_map_full: u64,
+    pub events_dropped: u64,
+    pub inflight_full: u64,
+    pub missed_returns: u64,
+    pub recursion_misses: u64,
+    pub failed_attaches: u64,
+}
+
+impl Losses {
+    /// `None` when nothing was lost.
+    pub fn line(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            (self.allocs_map_full, "allocations (allocs map full)"),
+            (self.inflight_full, "allocations (per-thread map full)"),
+            (self.missed_returns, "calls whose return was missed"),
+            (self.stacks_lost, "stacks (stack map full or unwalkable)"),
+            (self.combined_map_full, "stack totals (combined map full)"),
+            (self.events_dropped, "trace events (ring buffer full)"),
+            (self.recursion_misses, "probe hits (BPF recursion)"),
+            (self.failed_attaches, "functions not attached"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if parts.is_empty() {
+            None
+        } else {
+            Some(format!("lost: {}", parts.join(", ")))
+        }
+    }
+}
+
+/// One stack ready to print: totals plus its frames, already symbolized.
+pub struct PrintedStack<'a> {
+    pub total: &'a StackTotal,
+    pub frames: Vec<String>,
+}
+
+/// Writes one report in the layout of BCC's example document:
+///
+/// ```text
+/// [11:16:33] Top 10 stacks with outstanding allocations:
+///         addr = 948cd0 size = 16            (with -a)
+///         80 bytes in 5 allocations from stack
+///                 main+0x6d [allocs]
+/// ```
+/// followed by a blank line after each stack.
+pub fn write_report(
+    out: &mut impl Write,
+    time: &str,
+    top: usize,
+    stacks: &[PrintedStack<'_>],
+    show_allocs: bool,
+    losses: &Losses,
+) -> io::Result<()> {
+    writeln!(out, "[{time}] Top {top} stacks with outstanding allocations:")?;
+    for s in stacks {
+        if show_allocs {
+            for (addr, size) in &s.total.allocs {
+                writeln!(out, "\taddr = {addr:x} size = {size}")?;
+            }
+        }
+        writeln!(out, "\t{} bytes in {} allocations from stack", s.total.bytes, s.total.count)?;
+        for frame in &s.frames {
+            writeln!(out, "\t\t{frame}")?;
+        }
+        writeln!(out)?;
+    }
+    if let Some(line) = losses.line() {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alloc(addr: u64, size: u64, ts: u64, stack_id: i64) -> Allocation {
+        Allocation { addr, size, timestamp_ns: ts, stack_id }
+    }
+
+    #[test]
+    fn aggregates_per_stack_and_filters_by_age() {
+        let allocs = vec![alloc(0x10, 16, 0, 1), alloc(0x20, 16, 0, 1), alloc(0x30, 100, 0, 2), alloc(0x40, 5, 950, 2), alloc(0x50, 7, 0, -17)];
+        let mut totals = aggregate(allocs, 1000, 100, true);
+        totals.sort_by_key(|t| t.stack_id);
+        assert_eq!(totals.len(), 3);
+        assert_eq!((totals[0].stack_id, totals[0].bytes, totals[0].count), (-1, 7, 1));
+        assert_eq!((totals[1].bytes, totals[1].count), (32, 2));
+        assert_eq!((totals[2].bytes, totals[2].count), (100, 1), "the young allocation is skipped");
+        assert_eq!(totals[1].allocs.len(), 2);
+    }
+
+    #[test]
+    fn top_is_ascending_and_truncated() {
+        let t = |id, bytes, count| StackTotal { stack_id: id, bytes, count, allocs: vec![] };
+        let stacks = vec![t(1, 10, 5), t(2, 30, 1), t(3, 20, 9), t(4, 0, 0)];
+        let by_size: Vec<i64> = top(stacks.clone(), &SortKey::Size, 2).iter().map(|s| s.stack_id).collect();
+        assert_eq!(by_size, vec![3, 2]);
+        let by_count: Vec<i64> = top(stacks, &SortKey::Count, 10).iter().map(|s| s.stack_id).collect();
+        assert_eq!(by_count, vec![2, 1, 3], "empty stacks are dropped");
+    }
+
+    #[test]
+    fn layout_matches_the_example_document() {
+        let total = StackTotal { stack_id: 1, bytes: 32, count: 2, allocs: vec![(0x948cf0, 16), (0x948cd0, 16)] };
+        let stacks = vec![PrintedStack { total: &total, frames: vec!["main+0x6d [allocs]".into(), "[unknown] [libc.so.6]".into()] }];
+        let mut out = Vec::new();
+        write_report(&mut out, "11:16:33", 10, &stacks, true, &Losses::default()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[11:16:33] Top 10 stacks with outstanding allocations:\n\
+             \taddr = 948cf0 size = 16\n\
+             \taddr = 948cd0 size = 16\n\
+             \t32 bytes in 2 allocations from stack\n\
+             \t\tmain+0x6d [allocs]\n\
+             \t\t[unknown] [libc.so.6]\n\n"
+        );
+    }
+
+    #[test]
+    fn losses_line_only_when_something_was_lost() {
+        assert_eq!(Losses::default().line(), None);
+        let l = Losses { allocs_map_full: 12, stacks_lost: 3, ..Default::default() };
+        assert_eq!(l.line().unwrap(), "lost: 12 allocations (allocs map full), 3 stacks (stack map full or unwalkable)");
+    }
+
+    #[test]
+    fn clock_time_is_hh_mm_ss() {
+        let t = clock_time();
+        assert_eq!(t.len(), 8);
+        assert_eq!(t.as_bytes()[2], b':');
+    }
+}

@@ -1,0 +1,295 @@
+//! One run of memleak: pick the target, start the tracer, then report every
+//! interval until the count is reached, a signal arrives, or the target
+//! exits. Output errors (a closed pipe) end the run; main decides how.
+
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::allocator;
+use crate::bpf::abi;
+use crate::cli::{Options, Target};
+use crate::report::{self, PrintedStack};
+use crate::symbolize::ProcessSymbolizer;
+use crate::target::{self, Child, ChildEvent};
+use crate::tracer::{Attach, Tracer};
+
+/// How a run ended, for main's exit code.
+pub enum Outcome {
+    /// Count reached or interrupted: exit 0.
+    Done,
+    /// The traced command ended: exit with its status.
+    ChildExited(target::ExitStatus),
+    /// The traced process went away: a final report, then this error.
+    TargetExited(u32),
+}
+
+/// An error while writing the report (stdout closed) or a fatal one.
+pub enum Failure {
+    Output(io::Error),
+    Fatal(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Failure {
+        Failure::Fatal(s)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure::Output(e)
+    }
+}
+
+/// Needs root, or CAP_BPF + CAP_PERFMON (Linux 5.8+), or CAP_SYS_ADMIN.
+pub fn check_privileges() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_SYS_ADMIN: u64 = 21;
+    const CAP_PERFMON: u64 = 38;
+    const CAP_BPF: u64 = 39;
+    let has = |cap: u64| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    Err("permission denied: loading BPF programs needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8)".into())
+}
+
+/// Signals are read from a signalfd so that the poll loop sees them as
+/// file descriptors, with no handler racing the main loop.
+fn block_signals() -> Result<OwnedFd, String> {
+    // SAFETY: the sigset is initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(format!("cannot block signals: {}", io::Error::last_os_error()));
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(format!("cannot create a signalfd: {}", io::Error::last_os_error()));
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Drains the signalfd; returns the signals that arrived.
+fn read_signals(fd: &OwnedFd) -> Vec<i32> {
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: signalfd_siginfo is plain data; read fills it whole or fails.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let n = unsafe {
+            libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), std::mem::size_of::<libc::signalfd_siginfo>())
+        };
+        if n != std::mem::size_of::<libc::signalfd_siginfo>() as isize {
+            return out;
+        }
+        out.push(info.ssi_signo as i32);
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    // SAFETY: clock_gettime fills the timespec. CLOCK_MONOTONIC is the
+    // clock of bpf_ktime_get_ns, which stamps allocations.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn func_name(func: u32) -> &'static str {
+    allocator::Func::ALL.get(func as usize).map(|f| f.name()).unwrap_or("?")
+}
+
+/// One -t line per traced call.
+fn format_event(e: &abi::Event) -> String {
+    let comm_len = e.comm.iter().position(|&b| b == 0).unwrap_or(e.comm.len());
+    let comm = String::from_utf8_lossy(&e.comm[..comm_len]);
+    let head = format!("{:.6} {} {}/{} {}:", e.timestamp_ns as f64 / 1e9, comm, e.pid, e.tid, func_name(e.func));
+    match e.kind {
+        abi::EV_ALLOC_ENTER => format!("{head} alloc entered, size = {}", e.size),
+        abi::EV_ALLOC_EXIT => format!("{head} alloc exited, size = {}, result = {:x}", e.size, e.addr),
+        _ => format!("{head} free entered, address = {:x}, size = {}", e.addr, e.size),
+    }
+}
+
+pub fn run(opts: &Options) -> Result<Outcome, Failure> {
+    check_privileges()?;
+    let signals = block_signals()?;
+    let out = io::stdout();
+
+    // The target: an existing process, or a command held before exec.
+    let (pid, mut child, allocator) = match &opts.target {
+        Target::Pid(pid) => {
+            target::check_pid(*pid)?;
+            let allocator = allocator::for_process(*pid, opts.obj.as_deref())?;
+            (*pid, None, allocator)
+        }
+        Target::Command(argv) => {
+            let program = argv.first().ok_or_else(|| "empty command".to_string())?;
+            let path = target::resolve_command(program)?;
+            let allocator = allocator::for_executable(&path, opts.obj.as_deref())?;
+            let child = Child::spawn_held(&path, argv)?;
+            (child.pid, Some(child), allocator)
+        }
+        Target::Kernel => return Err(Failure::Fatal("kernel mode is not implemented yet; use -p PID or -c COMMAND".into())),
+    };
+    crate::verbose!("allocator: {} ({})", allocator.display_path, allocator.reason);
+
+    let output_error: std::rc::Rc<std::cell::RefCell<Option<io::Error>>> = Default::default();
+    let on_event: Option<Box<dyn FnMut(&abi::Event)>> = if opts.trace {
+        let output_error = output_error.clone();
+        Some(Box::new(move |e: &abi::Event| {
+            let mut out = io::stdout().lock();
+            if let Err(err) = writeln!(out, "{}", format_event(e)) {
+                output_error.borrow_mut().get_or_insert(err);
+            }
+        }))
+    } else {
+        None
+    };
+
+    let started = Tracer::start(opts, Attach::User { pid, allocator: &allocator }, on_event);
+    let mut tracer = match started {
+        Ok(t) => t,
+        Err(e) => {
+            if let Some(c) = &mut child {
+                c.abandon();
+            }
+            return Err(e.into());
+        }
+    };
+    writeln!(out.lock(), "Attaching to pid {pid}, Ctrl+C to quit.")?;
+    if let Some(c) = &mut child {
+        if let Err(e) = c.release(&opts_command_name(opts)) {
+            c.poll();
+            return Err(e.into());
+        }
+    }
+
+    let mut symbolizer = ProcessSymbolizer::new(pid);
+    symbolizer.refresh();
+    let pidfd = if child.is_none() { target::pidfd_open(pid) } else { None };
+
+    let interval = Duration::from_secs(opts.interval_s);
+    let mut next_report = Instant::now() + interval;
+    let mut reports = 0u64;
+    // How often the target's memory map is re-read, so that a report made
+    // after the target exited can still be symbolized.
+    const MAPS_REFRESH: Duration = Duration::from_millis(500);
+    let mut next_refresh = Instant::now() + MAPS_REFRESH;
+
+    let outcome = loop {
+        let now = Instant::now();
+        let wake = next_report.min(next_refresh);
+        let timeout_ms = wake.saturating_duration_since(now).as_millis().min(i32::MAX as u128) as i32;
+        let mut fds = vec![libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        if let Some(fd) = tracer.ring_fd() {
+            fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+        }
+        if let Some(fd) = &pidfd {
+            fds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        }
+        // SAFETY: fds is a valid array of pollfd.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+
+        tracer.consume_events();
+        if let Some(e) = output_error.borrow_mut().take() {
+            return Err(Failure::Output(e));
+        }
+
+        let mut stop = None;
+        for sig in read_signals(&signals) {
+            match sig {
+                libc::SIGCHLD => {
+                    if let Some(c) = &mut child {
+                        for event in c.poll() {
+                            match event {
+                                ChildEvent::Exiting => {
+                                    symbolizer.refresh();
+                                    symbolizer.prefetch();
+                                }
+                                ChildEvent::Exited(status) => stop = Some(Outcome::ChildExited(status)),
+                            }
+                        }
+                    }
+                }
+                _ => stop = stop.or(Some(Outcome::Done)),
+            }
+        }
+        let target_gone = match &pidfd {
+            Some(_) => fds.last().map(|p| p.revents & libc::POLLIN != 0).unwrap_or(false),
+            None => child.is_none() && Instant::now() >= next_refresh && !target::is_alive(pid),
+        };
+        if target_gone && stop.is_none() {
+            stop = Some(Outcome::TargetExited(pid));
+        }
+        if Instant::now() >= next_refresh {
+            symbolizer.refresh();
+            next_refresh = Instant::now() + MAPS_REFRESH;
+        }
+        if let Some(outcome) = stop {
+            // The final report: detach first so the numbers stop moving.
+            tracer.detach();
+            tracer.consume_events();
+            print_report(opts, &tracer, &mut symbolizer, &mut out.lock())?;
+            break outcome;
+        }
+        if Instant::now() >= next_report {
+            symbolizer.refresh();
+            print_report(opts, &tracer, &mut symbolizer, &mut out.lock())?;
+            reports += 1;
+            if opts.count.is_some_and(|c| reports >= c) {
+                tracer.detach();
+                break Outcome::Done;
+            }
+            next_report += interval;
+        }
+    };
+    if let Some(c) = &mut child {
+        c.abandon();
+    }
+    Ok(outcome)
+}
+
+fn opts_command_name(opts: &Options) -> String {
+    match &opts.target {
+        Target::Command(argv) => argv.first().cloned().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut ProcessSymbolizer, out: &mut impl Write) -> Result<(), Failure> {
+    let totals = if opts.combined_only {
+        tracer.combined()?
+    } else {
+        let allocations = tracer.allocations()?;
+        report::aggregate(allocations, monotonic_ns(), opts.older_ms.saturating_mul(1_000_000), opts.show_allocs)
+    };
+    let top = report::top(totals, &opts.sort, opts.top);
+    let printed: Vec<PrintedStack<'_>> = top
+        .iter()
+        .map(|total| {
+            let frames = match tracer.stack(total.stack_id) {
+                Some(ips) => ips.iter().map(|&ip| symbolizer.symbolize(ip).to_string()).collect(),
+                None if total.stack_id < 0 => vec!["[stack lost]".to_string()],
+                None => vec!["[stack unavailable]".to_string()],
+            };
+            PrintedStack { total, frames }
+        })
+        .collect();
+    report::write_report(out, &report::clock_time(), opts.top, &printed, opts.show_allocs && !opts.combined_only, &tracer.losses())?;
+    Ok(())
+}

@@ -1,0 +1,390 @@
+//! Turning stack addresses into `symbol+0xoff [module]` frames, for user
+//! processes (ELF symbols through /proc/PID/maps) and the kernel
+//! (/proc/kallsyms).
+
+pub mod demangle;
+pub mod elf;
+pub mod kallsyms;
+pub mod proc_maps;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+
+use elf::ElfSymbols;
+use kallsyms::Kallsyms;
+use proc_maps::MapEntry;
+
+/// Files larger than this are not read whole into memory for symbols.
+const MAX_ELF_SIZE: u64 = 2 << 30;
+
+/// One resolved stack frame.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Frame {
+    /// Demangled symbol name.
+    pub symbol: Option<String>,
+    /// Offset of the address from the symbol's start.
+    pub offset: u64,
+    /// File base name (`libc.so.6`), or `kernel` / a kernel module's name.
+    pub module: Option<String>,
+}
+
+impl Frame {
+    fn unknown(module: Option<String>) -> Frame {
+        Frame {
+            symbol: None,
+            offset: 0,
+            module,
+        }
+    }
+}
+
+impl fmt::Display for Frame {
+    /// `sym+0xoff [module]`, `[unknown] [module]` or `[unknown]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.symbol {
+            Some(s) => write!(f, "{s}+{:#x}", self.offset)?,
+            None => f.write_str("[unknown]")?,
+        }
+        match &self.module {
+            Some(m) => write!(f, " [{m}]"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Identifies a file independent of its path: (dev major, dev minor, inode).
+type FileKey = (u32, u32, u64);
+
+/// Symbolizes addresses of one process.
+pub struct ProcessSymbolizer {
+    pid: u32,
+    maps_text: String,
+    maps: Vec<MapEntry>,
+    /// Parsed files, failures included (`None`) so they are tried once.
+    cache: HashMap<FileKey, Option<ElfSymbols>>,
+}
+
+impl ProcessSymbolizer {
+    /// Takes a first snapshot of the process's mappings right away.
+    pub fn new(pid: u32) -> Self {
+        let mut s = ProcessSymbolizer {
+            pid,
+            maps_text: String::new(),
+            maps: Vec::new(),
+            cache: HashMap::new(),
+        };
+        s.refresh();
+        s
+    }
+
+    /// Rereads /proc/PID/maps. Returns false if the process is gone or the
+    /// file unreadable; the previous snapshot is kept then, so addresses
+    /// from a process that has exited still resolve.
+    pub fn refresh(&mut self) -> bool {
+        let text = match std::fs::read_to_string(format!("/proc/{}/maps", self.pid)) {
+            Ok(t) => t,
+            Err(_) => return false,
+        };
+        // A zombie's maps file reads as empty: that is "gone", not "no mappings".
+        if text.is_empty() {
+            return false;
+        }
+        if text != self.maps_text {
+            self.maps = proc_maps::parse(&text);
+            self.maps_text = text;
+        }
+        true
+    }
+
+    /// The current snapshot of /proc/PID/maps.
+    pub fn maps(&self) -> &[MapEntry] {
+        &self.maps
+    }
+
+    /// Resolves one user-space address.
+    pub fn symbolize(&mut self, addr: u64) -> Frame {
+        let Some(entry) = proc_maps::find(&self.maps, addr) else {
+            return Frame::unknown(None);
+        };
+        if !entry.is_file() {
+            // Anonymous memory (JIT code), [vdso], [heap]: nothing to read.
+            return Frame::unknown(None);
+        }
+        let module = Some(entry.module_name().to_string());
+        let Some(syms) = load_cached(&mut self.cache, self.pid, entry) else {
+            return Frame::unknown(module);
+        };
+        // As MapEntry::file_offset, without overflow on a bogus offset.
+        let offset = (addr - entry.start).checked_add(entry.offset);
+        match offset.and_then(|o| syms.lookup_file_offset(o)) {
+            Some((name, off)) => Frame {
+                symbol: Some(demangle::demangle(name).into_owned()),
+                offset: off,
+                module,
+            },
+            None => Frame::unknown(module),
+        }
+    }
+
+    /// Parses (and caches) every executable file mapping now, so that the
+    /// files stay resolvable after the process exits or they are replaced.
+    pub fn prefetch(&mut self) {
+        for entry in self
+            .maps
+            .iter()
+            .filter(|e| e.is_executable() && e.is_file())
+        {
+            load_cached(&mut self.cache, self.pid, entry);
+        }
+    }
+}
+
+fn load_cached<'c>(
+    cache: &'c mut HashMap<FileKey, Option<ElfSymbols>>,
+    pid: u32,
+    entry: &MapEntry,
+) -> Option<&'c ElfSymbols> {
+    cache
+        .entry((entry.dev_major, entry.dev_minor, entry.inode))
+        .or_insert_with(|| open_mapped(pid, entry).and_then(|bytes| elf::parse(&bytes).ok()))
+        .as_ref()
+}
+
+/// Reads the file behind a mapping. map_files gives the exact inode (even
+/// deleted or in another mount namespace) but needs privilege; the
+/// process's root covers containers; the plain path is the last resort.
+/// A candidate whose inode matches the maps entry wins over the others.
+fn open_mapped(pid: u32, entry: &MapEntry) -> Option<Vec<u8>> {
+    let candidates = [
+        format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end),
+        format!("/proc/{pid}/root{}", entry.path),
+        entry.path.clone(),
+    ];
+    let mut fallback = None;
+    for path in &candidates {
+        let Ok(file) = File::open(path) else { continue };
+        let Ok(meta) = file.metadata() else { continue };
+        if !meta.is_file() || meta.len() > MAX_ELF_SIZE {
+            continue;
+        }
+        if entry.inode == 0 || meta.ino() == entry.inode {
+            return read_all(file, meta.len());
+        }
+        // Overlay filesystems may report another inode for the same file,
+        // so a mismatch is kept as a fallback, except for a deleted file,
+        // whose path now names something else.
+        if fallback.is_none() && !entry.deleted {
+            fallback = Some((file, meta.len()));
+        }
+    }
+    let (file, len) = fallback?;
+    read_all(file, len)
+}
+
+fn read_all(mut file: File, len: u64) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(usize::try_from(len).ok()?);
+    file.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// Symbolizes kernel addresses with /proc/kallsyms, read once.
+pub struct KernelSymbolizer {
+    kallsyms: Kallsyms,
+}
+
+impl KernelSymbolizer {
+    pub fn load() -> std::io::Result<Self> {
+        let text = std::fs::read_to_string("/proc/kallsyms")?;
+        Ok(Self::from_kallsyms(Kallsyms::parse(&text)))
+    }
+
+    pub fn from_kallsyms(kallsyms: Kallsyms) -> Self {
+        KernelSymbolizer { kallsyms }
+    }
+
+    /// True when kallsyms shows only zero addresses (kptr_restrict), so
+    /// every kernel frame will be `[unknown]`.
+    pub fn addresses_hidden(&self) -> bool {
+        self.kallsyms.addresses_hidden()
+    }
+
+    pub fn symbolize(&self, addr: u64) -> Frame {
+        match self.kallsyms.lookup(addr) {
+            Some(s) => Frame {
+                // Rust-for-Linux symbols are mangled.
+                symbol: Some(demangle::demangle(s.name).into_owned()),
+                offset: s.offset,
+                module: Some(s.module.unwrap_or("kernel").to_string()),
+            },
+            None => Frame::unknown(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_display() {
+        let f = |s: Option<&str>, offset, m: Option<&str>| {
+            Frame {
+                symbol: s.map(String::from),
+                offset,
+                module: m.map(String::from),
+            }
+            .to_string()
+        };
+        assert_eq!(f(Some("main"), 0x6d, Some("allocs")), "main+0x6d [allocs]");
+        assert_eq!(
+            f(Some("malloc"), 0, Some("libc.so.6")),
+            "malloc+0x0 [libc.so.6]"
+        );
+        assert_eq!(f(Some("x"), 0xABCDEF, Some("m")), "x+0xabcdef [m]");
+        assert_eq!(f(None, 0, Some("libc.so.6")), "[unknown] [libc.so.6]");
+        assert_eq!(f(None, 0, None), "[unknown]");
+        assert_eq!(
+            f(Some("kfree"), 0x1a, Some("kernel")),
+            "kfree+0x1a [kernel]"
+        );
+        assert_eq!(f(Some("sym"), 1, None), "sym+0x1");
+    }
+
+    #[inline(never)]
+    fn a_function_of_the_test_binary(x: u64) -> u64 {
+        std::hint::black_box(x).wrapping_mul(3)
+    }
+
+    #[test]
+    fn self_process() {
+        let mut s = ProcessSymbolizer::new(std::process::id());
+        s.prefetch();
+        let malloc = libc::malloc as *const () as usize as u64;
+        let f = s.symbolize(malloc);
+        assert!(
+            f.symbol.as_deref() == Some("malloc") || f.symbol.as_deref() == Some("__libc_malloc"),
+            "{f}"
+        );
+        assert_eq!(f.offset, 0);
+        assert!(
+            f.module.as_deref().is_some_and(|m| m.starts_with("libc")),
+            "{f}"
+        );
+        let f = s.symbolize(malloc + 3);
+        assert_eq!(f.offset, 3);
+
+        // PIE test binary, Rust name demangled (no hash).
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let exe_name = exe.file_name().unwrap().to_str().unwrap().to_string();
+        let here = a_function_of_the_test_binary as *const () as usize as u64;
+        assert_eq!(a_function_of_the_test_binary(2), 6);
+        let f = s.symbolize(here);
+        let sym = f.symbol.as_deref().unwrap_or_default();
+        assert!(sym.ends_with("tests::a_function_of_the_test_binary"), "{f}");
+        assert_eq!(
+            (f.offset, f.module.as_deref()),
+            (0, Some(exe_name.as_str()))
+        );
+
+        // Unmapped and anonymous addresses.
+        assert_eq!(s.symbolize(8).to_string(), "[unknown]");
+        let heap = Box::new(5u64);
+        assert_eq!(
+            s.symbolize(&*heap as *const u64 as u64).to_string(),
+            "[unknown]"
+        );
+    }
+
+    #[test]
+    fn exited_process_keeps_snapshot() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut s = ProcessSymbolizer::new(child.id());
+        // spawn() returns while execve is still mapping the new image: the
+        // maps can list only [stack] for a moment. Wait for libc.
+        for _ in 0..200 {
+            if s.maps
+                .iter()
+                .any(|e| e.is_executable() && e.path.contains("libc"))
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            s.refresh();
+        }
+        s.prefetch();
+        let maps = s.maps.clone();
+        // Where our malloc sits in the child's copy of the same libc.
+        let own = proc_maps::parse(&std::fs::read_to_string("/proc/self/maps").unwrap());
+        let malloc = libc::malloc as *const () as usize as u64;
+        let own_entry = proc_maps::find(&own, malloc).unwrap();
+        let file_off = own_entry.file_offset(malloc);
+        let entry = maps
+            .iter()
+            .find(|e| {
+                e.inode == own_entry.inode
+                    && e.offset <= file_off
+                    && file_off - e.offset < e.end - e.start
+            })
+            .expect("child maps the same libc");
+        let child_malloc = file_off - entry.offset + entry.start;
+        let before = s.symbolize(child_malloc);
+        assert!(
+            before
+                .symbol
+                .as_deref()
+                .is_some_and(|n| n.contains("malloc")),
+            "{before}"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!s.refresh());
+        assert_eq!(s.maps, maps);
+        assert_eq!(s.symbolize(child_malloc), before);
+    }
+
+    #[test]
+    fn missing_process() {
+        // PIDs beyond pid_max never exist.
+        let mut s = ProcessSymbolizer::new(u32::MAX);
+        assert!(!s.refresh());
+        assert_eq!(s.symbolize(0x400000).to_string(), "[unknown]");
+        s.prefetch();
+    }
+
+    #[test]
+    fn kernel() {
+        let k = match KernelSymbolizer::load() {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("skipping: {e}");
+                return;
+            }
+        };
+        if k.addresses_hidden() {
+            eprintln!("kallsyms addresses hidden; skipping");
+            return;
+        }
+        let text = std::fs::read_to_string("/proc/kallsyms").unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.ends_with(" T _stext") || l.ends_with(" T _text"))
+            .unwrap();
+        let addr = u64::from_str_radix(&line[..16], 16).unwrap();
+        let f = k.symbolize(addr + 1);
+        assert_eq!((f.offset, f.module.as_deref()), (1, Some("kernel")), "{f}");
+        assert_eq!(k.symbolize(1).to_string(), "[unknown]");
+
+        let fake =
+            KernelSymbolizer::from_kallsyms(Kallsyms::parse("ffffffffc0001000 t foo\t[mymod]\n"));
+        assert_eq!(
+            fake.symbolize(0xffffffffc0001010).to_string(),
+            "foo+0x10 [mymod]"
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! The traced thing: an existing process, or a command that memleak starts
+//! and holds until every probe is attached, so its first allocation is seen.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Checks that `pid` names a live user process memleak may trace.
+pub fn check_pid(pid: u32) -> Result<(), String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => format!("no process with PID {pid}"),
+        _ => format!("cannot read /proc/{pid}/stat: {e}"),
+    })?;
+    // The state follows the parenthesised command name, which may itself
+    // contain spaces and parentheses.
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).unwrap_or("?");
+    if state == "Z" || state == "X" {
+        return Err(format!("process {pid} has exited (zombie)"));
+    }
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+    if let Err(e) = exe {
+        if e.kind() == io::ErrorKind::NotFound {
+            return Err(format!("process {pid} is a kernel thread; trace the kernel by running memleak without -p"));
+        }
+    }
+    Ok(())
+}
+
+/// A file descriptor that polls readable when the process exits (pidfd,
+/// Linux 5.3+). `None` on older kernels: the caller polls /proc instead.
+pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: plain syscall; a non-negative result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if fd < 0 {
+        None
+    } else {
+        Some(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    }
+}
+
+pub fn is_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks existence and permission.
+    let ret = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    (ret == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH))
+        && !matches!(
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next().map(str::to_string)))
+                .as_deref(),
+            Some("Z") | Some("X") | None
+        )
+}
+
+/// Finds `program` as execvp would: a name with a slash is used as is,
+/// anything else is searched in $PATH.
+pub fn resolve_command(program: &str) -> Result<String, String> {
+    let is_executable = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    };
+    if program.contains('/') {
+        let path = std::path::Path::new(program);
+        if !path.exists() {
+            return Err(format!("cannot run {program}: No such file or directory"));
+        }
+        if !is_executable(path) {
+            return Err(format!("cannot run {program}: not an executable file"));
+        }
+        return Ok(program.to_string());
+    }
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_string());
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = std::path::Path::new(dir).join(program);
+        if is_executable(&candidate) {
+            return Ok(candidate.to_string_lossy().into_owned());
+        }
+    }
+    Err(format!("command not found: {program}"))
+}
+
+/// How a child process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    fn from_wait(status: libc::c_int) -> Option<ExitStatus> {
+        if libc::WIFEXITED(status) {
+            Some(ExitStatus::Code(libc::WEXITSTATUS(status)))
+        } else if libc::WIFSIGNALED(status) {
+            Some(ExitStatus::Signal(libc::WTERMSIG(status)))
+        } else {
+            None
+        }
+    }
+
+    /// memleak's own exit code: the child's, or 128 + signal as a shell does.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            ExitStatus::Code(c) => format!("exited with status {c}"),
+            ExitStatus::Signal(s) => {
+                // SAFETY: strsignal returns a static or thread-local string.
+                let name = unsafe { std::ffi::CStr::from_ptr(libc::strsignal(s)) }.to_string_lossy().into_owned();
+                format!("was killed by signal {s} ({name})")
+            }
+        }
+    }
+}
+
+/// What a child did, as seen by `Child::poll`.
+pub enum ChildEvent {
+    /// About to exit; its memory map is still readable.
+    Exiting,
+    Exited(ExitStatus),
+}
+
+/// A command forked and held before exec until `release`.
+///
+/// The child is ptrace-seized (without stopping it) only to get an exit
+/// stop: at that moment /proc/PID/maps still lists its libraries, so a
+/// report printed after it exited is still symbolized.
+pub struct Child {
+    pub pid: u32,
+    go: Option<OwnedFd>,
+    exec_error: Option<OwnedFd>,
+    pub status: Option<ExitStatus>,
+}
+
+fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two new fds that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+impl Child {
+    /// Forks; the child waits for `release` and then execs `argv`.
+    /// `path` is argv[0] resolved through $PATH.
+    pub fn spawn_held(path: &str, argv: &[String]) -> Result<Child, String> {
+        let cpath = CString::new(path).map_err(|_| format!("bad command path {path:?}"))?;
+        let cargs: Vec<CString> =
+            argv.iter().map(|a| CString::new(a.as_str())).collect::<Result<_, _>>().map_err(|_| "command contains a NUL byte".to_string())?;
+        let mut argv_ptrs: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let (go_read, go_write) = pipe_cloexec().map_err(|e| format!("cannot create a pipe: {e}"))?;
+        let (err_read, err_write) = pipe_cloexec().map_err(|e| format!("cannot create a pipe: {e}"))?;
+
+        // SAFETY: memleak is single-threaded here; the child only makes
+        // async-signal-safe calls before exec or _exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("cannot fork: {}", io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            unsafe {
+                // Undo what memleak set for itself: blocked signals (for its
+                // signalfd) and the ignored SIGPIPE survive exec otherwise.
+                let mut empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut empty);
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                let mut byte = 0u8;
+                // Wait for the go; EOF (memleak died) means do not run.
+                if libc::read(go_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) != 1 {
+                    libc::_exit(127);
+                }
+                libc::execv(cpath.as_ptr(), argv_ptrs.as_ptr());
+                let errno = *libc::__errno_location();
+                libc::write(err_write.as_raw_fd(), (&errno as *const i32).cast(), 4);
+                libc::_exit(127);
+            }
+        }
+        drop(go_read);
+        drop(err_write);
+        let pid = pid as u32;
+        // SAFETY: plain ptrace call on our own child.
+        let seized = unsafe {
+            libc::ptrace(libc::PTRACE_SEIZE, pid as libc::pid_t, 0usize, libc::PTRACE_O_TRACEEXIT as usize)
+        };
+        if seized < 0 {
+            // Only symbolization after exit suffers; tracing works without.
+            crate::verbose!("cannot ptrace-seize {pid}: {}", io::Error::last_os_error());
+        }
+        Ok(Child { pid, go: Some(go_write), exec_error: Some(err_read), status: None })
+    }
+
+    /// Lets the child exec. Returns the exec error, if any.
+    pub fn release(&mut self, program: &str) -> Result<(), String> {
+        if let Some(go) = self.go.take() {
+            let byte = 1u8;
+            // SAFETY: writing one byte to our pipe.
+            unsafe { libc::write(go.as_raw_fd(), (&byte as *const u8).cast(), 1) };
+        }
+        if let Some(err) = self.exec_error.take() {
+            let mut errno = 0i32;
+            // Blocks until exec succeeds (close-on-exec gives EOF) or fails.
+            // SAFETY: reading 4 bytes into an i32.
+            let n = unsafe { libc::read(err.as_raw_fd(), (&mut errno as *mut i32).cast(), 4) };
+            if n == 4 {
+                return Err(format!("cannot run {program}: {}", io::Error::from_raw_os_error(errno)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles every pending state change of the child (call on SIGCHLD).
+    pub fn poll(&mut self) -> Vec<ChildEvent> {
+        let mut events = Vec::new();
+        loop {
+            let mut status = 0;
+            // SAFETY: waiting for our own child, non-blocking.
+            let ret = unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::WNOHANG | libc::__WALL) };
+            if ret <= 0 {
+                break;
+            }
+            if let Some(exit) = ExitStatus::from_wait(status) {
+                self.status = Some(exit);
+                events.push(ChildEvent::Exited(exit));
+                break;
+            }
+            if libc::WIFSTOPPED(status) {
+                let event = status >> 16;
+                let mut inject = 0;
+                if event == libc::PTRACE_EVENT_EXIT {
+                    events.push(ChildEvent::Exiting);
+                } else if event == 0 {
+                    // A signal on its way to the child: pass it on.
+                    inject = libc::WSTOPSIG(status);
+                }
+                // Group stops (PTRACE_EVENT_STOP) just continue: memleak
+                // never wants the child stopped.
+                // SAFETY: the child is in a ptrace stop.
+                unsafe { libc::ptrace(libc::PTRACE_CONT, self.pid as libc::pid_t, 0usize, inject as usize) };
+            }
+        }
+        events
+    }
+
+    /// Called on exit: a child still held before exec is killed (it never
+    /// ran); a running one is detached and left running, as with -p.
+    pub fn abandon(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        if self.go.is_some() {
+            // SAFETY: killing our own held child.
+            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+            let mut status = 0;
+            unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::__WALL) };
+        }
+        // A tracer's exit detaches it; nothing else to undo.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_commands_like_execvp() {
+        assert!(resolve_command("sh").unwrap().ends_with("/sh"));
+        assert_eq!(resolve_command("/bin/sh").unwrap(), "/bin/sh");
+        assert_eq!(resolve_command("no-such-command-xyz").unwrap_err(), "command not found: no-such-command-xyz");
+        assert!(resolve_command("./no/such").unwrap_err().contains("No such file"));
+        assert!(resolve_command("/etc/passwd").unwrap_err().contains("not an executable"));
+    }
+
+    #[test]
+    fn checks_pids() {
+        assert!(check_pid(std::process::id()).is_ok());
+        assert_eq!(check_pid(999_999_999).unwrap_err(), "no process with PID 999999999");
+        // kthreadd is PID 2 on every Linux.
+        assert!(check_pid(2).unwrap_err().contains("kernel thread"));
+    }
+
+    #[test]
+    fn exit_status_codes() {
+        assert_eq!(ExitStatus::Code(3).exit_code(), 3);
+        assert_eq!(ExitStatus::Signal(9).exit_code(), 137);
+        assert!(ExitStatus::Signal(11).describe().starts_with("was killed by signal 11"));
+    }
+}

@@ -1,0 +1,290 @@
+//! Loads the BPF programs with this run's configuration, attaches them, and
+//! reads back plain data: outstanding allocations, stacks, losses.
+
+use std::io;
+
+use crate::allocator::{Allocator, Func};
+use crate::bpf::{self, abi, Link, MapFd, Object, RingBuffer};
+use crate::cli::Options;
+use crate::report::{Allocation, Losses, StackTotal};
+
+/// Entry program of each allocator function; all allocating functions
+/// share one return program, `alloc_exit`.
+fn entry_program(func: Func) -> &'static str {
+    match func {
+        Func::Malloc => "malloc_enter",
+        Func::Calloc => "calloc_enter",
+        Func::Realloc => "realloc_enter",
+        Func::Reallocarray => "reallocarr_enter",
+        Func::Free => "free_enter",
+        Func::PosixMemalign => "memalign_p_enter",
+        Func::AlignedAlloc => "aligned_enter",
+        Func::Valloc => "valloc_enter",
+        Func::Memalign => "memalign_enter",
+        Func::Pvalloc => "pvalloc_enter",
+        Func::Mmap => "mmap_enter",
+        Func::Munmap => "munmap_enter",
+        Func::Mremap => "mremap_enter",
+    }
+}
+
+fn has_return_probe(func: Func) -> bool {
+    !matches!(func, Func::Free | Func::Munmap)
+}
+
+/// Without these the report would be wrong, not just incomplete.
+fn is_mandatory(func: Func) -> bool {
+    matches!(func, Func::Malloc | Func::Free)
+}
+
+const USER_PROGRAMS: &[&str] = &[
+    "alloc_exit",
+    "malloc_enter",
+    "calloc_enter",
+    "realloc_enter",
+    "reallocarr_enter",
+    "free_enter",
+    "memalign_p_enter",
+    "aligned_enter",
+    "valloc_enter",
+    "memalign_enter",
+    "pvalloc_enter",
+    "mmap_enter",
+    "munmap_enter",
+    "mremap_enter",
+];
+
+/// Map sizes. Hash maps are not preallocated where the kernel allows it
+/// safely (6.1+, which allocates map elements from BPF's own allocator):
+/// older kernels warn about run-time allocation in tracing programs, so
+/// there the outstanding-allocation table is preallocated and smaller.
+pub struct Limits {
+    pub max_allocs: u32,
+    pub max_stacks: u32,
+    pub preallocate: bool,
+}
+
+impl Limits {
+    pub fn for_kernel(release: (u32, u32)) -> Limits {
+        if release >= (6, 1) {
+            Limits { max_allocs: 1_000_000, max_stacks: 10240, preallocate: false }
+        } else {
+            Limits { max_allocs: 131_072, max_stacks: 10240, preallocate: true }
+        }
+    }
+}
+
+/// The running kernel's major and minor version, from uname.
+pub fn kernel_release() -> (u32, u32) {
+    // SAFETY: uname fills the struct.
+    let release = unsafe {
+        let mut uts: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut uts) != 0 {
+            return (0, 0);
+        }
+        std::ffi::CStr::from_ptr(uts.release.as_ptr()).to_string_lossy().into_owned()
+    };
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// A loaded, attached set of BPF programs. Field order matters: links and
+/// the ring buffer are dropped before the object they belong to.
+pub struct Tracer {
+    links: Vec<Link>,
+    ring: Option<RingBuffer>,
+    obj: Object,
+    allocs: MapFd,
+    stacks: MapFd,
+    combined: MapFd,
+    losses: MapFd,
+    failed_attaches: u64,
+    programs: Vec<&'static str>,
+}
+
+/// What the tracer attaches to.
+pub enum Attach<'a> {
+    /// Uprobes on `allocator` for process `pid`.
+    User { pid: u32, allocator: &'a Allocator },
+}
+
+impl Tracer {
+    pub fn start(opts: &Options, attach: Attach<'_>, on_event: Option<Box<dyn FnMut(&abi::Event)>>) -> Result<Tracer, String> {
+        let Attach::User { pid, allocator } = attach;
+        let limits = Limits::for_kernel(kernel_release());
+        let mut obj = Object::open()?;
+        let cfg = abi::Config {
+            min_size: opts.min_size.unwrap_or(0),
+            max_size: opts.max_size.unwrap_or(u64::MAX),
+            sample_every: opts.sample_rate.max(1),
+            target_tgid: pid,
+            trace: opts.trace as u8,
+            // In user mode an address handed out again proves a missed free.
+            drop_stale: 1,
+            combined: opts.combined_only as u8,
+            kernel: 0,
+        };
+        obj.set_config(&cfg)?;
+        obj.set_max_entries("allocs", limits.max_allocs)?;
+        obj.set_max_entries("stacks", limits.max_stacks)?;
+        obj.set_max_entries("combined", if opts.combined_only { limits.max_stacks } else { 1 })?;
+        if !limits.preallocate {
+            for map in ["allocs", "combined", "inflight"] {
+                obj.set_map_flags(map, libc_bpf_f_no_prealloc())?;
+            }
+        }
+        // A ring buffer must be a power-of-two number of pages; keep it at
+        // one page when nothing is streamed.
+        let page = page_size();
+        obj.set_max_entries("events", if opts.trace { 1 << 20 } else { page })?;
+        obj.load().map_err(load_error)?;
+
+        let allocs = obj.map_fd("allocs")?;
+        let stacks = obj.map_fd("stacks")?;
+        let combined = obj.map_fd("combined")?;
+        let losses = obj.map_fd("losses")?;
+        let ring = match on_event {
+            Some(mut callback) => Some(RingBuffer::new(
+                obj.map_fd("events")?,
+                Box::new(move |bytes: &[u8]| {
+                    if let Some(event) = bpf::read_pod::<abi::Event>(bytes) {
+                        callback(&event);
+                    }
+                }),
+            )?),
+            None => None,
+        };
+
+        let mut tracer =
+            Tracer { links: Vec::new(), ring, obj, allocs, stacks, combined, losses, failed_attaches: 0, programs: USER_PROGRAMS.to_vec() };
+        tracer.attach_user(pid, allocator)?;
+        Ok(tracer)
+    }
+
+    fn attach_user(&mut self, pid: u32, allocator: &Allocator) -> Result<(), String> {
+        let mut attached: Vec<(u64, Func)> = Vec::new();
+        for func in Func::ALL {
+            let Some(&(_, offset)) = allocator.offsets.iter().find(|(f, _)| *f == func) else {
+                crate::verbose!("{} does not define {}; not traced", allocator.display_path, func.name());
+                continue;
+            };
+            // glibc's aligned_alloc is memalign under another name: one
+            // probe per address, or each call would be seen twice.
+            if let Some((_, first)) = attached.iter().find(|(o, _)| *o == offset) {
+                crate::verbose!("{} is an alias of {}; traced once", func.name(), first.name());
+                continue;
+            }
+            match self.attach_function(pid, allocator, func, offset) {
+                Ok(()) => attached.push((offset, func)),
+                Err(e) => {
+                    let msg = format!("cannot attach uprobe to {} in {}: {}", func.name(), allocator.display_path, attach_error(&e));
+                    if is_mandatory(func) {
+                        return Err(msg);
+                    }
+                    eprintln!("memleak: warning: {msg}");
+                    self.failed_attaches += 1;
+                }
+            }
+        }
+        crate::verbose!("attached {} probes to {}", self.links.len(), allocator.display_path);
+        Ok(())
+    }
+
+    /// The return probe goes first: an entry seen without its return would
+    /// leave a call in flight forever, while a return without its entry is
+    /// simply ignored.
+    fn attach_function(&mut self, pid: u32, allocator: &Allocator, func: Func, offset: u64) -> Result<(), io::Error> {
+        if has_return_probe(func) {
+            let exit = self.obj.attach_uprobe("alloc_exit", pid as i32, &allocator.attach_path, offset, true)?;
+            self.links.push(exit);
+        }
+        let entry = self.obj.attach_uprobe(entry_program(func), pid as i32, &allocator.attach_path, offset, false)?;
+        self.links.push(entry);
+        Ok(())
+    }
+
+    /// Stops tracing: every probe goes away with its link.
+    pub fn detach(&mut self) {
+        self.links.clear();
+    }
+
+    pub fn ring_fd(&self) -> Option<i32> {
+        self.ring.as_ref().map(|r| r.epoll_fd())
+    }
+
+    pub fn consume_events(&mut self) {
+        if let Some(ring) = &mut self.ring {
+            ring.consume();
+        }
+    }
+
+    /// Every outstanding allocation, in one batched pass over the map.
+    pub fn allocations(&self) -> Result<Vec<Allocation>, String> {
+        let mut out = Vec::new();
+        self.allocs
+            .dump::<abi::AllocKey, abi::AllocInfo>(|k, v| {
+                out.push(Allocation { addr: k.addr, size: v.size, timestamp_ns: v.timestamp_ns, stack_id: v.stack_id as i64 })
+            })
+            .map_err(|e| format!("cannot read the allocation table: {e}"))?;
+        Ok(out)
+    }
+
+    /// Per-stack totals kept in BPF (--combined-only).
+    pub fn combined(&self) -> Result<Vec<StackTotal>, String> {
+        let mut out = Vec::new();
+        self.combined
+            .dump::<u64, abi::CombinedInfo>(|k, v| {
+                let stack_id = if *k == abi::LOST_STACK_KEY { -1 } else { *k as i64 };
+                out.push(StackTotal { stack_id, bytes: v.total_size, count: v.number_of_allocs, allocs: Vec::new() })
+            })
+            .map_err(|e| format!("cannot read the combined table: {e}"))?;
+        Ok(out)
+    }
+
+    pub fn stack(&self, stack_id: i64) -> Option<Vec<u64>> {
+        u32::try_from(stack_id).ok().and_then(|id| self.stacks.lookup_stack(id))
+    }
+
+    pub fn losses(&self) -> Losses {
+        let sum = |i: usize| self.losses.lookup_percpu_u64(i as u32).iter().sum::<u64>();
+        Losses {
+            allocs_map_full: sum(abi::LOSS_ALLOCS_FULL),
+            stacks_lost: sum(abi::LOSS_STACK),
+            combined_map_full: sum(abi::LOSS_COMBINED_FULL),
+            events_dropped: sum(abi::LOSS_EVENTS),
+            inflight_full: sum(abi::LOSS_INFLIGHT_FULL),
+            missed_returns: sum(abi::LOSS_MISSED_RETURN),
+            recursion_misses: self.programs.iter().map(|p| self.obj.recursion_misses(p)).sum(),
+            failed_attaches: self.failed_attaches,
+        }
+    }
+}
+
+fn libc_bpf_f_no_prealloc() -> u32 {
+    libbpf_sys::BPF_F_NO_PREALLOC
+}
+
+pub fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 {
+        size as u32
+    } else {
+        4096
+    }
+}
+
+fn privilege_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => " (run as root, or grant CAP_BPF and CAP_PERFMON)",
+        _ => "",
+    }
+}
+
+fn load_error(e: io::Error) -> String {
+    format!("cannot load the BPF programs: {e}{}", privilege_hint(&e))
+}
+
+fn attach_error(e: &io::Error) -> String {
+    format!("{e}{}", privilege_hint(e))
+}

@@ -1,0 +1,248 @@
+//! Shared by the end-to-end tests: builds the C fixtures with gcc, runs the
+//! real memleak binary (real BPF, no mocks) and parses its reports.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The binary under test: $MEMLEAK_BIN (for example the static build), else
+/// the one cargo built for these tests.
+pub fn memleak_bin() -> PathBuf {
+    match std::env::var_os("MEMLEAK_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_memleak")),
+    }
+}
+
+/// Compiles tests/fixtures/NAME.c once per test run, with frame pointers
+/// so that user stacks are complete.
+pub fn fixture(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
+    let out = dir.join(name);
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|n| n == name) {
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.c"));
+        let status = Command::new("gcc")
+            .args(["-O0", "-g", "-fno-omit-frame-pointer", "-Wall", "-Werror", "-pthread", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("gcc runs");
+        assert!(status.success(), "gcc failed on {}", src.display());
+        built.push(name.to_string());
+    }
+    out
+}
+
+/// A running process whose stdout lines arrive on a channel.
+pub struct Running {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    pub fn spawn(cmd: &mut Command) -> Running {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Running { child, stdin, lines: rx, seen: Vec::new() }
+    }
+
+    /// Waits for a line satisfying `pred`; panics with everything seen so
+    /// far after `timeout`.
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("timed out; output so far:\n{}", self.seen.join("\n")),
+                Err(RecvTimeoutError::Disconnected) => panic!("output ended; output so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    pub fn send(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for exit; returns (exit code, every stdout line, stderr).
+    pub fn finish(mut self, timeout: Duration) -> (Option<i32>, Vec<String>, String) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(line);
+                }
+                let mut stderr = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                let code = status.code().or_else(|| {
+                    use std::os::unix::process::ExitStatusExt;
+                    status.signal().map(|s| 128 + s)
+                });
+                return (code, std::mem::take(&mut self.seen), stderr);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("did not exit in time; output so far:\n{}", self.seen.join("\n"));
+            }
+            while let Ok(line) = self.lines.try_recv() {
+                self.seen.push(line);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One stack of a report.
+#[derive(Debug, Clone, Default)]
+pub struct Stack {
+    pub bytes: u64,
+    pub count: u64,
+    pub frames: Vec<String>,
+    pub addrs: Vec<(String, u64)>,
+}
+
+/// One report: its header and stacks.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub header: String,
+    pub stacks: Vec<Stack>,
+    pub losses: Option<String>,
+}
+
+impl Report {
+    /// The stack whose first frame is in `func` (`func+0x...`).
+    pub fn by_function(&self, func: &str) -> Option<&Stack> {
+        let prefix = format!("{func}+0x");
+        self.stacks.iter().find(|s| s.frames.first().is_some_and(|f| f.starts_with(&prefix)))
+    }
+
+    pub fn expect(&self, func: &str) -> &Stack {
+        self.by_function(func).unwrap_or_else(|| panic!("no stack from {func} in report:\n{self:#?}"))
+    }
+}
+
+/// Splits memleak's stdout into reports, in the classic layout.
+pub fn parse_reports(lines: &[String]) -> Vec<Report> {
+    let mut reports: Vec<Report> = Vec::new();
+    let mut pending_addrs: Vec<(String, u64)> = Vec::new();
+    for line in lines {
+        if line.starts_with('[') && line.contains("stacks with outstanding allocations:") {
+            reports.push(Report { header: line.clone(), ..Default::default() });
+            continue;
+        }
+        let Some(report) = reports.last_mut() else { continue };
+        if let Some(rest) = line.strip_prefix("\taddr = ") {
+            let (addr, size) = rest.split_once(" size = ").expect("addr line");
+            pending_addrs.push((addr.to_string(), size.parse().expect("size")));
+        } else if let Some(rest) = line.strip_prefix("\t\t") {
+            report.stacks.last_mut().expect("frame after stack line").frames.push(rest.to_string());
+        } else if let Some(rest) = line.strip_prefix('\t') {
+            let words: Vec<&str> = rest.split(' ').collect();
+            assert!(rest.ends_with("allocations from stack"), "unexpected line {line:?}");
+            report.stacks.push(Stack {
+                bytes: words[0].parse().expect("bytes"),
+                count: words[3].parse().expect("count"),
+                frames: Vec::new(),
+                addrs: std::mem::take(&mut pending_addrs),
+            });
+        } else if line.starts_with("lost: ") {
+            report.losses = Some(line.clone());
+        }
+    }
+    reports
+}
+
+/// The exact outstanding allocations leaker.c documents: function, bytes, count.
+pub const LEAKS: &[(&str, u64, u64)] = &[
+    ("leak_malloc", 1000, 10),
+    ("leak_calloc", 1000, 5),
+    ("leak_realloc", 1200, 4),
+    ("leak_reallocarray", 900, 3),
+    ("leak_posix_memalign", 1024, 2),
+    ("leak_aligned_alloc", 512, 2),
+    ("leak_valloc", 1000, 1),
+    ("leak_memalign", 300, 3),
+    ("leak_pvalloc", 100, 1),
+    ("leak_mmap", 16384, 2),
+    ("leak_mremap", 12288, 1),
+    ("leak_failed_realloc", 64, 1),
+];
+
+/// Starts `leaker --wait EXTRA` and memleak -p on it with `args`, lets the
+/// leaker run once memleak has attached, and returns both once the leaker
+/// said "done".
+pub fn trace_waiting_leaker(args: &[&str], extra: &[&str]) -> (Running, Running) {
+    let mut leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait").args(extra));
+    let ready = leaker.wait_for(Duration::from_secs(10), |l| l.starts_with("ready "));
+    let pid: u32 = ready["ready ".len()..].parse().unwrap();
+    let mut memleak = Running::spawn(Command::new(memleak_bin()).arg("-p").arg(pid.to_string()).args(args));
+    memleak.wait_for(Duration::from_secs(30), |l| l.starts_with("Attaching to pid"));
+    leaker.send("go\n");
+    leaker.wait_for(Duration::from_secs(30), |l| l == "done");
+    (leaker, memleak)
+}
+
+/// Ctrl+C: memleak detaches and prints a final report. Returns it, with
+/// the exit code, every report and stderr.
+pub fn interrupt(memleak: Running) -> (Report, Option<i32>, Vec<Report>, String) {
+    memleak.signal(libc::SIGINT);
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(30));
+    let reports = parse_reports(&lines);
+    let last = reports.last().cloned().unwrap_or_else(|| panic!("no report; stdout:\n{}\nstderr:\n{stderr}", lines.join("\n")));
+    (last, code, reports, stderr)
+}
+
+/// Asserts every documented leak with its exact bytes and count.
+pub fn assert_all_leaks(report: &Report) {
+    for &(func, bytes, count) in LEAKS {
+        let stack = report.expect(func);
+        assert_eq!((stack.bytes, stack.count), (bytes, count), "{func}: {stack:#?}");
+        assert!(stack.frames.iter().any(|f| f.starts_with("main+0x") && f.ends_with("[leaker]")), "{func} called from main: {stack:#?}");
+    }
+    for stack in &report.stacks {
+        let first = stack.frames.first().map(String::as_str).unwrap_or("");
+        assert!(!first.starts_with("churn+") && !first.starts_with("fail+"), "freed or failed allocation reported: {stack:#?}");
+    }
+}

@@ -1,0 +1,92 @@
+//! End-to-end: bad input gets one clear line on stderr and a non-zero exit.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Runs memleak with `args`; returns (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(memleak_bin()).args(args).output().expect("memleak runs");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn assert_one_line_error(args: &[&str], code: i32, needle: &str) {
+    let (got, _, stderr) = run(args);
+    assert_eq!(got, Some(code), "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr:?}");
+    assert!(stderr.starts_with("memleak: ") && stderr.contains(needle), "{args:?}: {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn bad_values_are_usage_errors() {
+    for (args, needle) in [
+        (&["-p", "abc"][..], "-p"),
+        (&["-p", "-5"], "-p"),
+        (&["-s", "0"], "-s"),
+        (&["-T", "x"], "-T"),
+        (&["-z", "10", "-Z", "5"], "-z"),
+        (&["--sort", "name"], "--sort"),
+        (&["0"], "interval"),
+        (&["1", "0"], "count"),
+        (&["1", "2", "3"], "3"),
+        (&["--bogus"], "--bogus"),
+        (&["-p", "1", "-c", "true"], "-c"),
+        (&["-c", "'unterminated"], "quote"),
+        (&["-o", "99999999999999999999999"], "-o"),
+    ] {
+        assert_one_line_error(args, 2, needle);
+    }
+}
+
+#[test]
+fn help_and_version() {
+    let (code, stdout, _) = run(&["-h"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("usage: memleak [-h] [-p PID]"), "{stdout}");
+    assert!(stdout.contains("EXAMPLES:") && stdout.contains("./memleak -p $(pidof allocs)"));
+    let (code, stdout, _) = run(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with("memleak "));
+}
+
+#[test]
+fn unknown_pid() {
+    assert_one_line_error(&["-p", "999999999"], 1, "no process with PID 999999999");
+}
+
+#[test]
+fn kernel_thread_pid() {
+    assert_one_line_error(&["-p", "2"], 1, "kernel thread");
+}
+
+#[test]
+fn command_not_found() {
+    assert_one_line_error(&["-c", "no-such-command-memleak"], 1, "command not found: no-such-command-memleak");
+    assert_one_line_error(&["-c", "/no/such/program"], 1, "No such file");
+}
+
+#[test]
+fn object_without_malloc() {
+    let leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait"));
+    let pid = leaker.child.id().to_string();
+    assert_one_line_error(&["-p", &pid, "-O", "/bin/true"], 1, "does not define malloc");
+    assert_one_line_error(&["-p", &pid, "-O", "libnosuch.so"], 1, "libnosuch.so");
+}
+
+#[test]
+fn unprivileged_user_is_told_what_is_missing() {
+    // setpriv (util-linux) drops to nobody with no capabilities.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(memleak_bin())
+        .args(["-p", "1"])
+        .output()
+        .expect("setpriv runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"), "{stderr}");
+}

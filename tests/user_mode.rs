@@ -1,0 +1,181 @@
+//! End-to-end: memleak -p and -c on tests/fixtures/leaker.c, with real BPF.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn pid_mode_reports_every_leak_exactly() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["-o", "0", "-T", "50", "1"], &[]);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(report.header.contains("Top 50 stacks with outstanding allocations:"), "{}", report.header);
+    assert_all_leaks(&report);
+    // Largest last, as BCC prints them.
+    let sizes: Vec<u64> = report.stacks.iter().map(|s| s.bytes).collect();
+    assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "ascending: {sizes:?}");
+}
+
+#[test]
+fn command_mode_traces_from_the_first_allocation_and_exits_with_its_status() {
+    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-o", "0", "-T", "50", "-c"]).arg(format!("{} --exit 7", fixture("leaker").display())));
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(7), "exit status of the command; stderr: {stderr}");
+    assert!(stderr.contains("command exited with status 7"), "{stderr}");
+    assert!(lines[0].starts_with("Attaching to pid "), "{lines:?}");
+    let reports = parse_reports(&lines);
+    assert_eq!(reports.len(), 1, "one final report: {lines:#?}");
+    assert_all_leaks(&reports[0]);
+}
+
+#[test]
+fn command_is_searched_in_path_and_split_like_a_shell() {
+    let dir = fixture("leaker");
+    let path = format!("{}:{}", dir.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
+    let memleak = Running::spawn(Command::new(memleak_bin()).env("PATH", path).args(["-o", "0", "-c", "leaker '--exit' \"3\""]));
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_eq!((parse_reports(&lines)[0].expect("leak_malloc").bytes), 1000);
+}
+
+#[test]
+fn combined_only_gives_the_same_totals() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["--combined-only", "-T", "50", "1"], &[]);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_all_leaks(&report);
+}
+
+#[test]
+fn show_allocs_lists_each_block() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["-a", "-o", "0", "-T", "50", "1"], &[]);
+    let (report, _, _, _) = interrupt(memleak);
+    let stack = report.expect("leak_malloc");
+    assert_eq!(stack.addrs.len(), 10, "{stack:#?}");
+    assert!(stack.addrs.iter().all(|(addr, size)| *size == 100 && !addr.starts_with("0x") && u64::from_str_radix(addr, 16).is_ok()));
+    assert_eq!(report.expect("leak_mmap").addrs.len(), 2);
+}
+
+#[test]
+fn size_filters_are_inclusive() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["-z", "300", "-Z", "1000", "-o", "0", "-T", "50", "1"], &[]);
+    let (report, _, _, _) = interrupt(memleak);
+    assert!(report.by_function("leak_malloc").is_none(), "100 < 300");
+    assert!(report.by_function("leak_mmap").is_none(), "8192 > 1000");
+    assert_eq!(report.expect("leak_realloc").bytes, 1200, "300 is kept (inclusive)");
+    assert_eq!(report.expect("leak_valloc").bytes, 1000, "1000 is kept (inclusive)");
+    assert_eq!(report.expect("leak_posix_memalign").bytes, 1024);
+    assert_eq!(report.expect("leak_reallocarray").bytes, 900);
+}
+
+#[test]
+fn top_limits_the_stacks_shown() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["-T", "2", "-o", "0", "1"], &[]);
+    let (report, _, _, _) = interrupt(memleak);
+    assert!(report.header.contains("Top 2 stacks"));
+    let firsts: Vec<&str> = report.stacks.iter().map(|s| s.frames[0].split('+').next().unwrap()).collect();
+    assert_eq!(firsts, vec!["leak_mremap", "leak_mmap"], "the two largest, largest last");
+}
+
+#[test]
+fn sort_by_count() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["--sort", "count", "-T", "1", "-o", "0", "1"], &[]);
+    let (report, _, _, _) = interrupt(memleak);
+    assert_eq!(report.stacks.len(), 1);
+    assert_eq!(report.expect("leak_malloc").count, 10);
+}
+
+#[test]
+fn older_hides_young_allocations() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["-o", "60000", "1"], &[]);
+    let (report, _, _, _) = interrupt(memleak);
+    assert!(report.stacks.is_empty(), "{report:#?}");
+}
+
+#[test]
+fn sampling_records_every_nth_allocation() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["-s", "10", "-o", "0", "1"], &["--sampling"]);
+    let (report, _, _, _) = interrupt(memleak);
+    let stack = report.expect("leak_sampled");
+    assert_eq!((stack.bytes, stack.count), (240, 10), "{stack:#?}");
+}
+
+#[test]
+fn trace_prints_each_call_and_reports_go_on() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["-t", "-o", "0", "-T", "50", "1"], &[]);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_all_leaks(&report);
+    // The lines are in the output before the final report.
+    let (_leaker, memleak) = trace_waiting_leaker(&["-t", "1"], &[]);
+    memleak.signal(libc::SIGINT);
+    let (_, lines, _) = memleak.finish(Duration::from_secs(30));
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    assert!(count("malloc: alloc entered, size = 100") >= 10, "{}", lines.len());
+    assert!(count("malloc: alloc exited, size = 100, result = ") >= 10);
+    assert!(count("mmap: alloc entered, size = 8192") >= 2);
+    assert!(count("free: free entered, address = ") >= 1000);
+    assert!(lines.iter().any(|l| l.contains(" leaker ")), "comm is shown");
+}
+
+#[test]
+fn interval_and_count_end_the_run() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["1", "3"], &[]);
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(parse_reports(&lines).len(), 3, "{lines:#?}");
+}
+
+#[test]
+fn sigterm_prints_a_final_report_and_detaches() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["-o", "0", "60"], &[]);
+    memleak.signal(libc::SIGTERM);
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    let reports = parse_reports(&lines);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].expect("leak_malloc").bytes, 1000);
+}
+
+#[test]
+fn target_exit_gives_a_symbolized_final_report_and_an_error() {
+    let (leaker, memleak) = trace_waiting_leaker(&["-o", "0", "-T", "50", "60"], &[]);
+    // Let memleak re-read the maps once, then end the leaker.
+    std::thread::sleep(Duration::from_millis(800));
+    let (leaker_code, _, _) = leaker.finish(Duration::from_secs(10));
+    assert_eq!(leaker_code, Some(0));
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(1));
+    assert!(stderr.trim_end().ends_with("exited"), "{stderr}");
+    assert_all_leaks(parse_reports(&lines).last().expect("final report"));
+}
+
+#[test]
+fn closed_stdout_exits_quietly() {
+    // `memleak | head -1`: the reader goes away after the first line.
+    let leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait"));
+    let pid = leaker.child.id();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} -p {pid} -o 0 1 | head -1", memleak_bin().display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("Attaching to pid {pid}, Ctrl+C to quit.\n"));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "no message on a closed pipe");
+}
+
+#[test]
+fn pipefail_status_of_memleak_is_zero() {
+    let leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait"));
+    let pid = leaker.child.id();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -o pipefail; {} -p {pid} -o 0 1 | head -1 >/dev/null", memleak_bin().display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
