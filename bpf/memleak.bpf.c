@@ -432,4 +432,17 @@ int BPF_UPROBE(munmap_enter, __u64 addr)
 	return free_common(F_MUNMAP, addr);
 }
 
+/* For `make bench`: the cost of the probes alone, with no work in them. */
+SEC("uprobe")
+int empty_enter(void *ctx)
+{
+	return 0;
+}
+
+SEC("uretprobe")
+int empty_exit(void *ctx)
+{
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -100,6 +100,9 @@ pub struct Tracer {
     losses: MapFd,
     failed_attaches: u64,
     programs: Vec<&'static str>,
+    /// `make bench` only: attach programs that do nothing, to measure the
+    /// cost of the probes themselves (MEMLEAK_BENCH_EMPTY_PROBES=1).
+    empty_probes: bool,
 }
 
 /// What the tracer attaches to.
@@ -156,7 +159,10 @@ impl Tracer {
         };
 
         let mut tracer =
-            Tracer { links: Vec::new(), ring, obj, allocs, stacks, combined, losses, failed_attaches: 0, programs: USER_PROGRAMS.to_vec() };
+            Tracer { links: Vec::new(), ring, obj, allocs, stacks, combined, losses, failed_attaches: 0,
+            programs: USER_PROGRAMS.to_vec(),
+            empty_probes: std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some(),
+        };
         tracer.attach_user(pid, allocator)?;
         Ok(tracer)
     }
@@ -194,11 +200,13 @@ impl Tracer {
     /// leave a call in flight forever, while a return without its entry is
     /// simply ignored.
     fn attach_function(&mut self, pid: u32, allocator: &Allocator, func: Func, offset: u64) -> Result<(), io::Error> {
+        let (entry_prog, exit_prog) =
+            if self.empty_probes { ("empty_enter", "empty_exit") } else { (entry_program(func), "alloc_exit") };
         if has_return_probe(func) {
-            let exit = self.obj.attach_uprobe("alloc_exit", pid as i32, &allocator.attach_path, offset, true)?;
+            let exit = self.obj.attach_uprobe(exit_prog, pid as i32, &allocator.attach_path, offset, true)?;
             self.links.push(exit);
         }
-        let entry = self.obj.attach_uprobe(entry_program(func), pid as i32, &allocator.attach_path, offset, false)?;
+        let entry = self.obj.attach_uprobe(entry_prog, pid as i32, &allocator.attach_path, offset, false)?;
         self.links.push(entry);
         Ok(())
     }

@@ -1,0 +1,108 @@
+// Workload for `make bench` (tests/bench/run.sh).
+//
+//   bench pairs N   prints "ready <pid>", waits for a line on stdin (the go
+//                   signal, sent once the tracer has attached), runs a short
+//                   warm-up and then N x free(malloc(64)), prints
+//                   "ns_per_pair <float>" and exits.
+//   bench hold      prints "ready <pid>", waits for a line on stdin, then
+//                   allocates 1,000,000 blocks of 32 bytes from 10 distinct
+//                   call sites (100,000 each), prints "held <ns_per_alloc>"
+//                   and keeps them until stdin reaches EOF.
+//
+// Build: gcc -O2 -fno-omit-frame-pointer -fno-ipa-icf (frame pointers so the
+// tracers can walk user stacks; no identical-code folding so the 10 sites stay
+// 10 distinct functions).
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+// Every pointer goes through this volatile store, so the compiler cannot
+// prove the malloc/free pair useless and drop it.
+static void *volatile sink;
+
+static double now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static void ready_and_wait(void)
+{
+	char line[64];
+	printf("ready %d\n", (int)getpid());
+	fflush(stdout);
+	if (!fgets(line, sizeof line, stdin)) {
+		fprintf(stderr, "bench: no go signal on stdin\n");
+		exit(1);
+	}
+}
+
+static __attribute__((noinline)) void pairs(long n)
+{
+	for (long i = 0; i < n; i++) {
+		void *p = malloc(64);
+		sink = p;
+		free(p);
+	}
+}
+
+#define HOLD_SITES 10
+#define HOLD_PER_SITE 100000L
+// In .bss: the pointer table itself must not be a (traced) allocation.
+static void *held[HOLD_SITES * HOLD_PER_SITE];
+
+// Ten call sites, hence ten distinct user stacks in the tracer's report.
+#define SITE(k)                                                       \
+	static __attribute__((noinline)) void site##k(void **out)     \
+	{                                                             \
+		for (long i = 0; i < HOLD_PER_SITE; i++)              \
+			out[i] = malloc(32);                          \
+		__asm__ volatile("" ::: "memory");                    \
+	}
+SITE(0) SITE(1) SITE(2) SITE(3) SITE(4) SITE(5) SITE(6) SITE(7) SITE(8) SITE(9)
+static void (*const sites[HOLD_SITES])(void **) = {
+	site0, site1, site2, site3, site4, site5, site6, site7, site8, site9,
+};
+
+int main(int argc, char **argv)
+{
+	if (argc == 3 && !strcmp(argv[1], "pairs")) {
+		long n = atol(argv[2]);
+		if (n <= 0) {
+			fprintf(stderr, "bench: N must be > 0\n");
+			return 2;
+		}
+		ready_and_wait();
+		// Warm-up: fault in the heap, settle the allocator's fast path and
+		// the tracer's maps. 1/20 of the run, at most 10,000 pairs.
+		pairs(n / 20 < 10000 ? n / 20 : 10000);
+		double t0 = now_ns();
+		pairs(n);
+		double t1 = now_ns();
+		printf("ns_per_pair %.2f\n", (t1 - t0) / n);
+		return 0;
+	}
+	if (argc == 2 && !strcmp(argv[1], "hold")) {
+		ready_and_wait();
+		double t0 = now_ns();
+		for (int k = 0; k < HOLD_SITES; k++)
+			sites[k](held + k * HOLD_PER_SITE);
+		double t1 = now_ns();
+		for (long i = 0; i < HOLD_SITES * HOLD_PER_SITE; i++)
+			if (!held[i]) {
+				fprintf(stderr, "bench: malloc failed\n");
+				return 1;
+			}
+		printf("held %.2f\n", (t1 - t0) / (HOLD_SITES * HOLD_PER_SITE));
+		fflush(stdout);
+		// Keep everything allocated until the harness closes stdin.
+		while (getchar() != EOF)
+			;
+		return 0;
+	}
+	fprintf(stderr, "usage: bench pairs N | bench hold\n");
+	return 2;
+}
