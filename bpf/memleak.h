@@ -7,6 +7,30 @@
 #ifndef MEMLEAK_H
 #define MEMLEAK_H
 
+/* Where a tracepoint field lies in the event record (size 0: absent). */
+struct tp_field {
+	__u16 offset;
+	__u16 size;
+};
+
+/* The kernel events memleak traces, in the order of src/tracepoints.rs. */
+enum kernel_event {
+	KEV_KMALLOC, KEV_KMALLOC_NODE, KEV_CACHE_ALLOC, KEV_CACHE_ALLOC_NODE,
+	KEV_KFREE, KEV_CACHE_FREE, KEV_PAGE_ALLOC, KEV_PAGE_FREE,
+	KEV_PERCPU_ALLOC, KEV_PERCPU_FREE, NR_KERNEL_EVENTS,
+};
+
+/*
+ * The fields of one event: the address (ptr, or pfn for pages) and the size
+ * (bytes_alloc; for pages the order). Read at these offsets, which come
+ * from vmlinux BTF or from tracefs format files, so one program works on
+ * every kernel's layout.
+ */
+struct event_fields {
+	struct tp_field addr;
+	struct tp_field size;
+};
+
 /* Read-only configuration, written by userspace before load. */
 struct config {
 	__u64 min_size;		/* inclusive */
@@ -17,6 +41,8 @@ struct config {
 	__u8 drop_stale;	/* an address handed out again proves a missed free */
 	__u8 combined;		/* keep per-stack totals in BPF (--combined-only) */
 	__u8 kernel;		/* kernel stacks instead of user stacks */
+	__u64 page_size;
+	struct event_fields kernel_events[NR_KERNEL_EVENTS];
 };
 
 /* Key of the outstanding-allocation table: the address, per process. */

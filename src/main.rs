@@ -30,6 +30,7 @@ mod report;
 mod session;
 mod symbolize;
 mod target;
+mod tracepoints;
 mod tracer;
 
 fn main() {

@@ -102,7 +102,7 @@ impl Losses {
             (self.allocs_map_full, "allocations (allocs map full)"),
             (self.inflight_full, "allocations (per-thread map full)"),
             (self.missed_returns, "calls whose return was missed"),
-            (self.stacks_lost, "stacks (stack map full or unwalkable)"),
+            (self.stacks_lost, "stack captures (stack map full or hash collision)"),
             (self.combined_map_full, "stack totals (combined map full)"),
             (self.events_dropped, "trace events (ring buffer full)"),
             (self.recursion_misses, "probe hits (BPF recursion)"),
@@ -213,7 +213,7 @@ mod tests {
     fn losses_line_only_when_something_was_lost() {
         assert_eq!(Losses::default().line(), None);
         let l = Losses { allocs_map_full: 12, stacks_lost: 3, ..Default::default() };
-        assert_eq!(l.line().unwrap(), "lost: 12 allocations (allocs map full), 3 stacks (stack map full or unwalkable)");
+        assert_eq!(l.line().unwrap(), "lost: 12 allocations (allocs map full), 3 stack captures (stack map full or hash collision)");
     }
 
     #[test]

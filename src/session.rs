@@ -10,9 +10,33 @@ use crate::allocator;
 use crate::bpf::abi;
 use crate::cli::{Options, Target};
 use crate::report::{self, PrintedStack};
-use crate::symbolize::ProcessSymbolizer;
+use crate::symbolize::{KernelSymbolizer, ProcessSymbolizer};
 use crate::target::{self, Child, ChildEvent};
+use crate::tracepoints;
 use crate::tracer::{Attach, Tracer};
+
+/// Names for the addresses of a stack: a process's, or the kernel's.
+enum Symbolizer {
+    Process(ProcessSymbolizer),
+    Kernel(KernelSymbolizer),
+}
+
+impl Symbolizer {
+    fn refresh(&mut self) {
+        if let Symbolizer::Process(p) = self {
+            p.refresh();
+        }
+    }
+
+    fn frame(&mut self, ip: u64) -> String {
+        match self {
+            Symbolizer::Process(p) => p.symbolize(ip).to_string(),
+            // kptr_restrict hides kallsyms' addresses: show raw ones.
+            Symbolizer::Kernel(k) if k.addresses_hidden() => format!("{ip:#x}"),
+            Symbolizer::Kernel(k) => k.symbolize(ip).to_string(),
+        }
+    }
+}
 
 /// How a run ended, for main's exit code.
 pub enum Outcome {
@@ -110,7 +134,8 @@ fn monotonic_ns() -> u64 {
 }
 
 fn func_name(func: u32) -> &'static str {
-    allocator::Func::ALL.get(func as usize).map(|f| f.name()).unwrap_or("?")
+    // Past the user allocator functions: a kernel event (F_KERNEL).
+    allocator::Func::ALL.get(func as usize).map(|f| f.name()).unwrap_or("kernel")
 }
 
 /// One -t line per traced call.
@@ -130,23 +155,35 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
     let signals = block_signals()?;
     let out = io::stdout();
 
-    // The target: an existing process, or a command held before exec.
+    // The target: an existing process, a command held before exec, or the
+    // kernel.
     let (pid, mut child, allocator) = match &opts.target {
         Target::Pid(pid) => {
             target::check_pid(*pid)?;
             let allocator = allocator::for_process(*pid, opts.obj.as_deref())?;
-            (*pid, None, allocator)
+            (Some(*pid), None, Some(allocator))
         }
         Target::Command(argv) => {
             let program = argv.first().ok_or_else(|| "empty command".to_string())?;
             let path = target::resolve_command(program)?;
             let allocator = allocator::for_executable(&path, opts.obj.as_deref())?;
             let child = Child::spawn_held(&path, argv)?;
-            (child.pid, Some(child), allocator)
+            (Some(child.pid), Some(child), Some(allocator))
         }
-        Target::Kernel => return Err(Failure::Fatal("kernel mode is not implemented yet; use -p PID or -c COMMAND".into())),
+        Target::Kernel => (None, None, None),
     };
-    crate::verbose!("allocator: {} ({})", allocator.display_path, allocator.reason);
+    if let Some(allocator) = &allocator {
+        crate::verbose!("allocator: {} ({})", allocator.display_path, allocator.reason);
+    }
+    let kernel_plan = match pid {
+        Some(_) => None,
+        None => {
+            let tracefs = tracepoints::tracefs(|note| crate::verbose!("{note}"))?;
+            // MEMLEAK_NO_BTF=1 takes the path of kernels without BTF.
+            let force_format = std::env::var_os("MEMLEAK_NO_BTF").is_some();
+            Some(tracepoints::plan(&tracefs, opts.percpu, force_format)?)
+        }
+    };
 
     let output_error: std::rc::Rc<std::cell::RefCell<Option<io::Error>>> = Default::default();
     let on_event: Option<Box<dyn FnMut(&abi::Event)>> = if opts.trace {
@@ -161,7 +198,12 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         None
     };
 
-    let started = Tracer::start(opts, Attach::User { pid, allocator: &allocator }, on_event);
+    let attach = match (&kernel_plan, pid, &allocator) {
+        (Some(plan), _, _) => Attach::Kernel { plan },
+        (None, Some(pid), Some(allocator)) => Attach::User { pid, allocator },
+        _ => return Err(Failure::Fatal("nothing to trace".into())),
+    };
+    let started = Tracer::start(opts, attach, on_event);
     let mut tracer = match started {
         Ok(t) => t,
         Err(e) => {
@@ -171,7 +213,10 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             return Err(e.into());
         }
     };
-    writeln!(out.lock(), "Attaching to pid {pid}, Ctrl+C to quit.")?;
+    match pid {
+        Some(pid) => writeln!(out.lock(), "Attaching to pid {pid}, Ctrl+C to quit.")?,
+        None => writeln!(out.lock(), "Attaching to kernel allocators, Ctrl+C to quit.")?,
+    }
     if let Some(c) = &mut child {
         if let Err(e) = c.release(&opts_command_name(opts)) {
             c.poll();
@@ -179,9 +224,20 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         }
     }
 
-    let mut symbolizer = ProcessSymbolizer::new(pid);
-    symbolizer.refresh();
-    let pidfd = if child.is_none() { target::pidfd_open(pid) } else { None };
+    let mut symbolizer = match pid {
+        Some(pid) => Symbolizer::Process(ProcessSymbolizer::new(pid)),
+        None => {
+            let kernel = KernelSymbolizer::load().map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+            if kernel.addresses_hidden() {
+                eprintln!("memleak: kernel addresses are hidden (kernel.kptr_restrict); frames are shown as raw addresses");
+            }
+            Symbolizer::Kernel(kernel)
+        }
+    };
+    let pidfd = match (pid, &child) {
+        (Some(pid), None) => target::pidfd_open(pid),
+        _ => None,
+    };
 
     let interval = Duration::from_secs(opts.interval_s);
     let mut next_report = Instant::now() + interval;
@@ -219,8 +275,10 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                         for event in c.poll() {
                             match event {
                                 ChildEvent::Exiting => {
-                                    symbolizer.refresh();
-                                    symbolizer.prefetch();
+                                    if let Symbolizer::Process(p) = &mut symbolizer {
+                                        p.refresh();
+                                        p.prefetch();
+                                    }
                                 }
                                 ChildEvent::Exited(status) => stop = Some(Outcome::ChildExited(status)),
                             }
@@ -232,9 +290,12 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         }
         let target_gone = match &pidfd {
             Some(_) => fds.last().map(|p| p.revents & libc::POLLIN != 0).unwrap_or(false),
-            None => child.is_none() && Instant::now() >= next_refresh && !target::is_alive(pid),
+            None => match (pid, &child) {
+                (Some(pid), None) => Instant::now() >= next_refresh && !target::is_alive(pid),
+                _ => false,
+            },
         };
-        if target_gone && stop.is_none() {
+        if let (true, None, Some(pid)) = (target_gone, &stop, pid) {
             stop = Some(Outcome::TargetExited(pid));
         }
         if Instant::now() >= next_refresh {
@@ -274,7 +335,7 @@ fn opts_command_name(opts: &Options) -> String {
     }
 }
 
-fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut ProcessSymbolizer, out: &mut impl Write) -> Result<(), Failure> {
+fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut Symbolizer, out: &mut impl Write) -> Result<(), Failure> {
     let started = Instant::now();
     let mut read = 0;
     let totals = if opts.combined_only {
@@ -289,7 +350,7 @@ fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut ProcessSymboli
         .iter()
         .map(|total| {
             let frames = match tracer.stack(total.stack_id) {
-                Some(ips) => ips.iter().map(|&ip| symbolizer.symbolize(ip).to_string()).collect(),
+                Some(ips) => ips.iter().map(|&ip| symbolizer.frame(ip)).collect(),
                 None if total.stack_id < 0 => vec!["[stack lost]".to_string()],
                 None => vec!["[stack unavailable]".to_string()],
             };

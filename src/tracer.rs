@@ -7,6 +7,7 @@ use crate::allocator::{Allocator, Func};
 use crate::bpf::{self, abi, Link, MapFd, Object, RingBuffer};
 use crate::cli::Options;
 use crate::report::{Allocation, Losses, StackTotal};
+use crate::tracepoints;
 
 /// Entry program of each allocator function; all allocating functions
 /// share one return program, `alloc_exit`.
@@ -74,6 +75,9 @@ impl Limits {
     }
 }
 
+/// Preallocated in kernel mode: about 100 bytes per entry of kernel memory.
+const KERNEL_MAX_ALLOCS: u32 = 262_144;
+
 /// The running kernel's major and minor version, from uname.
 pub fn kernel_release() -> (u32, u32) {
     // SAFETY: uname fills the struct.
@@ -109,29 +113,65 @@ pub struct Tracer {
 pub enum Attach<'a> {
     /// Uprobes on `allocator` for process `pid`.
     User { pid: u32, allocator: &'a Allocator },
+    /// The kmem (or percpu) tracepoints of `plan`.
+    Kernel { plan: &'a tracepoints::Plan },
 }
 
 impl Tracer {
     pub fn start(opts: &Options, attach: Attach<'_>, on_event: Option<Box<dyn FnMut(&abi::Event)>>) -> Result<Tracer, String> {
-        let Attach::User { pid, allocator } = attach;
         let limits = Limits::for_kernel(kernel_release());
         let mut obj = Object::open()?;
-        let cfg = abi::Config {
+        let mut cfg = abi::Config {
             min_size: opts.min_size.unwrap_or(0),
             max_size: opts.max_size.unwrap_or(u64::MAX),
             sample_every: opts.sample_rate.max(1),
-            target_tgid: pid,
             trace: opts.trace as u8,
-            // In user mode an address handed out again proves a missed free.
-            drop_stale: 1,
             combined: opts.combined_only as u8,
-            kernel: 0,
+            page_size: page_size() as u64,
+            ..Default::default()
         };
+        let programs: Vec<&'static str> = match &attach {
+            Attach::User { pid, .. } => {
+                cfg.target_tgid = *pid;
+                // In user mode an address handed out again proves a missed free.
+                cfg.drop_stale = 1;
+                USER_PROGRAMS.to_vec()
+            }
+            Attach::Kernel { plan } => {
+                cfg.kernel = 1;
+                cfg.drop_stale = opts.wa_missing_free as u8;
+                for (i, event) in plan.events.iter().enumerate() {
+                    if let Some((fields, _)) = event {
+                        cfg.kernel_events[i] = *fields;
+                    }
+                }
+                plan.events
+                    .iter()
+                    .zip(tracepoints::EVENTS.iter())
+                    .filter(|(e, _)| e.is_some())
+                    .map(|(_, ev)| ev.program)
+                    .collect()
+            }
+        };
+        // Load only this run's programs.
+        for prog in USER_PROGRAMS.iter().chain(tracepoints::EVENTS.iter().map(|e| &e.program)) {
+            obj.set_autoload(prog, programs.contains(prog))?;
+        }
+        for prog in ["empty_enter", "empty_exit"] {
+            obj.set_autoload(prog, matches!(attach, Attach::User { .. }))?;
+        }
         obj.set_config(&cfg)?;
         obj.set_max_entries("allocs", limits.max_allocs)?;
         obj.set_max_entries("stacks", limits.max_stacks)?;
         obj.set_max_entries("combined", if opts.combined_only { limits.max_stacks } else { 1 })?;
-        if !limits.preallocate {
+        // Kernel mode traces the kernel's allocator, so BPF maps that
+        // allocate on update would trace themselves (and trip the recursion
+        // guard): there every map is preallocated.
+        let kernel = matches!(attach, Attach::Kernel { .. });
+        if kernel {
+            obj.set_max_entries("allocs", limits.max_allocs.min(KERNEL_MAX_ALLOCS))?;
+        }
+        if !limits.preallocate && !kernel {
             for map in ["allocs", "combined", "inflight"] {
                 obj.set_map_flags(map, libc_bpf_f_no_prealloc())?;
             }
@@ -158,13 +198,39 @@ impl Tracer {
             None => None,
         };
 
-        let mut tracer =
-            Tracer { links: Vec::new(), ring, obj, allocs, stacks, combined, losses, failed_attaches: 0,
-            programs: USER_PROGRAMS.to_vec(),
+        let mut tracer = Tracer {
+            links: Vec::new(),
+            ring,
+            obj,
+            allocs,
+            stacks,
+            combined,
+            losses,
+            failed_attaches: 0,
+            programs,
             empty_probes: std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some(),
         };
-        tracer.attach_user(pid, allocator)?;
+        match attach {
+            Attach::User { pid, allocator } => tracer.attach_user(pid, allocator)?,
+            Attach::Kernel { plan } => tracer.attach_kernel(plan)?,
+        }
         Ok(tracer)
+    }
+
+    fn attach_kernel(&mut self, plan: &tracepoints::Plan) -> Result<(), String> {
+        for name in &plan.missing {
+            crate::verbose!("this kernel has no {name} tracepoint");
+        }
+        for (event, def) in plan.events.iter().zip(tracepoints::EVENTS.iter()) {
+            let Some((_, id)) = event else { continue };
+            let link = self
+                .obj
+                .attach_tracepoint(def.program, *id)
+                .map_err(|e| format!("cannot attach to tracepoint {}:{}: {}", def.category, def.name, attach_error(&e)))?;
+            self.links.push(link);
+        }
+        crate::verbose!("attached {} tracepoints (field offsets from {:?})", self.links.len(), plan.source);
+        Ok(())
     }
 
     fn attach_user(&mut self, pid: u32, allocator: &Allocator) -> Result<(), String> {

@@ -12,7 +12,28 @@ pub struct Config {
     pub drop_stale: u8,
     pub combined: u8,
     pub kernel: u8,
+    pub page_size: u64,
+    pub kernel_events: [EventFields; NR_KERNEL_EVENTS],
 }
+
+/// Where a tracepoint field lies in the event record; size 0: absent.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TpField {
+    pub offset: u16,
+    pub size: u16,
+}
+
+/// The address and size fields of one kernel event.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventFields {
+    pub addr: TpField,
+    pub size: TpField,
+}
+
+/// enum kernel_event.
+pub const NR_KERNEL_EVENTS: usize = 10;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

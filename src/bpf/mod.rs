@@ -173,14 +173,38 @@ impl Object {
         NonNull::new(link).map(|ptr| Link { ptr }).ok_or_else(io::Error::last_os_error)
     }
 
-    /// Attaches a tracepoint program to `category:name`.
-    pub fn attach_tracepoint(&self, prog: &str, category: &str, name: &str) -> Result<Link, io::Error> {
+    /// Attaches a tracepoint program to the tracepoint with perf event id
+    /// `id` (from tracefs `events/<category>/<name>/id`). Opening the perf
+    /// event ourselves means tracefs is looked up in one place: ours.
+    pub fn attach_tracepoint(&self, prog: &str, id: u64) -> Result<Link, io::Error> {
         let p = self.program(prog).map_err(io::Error::other)?;
-        let ccat = CString::new(category).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: valid loaded program; strings outlive the call.
-        let link = unsafe { sys::bpf_program__attach_tracepoint(p, ccat.as_ptr(), cname.as_ptr()) };
-        NonNull::new(link).map(|ptr| Link { ptr }).ok_or_else(io::Error::last_os_error)
+        // SAFETY: perf_event_attr is plain data; zeroed is a valid start.
+        let mut attr: sys::perf_event_attr = unsafe { std::mem::zeroed() };
+        attr.type_ = sys::PERF_TYPE_TRACEPOINT;
+        attr.size = size_of::<sys::perf_event_attr>() as u32;
+        attr.config = id;
+        // SAFETY: plain syscall. As libbpf does: pid -1 and cpu 0, because
+        // a BPF program on a tracepoint runs for every task on every CPU
+        // whatever the perf event was opened for.
+        let fd = unsafe {
+            libc::syscall(libc::SYS_perf_event_open, &attr as *const sys::perf_event_attr, -1 as c_int, 0 as c_int, -1 as c_int, sys::PERF_FLAG_FD_CLOEXEC as libc::c_ulong)
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = fd as c_int;
+        // SAFETY: valid loaded program and perf event fd; on success the
+        // link owns the fd.
+        let link = unsafe { sys::bpf_program__attach_perf_event(p, fd) };
+        match NonNull::new(link) {
+            Some(ptr) => Ok(Link { ptr }),
+            None => {
+                let e = io::Error::last_os_error();
+                // SAFETY: the fd is ours when attaching failed.
+                unsafe { libc::close(fd) };
+                Err(e)
+            }
+        }
     }
 
     /// Recursion misses of a loaded program: runs the kernel skipped because
@@ -366,6 +390,62 @@ impl Drop for RingBuffer {
     fn drop(&mut self) {
         // SAFETY: we own the ring buffer.
         unsafe { sys::ring_buffer__free(self.ptr.as_ptr()) };
+    }
+}
+
+/// The kernel's own BTF (/sys/kernel/btf/vmlinux), for struct layouts.
+pub struct KernelBtf {
+    ptr: NonNull<sys::btf>,
+}
+
+impl KernelBtf {
+    pub fn load() -> Result<KernelBtf, io::Error> {
+        // SAFETY: plain libbpf call; NULL on failure with errno set.
+        let ptr = unsafe { sys::btf__load_vmlinux_btf() };
+        NonNull::new(ptr).map(|ptr| KernelBtf { ptr }).ok_or_else(io::Error::last_os_error)
+    }
+
+    /// The members of struct `name`: (name, byte offset, byte size).
+    pub fn struct_members(&self, name: &str) -> Option<Vec<(String, u32, u32)>> {
+        const BTF_KIND_STRUCT: u32 = 4;
+        let cname = CString::new(name).ok()?;
+        let btf = self.ptr.as_ptr();
+        // SAFETY: btf is valid; the type record returned by libbpf is
+        // followed by `vlen` btf_member records, as the BTF format defines.
+        unsafe {
+            let id = sys::btf__find_by_name_kind(btf, cname.as_ptr(), BTF_KIND_STRUCT);
+            if id < 0 {
+                return None;
+            }
+            let t = sys::btf__type_by_id(btf, id as u32);
+            if t.is_null() {
+                return None;
+            }
+            let info = (*t).info;
+            let vlen = (info & 0xffff) as usize;
+            let bitfields = info >> 31 == 1;
+            let members = t.add(1).cast::<sys::btf_member>();
+            let mut out = Vec::with_capacity(vlen);
+            for i in 0..vlen {
+                let m = &*members.add(i);
+                let bits = if bitfields { m.offset & 0xff_ffff } else { m.offset };
+                let size = sys::btf__resolve_size(btf, m.type_);
+                let name_ptr = sys::btf__name_by_offset(btf, m.name_off);
+                if name_ptr.is_null() || size < 0 {
+                    continue;
+                }
+                let member = std::ffi::CStr::from_ptr(name_ptr).to_string_lossy().into_owned();
+                out.push((member, bits / 8, size as u32));
+            }
+            Some(out)
+        }
+    }
+}
+
+impl Drop for KernelBtf {
+    fn drop(&mut self) {
+        // SAFETY: we own the btf object.
+        unsafe { sys::btf__free(self.ptr.as_ptr()) };
     }
 }
 

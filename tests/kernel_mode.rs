@@ -1,0 +1,166 @@
+//! End-to-end: kernel mode on this kernel, real tracepoints, with the field
+//! offsets from BTF and from tracefs format files (MEMLEAK_NO_BTF=1).
+//!
+//! Kernel allocations are system-wide: other processes make pipes too, so
+//! counts are bounded from both sides rather than exact.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+
+/// Kernel-mode runs see each other's allocations: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const PIPES: u64 = 1000;
+/// Pipes other processes may create or hold during a test.
+const NOISE: u64 = 30;
+
+/// The stack of the pipe buffer array: pipe2 -> create_pipe_files ->
+/// alloc_pipe_info -> kcalloc, 1024 bytes each on 64-bit.
+fn pipe_buffers(report: &Report) -> u64 {
+    report
+        .stacks
+        .iter()
+        .filter(|s| {
+            s.frames.iter().any(|f| f.starts_with("alloc_pipe_info+0x") && f.ends_with(" [kernel]"))
+                && s.frames.iter().any(|f| f.starts_with("create_pipe_files+0x"))
+        })
+        .map(|s| s.count)
+        .sum()
+}
+
+/// Holds PIPES pipes under memleak in kernel mode, then releases them.
+/// Returns (report while held, report after release).
+fn hold_and_release(env: &[(&str, &str)], args: &[&str]) -> (Report, Report) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut holder = Running::spawn(Command::new(fixture("kholder")).arg(PIPES.to_string()));
+    holder.wait_for(Duration::from_secs(10), |l| l.starts_with("ready "));
+    let mut cmd = Command::new(memleak_bin());
+    // Only the 1024-byte pipe buffer arrays: keeps reports small.
+    cmd.args(["-z", "1024", "-Z", "1024", "-o", "0", "-T", "100"]).args(args).arg("1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut memleak = Running::spawn(&mut cmd);
+    memleak.wait_for(Duration::from_secs(30), |l| l.starts_with("Attaching to kernel allocators"));
+    holder.send("go\n");
+    holder.wait_for(Duration::from_secs(30), |l| l == "held");
+    let held = next_full_report(&mut memleak);
+    holder.send("go\n");
+    holder.wait_for(Duration::from_secs(30), |l| l == "released");
+    let released = next_full_report(&mut memleak);
+    let (code, _, stderr) = memleak.finish_after_interrupt();
+    assert_eq!(code, Some(0), "{stderr}");
+    (held, released)
+}
+
+/// Skips the report in progress, then returns the next complete one.
+fn next_full_report(memleak: &mut Running) -> Report {
+    let is_header = |l: &str| l.contains("stacks with outstanding allocations:");
+    memleak.wait_for(Duration::from_secs(30), is_header);
+    let start = memleak.seen.len() - 1;
+    memleak.wait_for(Duration::from_secs(30), is_header);
+    let end = memleak.seen.len() - 1;
+    parse_reports(&memleak.seen[start..end]).pop().expect("a report")
+}
+
+trait Interrupt {
+    fn finish_after_interrupt(self) -> (Option<i32>, Vec<String>, String);
+}
+
+impl Interrupt for Running {
+    fn finish_after_interrupt(self) -> (Option<i32>, Vec<String>, String) {
+        self.signal(libc::SIGINT);
+        self.finish(Duration::from_secs(30))
+    }
+}
+
+fn assert_pipes_tracked(held: &Report, released: &Report) {
+    let n = pipe_buffers(held);
+    assert!((PIPES..=PIPES + NOISE).contains(&n), "{n} pipe buffer arrays held, expected {PIPES}: {held:#?}");
+    let n = pipe_buffers(released);
+    assert!(n <= NOISE, "{n} pipe buffer arrays still outstanding after release: {released:#?}");
+    let stack = held.stacks.iter().find(|s| s.frames.iter().any(|f| f.starts_with("alloc_pipe_info+0x"))).unwrap();
+    assert_eq!(stack.bytes, stack.count * 1024);
+}
+
+#[test]
+fn kernel_mode_with_btf_tracks_pipes_while_held_and_after_release() {
+    let (held, released) = hold_and_release(&[], &[]);
+    assert_pipes_tracked(&held, &released);
+}
+
+#[test]
+fn kernel_mode_without_btf_reads_tracefs_formats() {
+    let (held, released) = hold_and_release(&[("MEMLEAK_NO_BTF", "1")], &[]);
+    assert_pipes_tracked(&held, &released);
+}
+
+#[test]
+fn kernel_mode_combined_only() {
+    let (held, released) = hold_and_release(&[], &["--combined-only"]);
+    assert_pipes_tracked(&held, &released);
+}
+
+#[test]
+fn kernel_mode_interval_and_count() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(memleak_bin()).args(["-T", "3", "1", "3"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<String> = stdout.lines().map(str::to_string).collect();
+    assert_eq!(lines[0], "Attaching to kernel allocators, Ctrl+C to quit.");
+    let reports = parse_reports(&lines);
+    assert_eq!(reports.len(), 3, "{stdout}");
+    let last = reports.last().unwrap();
+    assert!(last.header.contains("Top 3 stacks"));
+    assert!(!last.stacks.is_empty() && last.stacks.len() <= 3);
+    assert!(last.stacks.iter().all(|s| s.frames.iter().all(|f| f.ends_with(']'))), "{last:#?}");
+    assert!(last.stacks.iter().any(|s| s.frames.iter().any(|f| f.ends_with(" [kernel]"))));
+}
+
+#[test]
+fn kernel_mode_percpu() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Attaching the percpu tracepoints itself allocates per-CPU memory
+    // (perf_trace_event_init), so there is always something to show.
+    let out = Command::new(memleak_bin()).args(["--percpu", "-o", "0", "1", "1"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reports = parse_reports(&stdout.lines().map(str::to_string).collect::<Vec<_>>());
+    assert!(
+        reports[0].stacks.iter().any(|s| s.frames.first().is_some_and(|f| f.starts_with("pcpu_alloc"))),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn kernel_mode_trace_streams_events() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(memleak_bin()).args(["-t", "1", "1"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.lines().any(|l| l.contains("kernel: alloc exited, size = ")));
+    assert!(stdout.lines().any(|l| l.contains(": free entered, address = ")));
+    assert_eq!(parse_reports(&stdout.lines().map(str::to_string).collect::<Vec<_>>()).len(), 1);
+}
+
+#[test]
+fn kernel_mode_mounts_tracefs_when_needed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mounted = |dir: &str| std::fs::read_to_string("/proc/self/mounts").unwrap().lines().any(|l| l.split(' ').nth(1) == Some(dir));
+    // Lazy unmount: a memleak of another test binary never runs at the same
+    // time (cargo runs test binaries one after another).
+    while mounted("/sys/kernel/tracing") {
+        assert!(Command::new("umount").args(["-l", "/sys/kernel/tracing"]).status().unwrap().success());
+    }
+    let out = Command::new(memleak_bin()).args(["-v", "1", "1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("mounted tracefs on /sys/kernel/tracing") || mounted("/sys/kernel/debug/tracing"), "{stderr}");
+    assert!(mounted("/sys/kernel/tracing") || mounted("/sys/kernel/debug/tracing"));
+}
