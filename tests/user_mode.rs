@@ -179,3 +179,38 @@ fn pipefail_status_of_memleak_is_zero() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn cxx_frames_are_demangled() {
+    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-o", "0", "-c"]).arg(fixture("cxxleak")));
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stderr}");
+    let report = &parse_reports(&lines)[0];
+    // libstdc++'s operator new calls malloc, so the stack starts there
+    // (new[] tail-calls new). The caller inside the program is lost:
+    // Debian builds libstdc++ without frame pointers (issue 7's subject).
+    let mut by_new: Vec<(u64, u64)> = report
+        .stacks
+        .iter()
+        .filter(|s| s.frames[0].starts_with("operator new(unsigned long)+0x") && s.frames[0].contains(" [libstdc++.so"))
+        .map(|s| (s.bytes, s.count))
+        .collect();
+    by_new.sort();
+    assert_eq!(by_new, vec![(7 * 40, 7), (25 * 4 * 3, 3)], "{report:#?}");
+    assert!(lines.iter().all(|l| !l.contains("_Znwm") && !l.contains("_Znam")), "mangled names: {lines:#?}");
+}
+
+#[test]
+fn nothing_stays_attached_after_exit() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["-o", "0", "1"], &[]);
+    let (_, code, _, _) = interrupt(memleak);
+    assert_eq!(code, Some(0));
+    // Probes are perf-event based and die with memleak's file descriptors;
+    // none may have been left in tracefs either.
+    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if let Ok(events) = std::fs::read_to_string(format!("{dir}/uprobe_events")) {
+            assert!(!events.contains("memleak"), "{events}");
+            assert_eq!(events, "", "{dir}/uprobe_events");
+        }
+    }
+}

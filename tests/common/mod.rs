@@ -28,14 +28,16 @@ pub fn fixture(name: &str) -> PathBuf {
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|n| n == name) {
         std::fs::create_dir_all(&dir).unwrap();
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.c"));
-        let status = Command::new("gcc")
+        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let cxx = fixtures.join(format!("{name}.cpp"));
+        let (compiler, src) = if cxx.exists() { ("g++", cxx) } else { ("gcc", fixtures.join(format!("{name}.c"))) };
+        let status = Command::new(compiler)
             .args(["-O0", "-g", "-fno-omit-frame-pointer", "-Wall", "-Werror", "-pthread", "-o"])
             .arg(&out)
             .arg(&src)
             .status()
-            .expect("gcc runs");
-        assert!(status.success(), "gcc failed on {}", src.display());
+            .expect("the C compiler runs");
+        assert!(status.success(), "{compiler} failed on {}", src.display());
         built.push(name.to_string());
     }
     out

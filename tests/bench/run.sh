@@ -1,0 +1,377 @@
+#!/usr/bin/env bash
+# `make bench`: what memleak costs the traced process, measured side by side in
+# one run, next to the cost of the bare uprobes and next to the reference tools.
+# It measures and prints; it never asserts a timing (timings depend on the
+# machine, the kernel and how the CPU handles the probed instruction).
+#
+# Rows:
+#   ns per free(malloc(64)) pair: untraced, probes with empty BPF programs (the
+#   floor no BPF-side work can go below), memleak (-o 0), memleak -s 10, and, if
+#   the anchors are installed, libbpf-tools' memleak and BCC's memleak.py;
+#   a report of 1,000,000 outstanding allocations from 10 stacks;
+#   memleak's peak RSS during that run; the size of the memleak binaries.
+#
+# Needs root (BPF). Environment knobs:
+#   MEMLEAK=path              binary under test (default target/release/memleak)
+#   BENCH_PAIRS_UNTRACED=N    pairs for the untraced runs (default 20,000,000)
+#   BENCH_PAIRS_TRACED=N      pairs for traced runs (default 100,000: a traced
+#                             pair costs 15-50 us on the 2-CPU dev VM, so 2-5 s)
+#   ANCHORS=dir               reference tools (default /opt/anchors, made by
+#                             ../shared/anchors/install-anchors.sh)
+#   BENCH_SKIP_ANCHORS=1      do not run the reference tools even if installed
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+MEMLEAK=${MEMLEAK:-$ROOT/target/release/memleak}
+PAIRS_UNTRACED=${BENCH_PAIRS_UNTRACED:-20000000}
+PAIRS_TRACED=${BENCH_PAIRS_TRACED:-100000}
+ANCHORS=${ANCHORS:-/opt/anchors}
+ENTER=$ANCHORS/enter.sh
+OUT=$ROOT/target/bench          # build output, and the logs of the last run
+HOLD_ALLOCS=1000000             # must match HOLD_SITES * HOLD_PER_SITE in bench.c
+
+die() { echo "bench: $*" >&2; exit 1; }
+note() { echo "bench: $*" >&2; }
+
+[ "$(id -u)" -eq 0 ] || die "needs root (BPF, uprobes); try: sudo make bench"
+[ -x "$MEMLEAK" ] || die "$MEMLEAK not found; run: cargo build --release"
+
+mkdir -p "$OUT"
+gcc -O2 -fno-omit-frame-pointer -fno-ipa-icf -Wall -Wextra -Werror \
+	-o "$OUT/bench" tests/bench/bench.c
+
+# Scratch space lives under /tmp because the anchor chroot bind-mounts the
+# host's /tmp: a workload copied there runs inside the chroot at the same path.
+WORK=$(mktemp -d /tmp/memleak-bench.XXXXXX)
+cp "$OUT/bench" "$WORK/bench"
+# Run a private copy of memleak: others may rebuild target/release mid-run.
+cp "$MEMLEAK" "$WORK/memleak"
+MEMLEAK_RUN=$WORK/memleak
+
+# Every process we start is recorded here; on any exit (error, Ctrl+C) they
+# are killed by pid, and the logs are kept in target/bench/last-run.
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do alive "$p" && kill -KILL "$p" 2>/dev/null; done
+	wait 2>/dev/null || true
+	rm -rf "$OUT/last-run"
+	cp -r "$WORK" "$OUT/last-run" 2>/dev/null || true
+	rm -f "$OUT/last-run/bench" "$OUT/last-run/memleak"
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- helpers
+
+fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", a - b }'; }
+
+# wait_line FILE REGEX TIMEOUT_S PID: wait until FILE has a line matching
+# REGEX; fail if PID dies first or the timeout passes.
+wait_line() {
+	local file=$1 re=$2 timeout=$3 pid=$4 deadline
+	deadline=$(( ${EPOCHREALTIME%.*} + timeout ))
+	until grep -Eq -- "$re" "$file" 2>/dev/null; do
+		if ! alive "$pid"; then
+			note "process $pid exited while waiting for /$re/ in $file:"
+			sed 's/^/  | /' "$file" "${file%.out}.err" >&2 2>/dev/null || true
+			return 1
+		fi
+		if [ "${EPOCHREALTIME%.*}" -ge "$deadline" ]; then
+			note "timeout waiting for /$re/ in $file"
+			return 1
+		fi
+		sleep 0.02
+	done
+}
+
+# alive PID: running (a zombie child, not yet reaped, counts as exited).
+alive() {
+	local _pid _comm state
+	{ read -r _pid _comm state _ < "/proc/$1/stat"; } 2>/dev/null || return 1
+	[ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# forget PID: drop a reaped pid from PIDS, so that cleanup never signals a
+# recycled pid that is no longer ours.
+forget() {
+	local p keep=()
+	for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	PIDS=("${keep[@]}")
+}
+
+# wait_exit PID TIMEOUT_S: wait for PID to exit, SIGKILL it after the timeout.
+# Sets WAIT_RC. While waiting, samples VmHWM (peak RSS, kB) into HWM_KB,
+# because after exit the process's memory statistics are gone.
+wait_exit() {
+	local pid=$1 timeout=$2 deadline k v _
+	deadline=$(( ${EPOCHREALTIME%.*} + timeout ))
+	while alive "$pid"; do
+		{ while read -r k v _; do
+			[ "$k" = VmHWM: ] && HWM_KB=$v
+		done < "/proc/$pid/status"; } 2>/dev/null || true
+		if [ "${EPOCHREALTIME%.*}" -ge "$deadline" ]; then
+			note "pid $pid did not exit within ${timeout}s; killing it"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		sleep 0.01
+	done
+	WAIT_RC=0
+	wait "$pid" 2>/dev/null || WAIT_RC=$?
+	forget "$pid"
+}
+
+# start_workload NAME CMD...: start the workload with its stdin on a fifo whose
+# write end we keep on fd WL_FD; wait for "ready <pid>". Sets WL_PID.
+start_workload() {
+	local name=$1; shift
+	mkfifo "$WORK/$name.in"
+	"$@" < "$WORK/$name.in" > "$WORK/$name.out" 2> "$WORK/$name.err" &
+	WL_PID=$!
+	PIDS+=("$WL_PID")
+	exec {WL_FD}> "$WORK/$name.in"       # unblocks the workload's open
+	wait_line "$WORK/$name.out" '^ready [0-9]+' 20 "$WL_PID"
+	# Through enter.sh, the pid printed is still $! (enter.sh ends in exec).
+	local printed; printed=$(awk '/^ready/ { print $2; exit }' "$WORK/$name.out")
+	[ "$printed" = "$WL_PID" ] || die "$name: workload says pid $printed, expected $WL_PID"
+}
+
+# start_tracer NAME READY_REGEX CMD...: start a tracer (stdout NAME.tracer.out,
+# stderr NAME.tracer.err) on workload WL_PID (the word PID in CMD is replaced
+# by it) and wait until the tracer says it has attached. Sets TR_PID.
+start_tracer() {
+	local name=$1 re=$2 a; shift 2
+	local argv=()
+	for a in "$@"; do [ "$a" = PID ] && argv+=("$WL_PID") || argv+=("$a"); done
+	"${argv[@]}" > "$WORK/$name.tracer.out" 2> "$WORK/$name.tracer.err" &
+	TR_PID=$!
+	PIDS+=("$TR_PID")
+	wait_line "$WORK/$name.tracer.out" "$re" 60 "$TR_PID"
+}
+
+# BCC prints its banner *before* it attaches; each attached uprobe is a
+# perf_event fd, so wait until their number stops growing.
+wait_perf_fds_settle() {
+	local pid=$1 last=-1 n stable=0 tries=0
+	while [ $stable -lt 5 ] && [ $tries -lt 300 ]; do
+		n=$(find "/proc/$pid/fd" -lname 'anon_inode:\[perf_event\]' 2>/dev/null | wc -l)
+		if [ "$n" -gt 0 ] && [ "$n" -eq "$last" ]; then stable=$((stable + 1)); else stable=0; fi
+		last=$n; tries=$((tries + 1))
+		sleep 0.1
+	done
+	[ "$last" -gt 0 ] || { note "BCC attached no uprobes"; return 1; }
+}
+
+# abandon_run PID...: a run failed; close the go/EOF pipe and kill what it
+# started (by pid), so the next run starts clean.
+abandon_run() {
+	local p
+	exec {WL_FD}>&- 2>/dev/null || true
+	for p in "$@"; do
+		[ -n "$p" ] || continue
+		alive "$p" && kill -KILL "$p" 2>/dev/null
+		wait_exit "$p" 10
+	done
+}
+
+# pairs_run NAME N WORKLOAD_PREFIX TRACER...: one `bench pairs N` run, traced by
+# TRACER (none if empty). Sets NS (ns per pair); returns 1 if the run failed.
+# WORKLOAD_PREFIX is "" or the chroot's enter.sh. The tracer's ready line is
+# READY_RE (set by the caller). Results go through globals, not $(...): a
+# subshell could not wait for or clean up the processes it started.
+# Errors are checked by hand: callers use `pairs_run ... || ...`, and bash
+# disables set -e inside a function called that way.
+pairs_run() {
+	local name=$1 n=$2 prefix=$3; shift 3
+	NS=
+	note "running $name"
+	start_workload "$name" $prefix "$WORK/bench" pairs "$n" || { abandon_run "$WL_PID"; return 1; }
+	local wl=$WL_PID tr=
+	if [ $# -gt 0 ]; then
+		start_tracer "$name" "$READY_RE" "$@" || { abandon_run "$wl" "$TR_PID"; return 1; }
+		tr=$TR_PID
+		if [ "$name" != "${name#bcc}" ]; then
+			wait_perf_fds_settle "$tr" || { abandon_run "$wl" "$tr"; return 1; }
+		fi
+	fi
+	echo go >&"$WL_FD"
+	exec {WL_FD}>&-
+	wait_exit "$wl" 300
+	if [ -n "$tr" ]; then
+		# memleak stops by itself when its target exits; the reference tools
+		# keep running. SIGTERM for all: a backgrounded BCC ignores SIGINT.
+		kill -TERM "$tr" 2>/dev/null || true
+		wait_exit "$tr" 30
+	fi
+	NS=$(awk '/^ns_per_pair/ { print $2 }' "$WORK/$name.out")
+	[ -n "$NS" ] || { note "$name: no result; see $WORK/$name.out / .err"; return 1; }
+}
+
+# hold_run NAME PREFIX STOP_SIGNAL TRACER...: `bench hold` (1M outstanding
+# allocations from 10 stacks) under TRACER; once everything is allocated, send
+# STOP_SIGNAL, which makes the tracer print its final report and exit.
+# Sets HOLD_WALL (s, signal to exit), HOLD_HWM_BEFORE / HOLD_HWM (kB, peak RSS
+# before the report / at exit), HOLD_ALLOC_NS (ns per traced malloc).
+hold_run() {
+	local name=$1 prefix=$2 sig=$3; shift 3
+	note "running $name (1,000,000 allocations; takes a while when traced)"
+	start_workload "$name" $prefix "$WORK/bench" hold || { abandon_run "$WL_PID"; return 1; }
+	local wl=$WL_PID
+	start_tracer "$name" "$READY_RE" "$@" || { abandon_run "$wl" "$TR_PID"; return 1; }
+	local tr=$TR_PID
+	echo go >&"$WL_FD"
+	wait_line "$WORK/$name.out" '^held' 300 "$wl" || { abandon_run "$wl" "$tr"; return 1; }
+	HOLD_ALLOC_NS=$(awk '/^held/ { print $2 }' "$WORK/$name.out")
+	# The tracer's memory just before it is stopped; the report comes after.
+	HOLD_HWM_BEFORE=$(awk '/^VmHWM:/ { print $2 }' "/proc/$tr/status")
+	HWM_KB=$HOLD_HWM_BEFORE
+	local t0=$EPOCHREALTIME
+	kill -s "$sig" "$tr"
+	wait_exit "$tr" 120                  # samples VmHWM during the report
+	HOLD_WALL=$(fsub "$EPOCHREALTIME" "$t0")
+	HOLD_HWM=$HWM_KB
+	exec {WL_FD}>&-                      # EOF: the workload frees and exits
+	wait_exit "$wl" 30
+}
+
+# stop_idle_run NAME PREFIX STOP_SIGNAL TRACER...: time from the stop signal
+# to exit with nothing outstanding (detach + teardown), to tell apart from the
+# cost of the report.
+stop_idle_run() {
+	local name=$1 prefix=$2 sig=$3; shift 3
+	note "running $name"
+	start_workload "$name" $prefix "$WORK/bench" hold || { abandon_run "$WL_PID"; return 1; }
+	local wl=$WL_PID
+	start_tracer "$name" "$READY_RE" "$@" || { abandon_run "$wl" "$TR_PID"; return 1; }
+	local tr=$TR_PID t0=$EPOCHREALTIME
+	kill -s "$sig" "$tr"
+	wait_exit "$tr" 60
+	STOP_WALL=$(fsub "$EPOCHREALTIME" "$t0")
+	exec {WL_FD}>&-                      # no go line: the workload just exits
+	wait_exit "$wl" 10
+}
+
+# Formatting for the table; a value that is not a number ("failed") passes
+# through, and a ratio involving one is "-".
+num() { [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
+ratio() { num "$1" && num "$2" && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }' || echo -; }
+times() { num "$1" && num "$2" && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0fx", a / b; else printf "-" }' || echo -; }
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
+ns() { num "$1" && awk -v v="$1" 'BEGIN { if (v < 100) printf "%.1f", v; else printf "%.0f", v }' || echo "$1"; }
+secs() { num "$1" && awk -v v="$1" 'BEGIN { if (v < 1) printf "%.0f ms", v * 1000; else printf "%.2f s", v }' || echo "$1"; }
+
+
+# ---------------------------------------------------------------- runs
+
+unset MEMLEAK_BENCH_EMPTY_PROBES       # only the floor run may set it
+MEMLEAK_READY='^Attaching to pid'
+LBT_READY='^(Attaching to pid|Tracing outstanding memory allocs)'
+FAILED=()                              # runs of the reference tools that failed
+fail_as() { printf -v "$1" failed; FAILED+=("$2"); }   # fail_as VAR RUN
+
+# memleak's own runs must work: any failure ends the bench.
+READY_RE=$MEMLEAK_READY
+pairs_run untraced "$PAIRS_UNTRACED" "" || die "untraced run failed"
+UNTRACED=$NS
+pairs_run floor "$PAIRS_TRACED" "" env MEMLEAK_BENCH_EMPTY_PROBES=1 "$MEMLEAK_RUN" -p PID -o 0 3600 || die "floor run failed"
+FLOOR=$NS
+pairs_run memleak "$PAIRS_TRACED" "" "$MEMLEAK_RUN" -p PID -o 0 3600 || die "memleak run failed"
+ML=$NS
+pairs_run memleak-s10 "$PAIRS_TRACED" "" "$MEMLEAK_RUN" -p PID -o 0 -s 10 3600 || die "memleak -s 10 run failed"
+MLS=$NS
+
+# memleak stops on SIGINT or SIGTERM alike; SIGTERM, the same signal as for the
+# pairs runs (where BCC needs it).
+hold_run hold-memleak "" TERM "$MEMLEAK_RUN" -v -p PID -o 0 3600 || die "memleak 1M report run failed"
+ML_REPORT_WALL=$HOLD_WALL ML_HWM=$HOLD_HWM ML_HWM_BEFORE=$HOLD_HWM_BEFORE ML_ALLOC_NS=$HOLD_ALLOC_NS
+# -v: "memleak: report of N outstanding allocations took X ms"; keep the last.
+read -r ML_REPORT_N ML_REPORT_MS < <(awk '/report of [0-9]+ outstanding allocations took/ { n = $4; ms = $(NF-1) } END { print n + 0, ms + 0 }' "$WORK/hold-memleak.tracer.err")
+ML_STACKS=$(grep -c 'allocations from stack' "$WORK/hold-memleak.tracer.out" || true)
+stop_idle_run stop-memleak "" TERM "$MEMLEAK_RUN" -p PID -o 0 3600 || die "memleak stop run failed"
+ML_STOP=$STOP_WALL
+
+# The reference tools, in the anchor chroot: libbpf-tools resolves libc.so.6 in
+# its own filesystem, so the workload must run in there too. The chroot's glibc
+# differs from the host's (and uprobe cost depends on the probed instruction),
+# hence its own untraced/floor/memleak rows, and ratios only within the chroot.
+# A failing reference tool is reported in the table, not fatal.
+ANCHORS_OK=
+if [ -z "${BENCH_SKIP_ANCHORS:-}" ] && [ -x "$ENTER" ]; then
+	if "$ENTER" sh -c "test -x '$WORK/bench' && command -v memleak-libbpf && command -v memleak-bpfcc" >/dev/null 2>&1; then
+		ANCHORS_OK=1
+	else
+		note "$ENTER exists but the chroot cannot see $WORK/bench or lacks the tools; skipping anchors"
+	fi
+fi
+if [ -n "$ANCHORS_OK" ]; then
+	C_GLIBC=$("$ENTER" dpkg-query -W -f '${Version}' libc6 2>/dev/null || echo '?')
+	LBT_VER=$("$ENTER" dpkg-query -W -f '${Version}' libbpf-tools 2>/dev/null || echo '?')
+	BCC_VER=$("$ENTER" dpkg-query -W -f '${Version}' bpfcc-tools 2>/dev/null || echo '?')
+	READY_RE=$MEMLEAK_READY
+	pairs_run c-untraced "$PAIRS_UNTRACED" "$ENTER" && C_UNTRACED=$NS || fail_as C_UNTRACED c-untraced
+	pairs_run c-floor "$PAIRS_TRACED" "$ENTER" env MEMLEAK_BENCH_EMPTY_PROBES=1 "$MEMLEAK_RUN" -p PID -o 0 3600 \
+		&& C_FLOOR=$NS || fail_as C_FLOOR c-floor
+	pairs_run c-memleak "$PAIRS_TRACED" "$ENTER" "$MEMLEAK_RUN" -p PID -o 0 3600 && C_ML=$NS || fail_as C_ML c-memleak
+	# stdbuf: libbpf-tools' banner would otherwise sit in a stdio buffer; it
+	# prints "Tracing outstanding ..." after attaching. No -o 0 (lbt wants > 0);
+	# its default age filter is 500 ns, i.e. none.
+	READY_RE=$LBT_READY
+	pairs_run c-libbpf-tools "$PAIRS_TRACED" "$ENTER" "$ENTER" stdbuf -oL memleak-libbpf -p PID 3600 \
+		&& C_LBT=$NS || fail_as C_LBT c-libbpf-tools
+	# BCC compiles for ~1-2 s and prints its banner before attaching (the
+	# name prefix "bcc" makes pairs_run wait for its uprobe fds to settle).
+	READY_RE=$MEMLEAK_READY
+	pairs_run bcc "$PAIRS_TRACED" "$ENTER" "$ENTER" env PYTHONUNBUFFERED=1 memleak-bpfcc -p PID -o 0 3600 \
+		&& C_BCC=$NS || fail_as C_BCC bcc
+	# libbpf-tools installs a SIGINT handler that prints a final report.
+	READY_RE=$LBT_READY
+	if hold_run hold-libbpf-tools "$ENTER" INT "$ENTER" stdbuf -oL memleak-libbpf -p PID 3600; then
+		LBT_REPORT_WALL=$HOLD_WALL LBT_HWM=$HOLD_HWM LBT_ALLOC_NS=$HOLD_ALLOC_NS
+		LBT_STACKS=$(grep -c 'allocations from stack' "$WORK/hold-libbpf-tools.tracer.out" || true)
+	else
+		LBT_HWM=0 LBT_ALLOC_NS=failed LBT_STACKS=0; fail_as LBT_REPORT_WALL hold-libbpf-tools
+	fi
+	stop_idle_run stop-libbpf-tools "$ENTER" INT "$ENTER" stdbuf -oL memleak-libbpf -p PID 3600 \
+		&& LBT_STOP=$STOP_WALL || fail_as LBT_STOP stop-libbpf-tools
+fi
+
+# ---------------------------------------------------------------- table
+
+HOST_GLIBC=$(ldd --version 2>/dev/null | awk 'NR == 1 { print $NF }')
+row() { printf '%-44s %9s %13s %10s  %s\n' "$@"; }
+echo
+printf '%-44s %9s %13s %10s\n' "memleak bench ($(uname -m), $(uname -r), $(nproc) CPUs)" ns/pair "vs untraced" "vs floor"
+row "untraced (host glibc $HOST_GLIBC)" "$(ns "$UNTRACED")" "" "" ""
+row "empty probes (floor)" "$(ns "$FLOOR")" "$(times "$FLOOR" "$UNTRACED")" "1.00" ""
+row "memleak -o 0" "$(ns "$ML")" "$(times "$ML" "$UNTRACED")" "$(ratio "$ML" "$FLOOR")" ""
+row "memleak -o 0 -s 10" "$(ns "$MLS")" "$(times "$MLS" "$UNTRACED")" "$(ratio "$MLS" "$FLOOR")" "-s 10 / full = $(ratio "$MLS" "$ML")"
+if [ -n "$ANCHORS_OK" ]; then
+	row "anchor chroot: untraced (glibc $C_GLIBC)" "$(ns "$C_UNTRACED")" "" "" ""
+	row "anchor chroot: empty probes (floor)" "$(ns "$C_FLOOR")" "$(times "$C_FLOOR" "$C_UNTRACED")" "1.00" ""
+	row "anchor chroot: memleak -o 0" "$(ns "$C_ML")" "$(times "$C_ML" "$C_UNTRACED")" "$(ratio "$C_ML" "$C_FLOOR")" ""
+	row "libbpf-tools memleak $LBT_VER" "$(ns "$C_LBT")" "$(times "$C_LBT" "$C_UNTRACED")" "$(ratio "$C_LBT" "$C_FLOOR")" "memleak/libbpf-tools = $(ratio "$C_ML" "$C_LBT")"
+	row "BCC memleak.py $BCC_VER -o 0" "$(ns "$C_BCC")" "$(times "$C_BCC" "$C_UNTRACED")" "$(ratio "$C_BCC" "$C_FLOOR")" "memleak/BCC = $(ratio "$C_ML" "$C_BCC")"
+else
+	echo "libbpf-tools: not installed (../shared/anchors/install-anchors.sh)"
+	echo "BCC memleak.py: not installed (../shared/anchors/install-anchors.sh)"
+fi
+echo
+printf '%-44s %s\n' "report of 1,000,000 allocations (10 stacks)" \
+	"memleak $(secs "$ML_REPORT_WALL") (signal to exit; report itself $(secs "$(awk -v m="${ML_REPORT_MS:-0}" 'BEGIN { print m / 1000 }')"), saw ${ML_REPORT_N:-?} allocs in $ML_STACKS stacks)"
+if [ -n "$ANCHORS_OK" ]; then
+	printf '%-44s %s\n' "" "libbpf-tools $(secs "$LBT_REPORT_WALL") (signal to exit, $LBT_STACKS stacks)   memleak/libbpf-tools = $(ratio "$ML_REPORT_WALL" "$LBT_REPORT_WALL")"
+fi
+printf '%-44s %s\n' "stop with nothing outstanding (detach, exit)" \
+	"memleak $(secs "$ML_STOP")${ANCHORS_OK:+   libbpf-tools $(secs "$LBT_STOP")}"
+printf '%-44s %s\n' "traced malloc while filling the 1M table" "memleak $(ns "$ML_ALLOC_NS") ns/alloc${ANCHORS_OK:+   libbpf-tools $(ns "$LBT_ALLOC_NS") ns/alloc}"
+printf '%-44s %s\n' "memleak peak RSS (VmHWM, 1M outstanding)" \
+	"$(mb $((ML_HWM * 1024))) (before the report: $(mb $((ML_HWM_BEFORE * 1024))))${ANCHORS_OK:+   libbpf-tools $(mb $((LBT_HWM * 1024)))}"
+for bin in target/release/memleak target/x86_64-unknown-linux-musl/release/memleak target/aarch64-unknown-linux-musl/release/memleak; do
+	[ -f "$bin" ] || continue
+	if readelf -S "$bin" 2>/dev/null | grep -q '\.symtab'; then strip=not\ stripped; else strip=stripped; fi
+	printf '%-44s %s\n' "binary size ${bin#target/}" "$(mb "$(stat -c %s "$bin")") ($strip)"
+done
+[ ${#FAILED[@]} -eq 0 ] || echo "failed runs: ${FAILED[*]} (see target/bench/last-run/<run>.tracer.err)"
+echo "(logs: target/bench/last-run/)"
