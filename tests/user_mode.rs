@@ -214,3 +214,52 @@ fn nothing_stays_attached_after_exit() {
         }
     }
 }
+
+#[test]
+fn threads_freeing_each_others_blocks_give_exact_totals() {
+    let (_threads, memleak) = trace_waiting(&mut Command::new(fixture("threads")), &["-o", "0", "-T", "50", "1"]);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    let leak = report.expect("thread_leak");
+    assert_eq!((leak.bytes, leak.count), (8 * 10 * 64, 80), "{leak:#?}");
+    assert!(report.by_function("cross_alloc").is_none(), "cross-thread frees were missed: {report:#?}");
+    assert_eq!(report.losses, None, "{report:#?}");
+}
+
+#[cfg(target_arch = "x86_64")]
+/// The bytes of `len` at `addr` in process `pid`'s memory.
+fn peek(pid: u32, addr: u64, len: usize) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    mem.seek(SeekFrom::Start(addr)).unwrap();
+    let mut buf = vec![0; len];
+    mem.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// x86_64 only: the breakpoint instruction checked for is int3.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn sigkill_leaves_no_probe_behind() {
+    let (leaker, memleak) = trace_waiting_leaker(&["1"], &[]);
+    let pid = leaker.child.id();
+    // malloc's address in the leaker: its libc mapping plus the offset of
+    // malloc in that file, found the same way as in this test process.
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let own_maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let libc_base = |maps: &str| {
+        maps.lines()
+            .find(|l| l.contains("/libc.so.6") && l.split_whitespace().nth(2) == Some("00000000"))
+            .map(|l| u64::from_str_radix(l.split('-').next().unwrap(), 16).unwrap())
+            .expect("libc mapped")
+    };
+    let offset = libc::malloc as usize as u64 - libc_base(&own_maps);
+    let malloc_addr = libc_base(&maps) + offset;
+    let original = peek(std::process::id(), libc::malloc as usize as u64, 1);
+    // A uprobe is an int3 (0xcc) written into the process's copy of the page.
+    assert_eq!(peek(pid, malloc_addr, 1), vec![0xcc], "probe in place while traced");
+    memleak.signal(libc::SIGKILL);
+    let (code, _, _) = memleak.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(128 + 9));
+    assert_eq!(peek(pid, malloc_addr, 1), original, "the probe went away with memleak");
+}

@@ -216,7 +216,13 @@ pub const LEAKS: &[(&str, u64, u64)] = &[
 /// leaker run once memleak has attached, and returns both once the leaker
 /// said "done".
 pub fn trace_waiting_leaker(args: &[&str], extra: &[&str]) -> (Running, Running) {
-    let mut leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait").args(extra));
+    trace_waiting(Command::new(fixture("leaker")).arg("--wait").args(extra), args)
+}
+
+/// Like `trace_waiting_leaker`, for any fixture that speaks the same
+/// protocol (prints "ready PID", reads a line, prints "done").
+pub fn trace_waiting(fixture_cmd: &mut Command, args: &[&str]) -> (Running, Running) {
+    let mut leaker = Running::spawn(fixture_cmd);
     let ready = leaker.wait_for(Duration::from_secs(10), |l| l.starts_with("ready "));
     let pid: u32 = ready["ready ".len()..].parse().unwrap();
     let mut memleak = Running::spawn(Command::new(memleak_bin()).arg("-p").arg(pid.to_string()).args(args));
