@@ -104,6 +104,8 @@ fn func_names_and_order() {
     assert_eq!(Func::Mremap.name(), "mremap");
 }
 
+// The test process must itself run on glibc (not a musl static build).
+#[cfg(target_env = "gnu")]
 #[test]
 fn self_process_uses_glibc_and_offsets_match_live_addresses() {
     let pid = std::process::id();
@@ -198,6 +200,8 @@ fn bad_bytes_give_errors_not_panics() {
     }
 }
 
+// The test process must itself run on glibc (not a musl static build).
+#[cfg(target_env = "gnu")]
 #[test]
 fn override_c_name_and_paths_pick_libc() {
     let pid = std::process::id();
@@ -215,6 +219,8 @@ fn override_c_name_and_paths_pick_libc() {
     }
 }
 
+// The test process must itself run on glibc (not a musl static build).
+#[cfg(target_env = "gnu")]
 #[test]
 fn override_errors() {
     let pid = std::process::id();

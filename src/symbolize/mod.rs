@@ -258,6 +258,8 @@ mod tests {
         std::hint::black_box(x).wrapping_mul(3)
     }
 
+    // The test process must itself run on glibc (not a musl static build).
+    #[cfg(target_env = "gnu")]
     #[test]
     fn self_process() {
         let mut s = ProcessSymbolizer::new(std::process::id());
@@ -298,6 +300,8 @@ mod tests {
         );
     }
 
+    // The test process must itself run on glibc (not a musl static build).
+    #[cfg(target_env = "gnu")]
     #[test]
     fn exited_process_keeps_snapshot() {
         let mut child = std::process::Command::new("sleep")
