@@ -27,28 +27,39 @@ pub struct StackTotal {
     pub allocs: Vec<(u64, u64)>,
 }
 
-/// Groups allocations by stack in one pass, skipping those younger than
-/// `min_age_ns` at `now_ns` (BCC's -o, applied at report time).
-pub fn aggregate(
-    allocations: impl IntoIterator<Item = Allocation>,
+/// Groups allocations by stack in one pass as they are read, skipping those
+/// younger than `min_age_ns` at `now_ns` (BCC's -o, applied at report
+/// time). Nothing per allocation is kept, so a million outstanding blocks
+/// cost a hash map entry per stack, not per block.
+pub struct Aggregator {
+    by_stack: HashMap<i64, StackTotal>,
     now_ns: u64,
     min_age_ns: u64,
-    keep_addresses: bool,
-) -> Vec<StackTotal> {
-    let mut by_stack: HashMap<i64, StackTotal> = HashMap::new();
-    for a in allocations {
-        if now_ns.saturating_sub(a.timestamp_ns) < min_age_ns {
-            continue;
+}
+
+impl Aggregator {
+    pub fn new(now_ns: u64, min_age_ns: u64) -> Aggregator {
+        Aggregator { by_stack: HashMap::new(), now_ns, min_age_ns }
+    }
+
+    /// Old enough to be reported.
+    pub fn is_old_enough(&self, a: &Allocation) -> bool {
+        self.now_ns.saturating_sub(a.timestamp_ns) >= self.min_age_ns
+    }
+
+    pub fn add(&mut self, a: &Allocation) {
+        if !self.is_old_enough(a) {
+            return;
         }
         let stack_id = a.stack_id.max(-1);
-        let total = by_stack.entry(stack_id).or_insert_with(|| StackTotal { stack_id, ..Default::default() });
+        let total = self.by_stack.entry(stack_id).or_insert_with(|| StackTotal { stack_id, ..Default::default() });
         total.bytes = total.bytes.saturating_add(a.size);
         total.count += 1;
-        if keep_addresses {
-            total.allocs.push((a.addr, a.size));
-        }
     }
-    by_stack.into_values().collect()
+
+    pub fn finish(self) -> Vec<StackTotal> {
+        self.by_stack.into_values().collect()
+    }
 }
 
 /// The `top` largest stacks by `sort`, in BCC's printing order: ascending,
@@ -63,9 +74,6 @@ pub fn top(mut stacks: Vec<StackTotal>, sort: &SortKey, top: usize) -> Vec<Stack
     stacks.sort_unstable_by_key(|s| std::cmp::Reverse(key(s)));
     stacks.truncate(top);
     stacks.reverse();
-    for s in &mut stacks {
-        s.allocs.sort_unstable_by_key(|&(addr, size)| (size, addr));
-    }
     stacks
 }
 
@@ -173,13 +181,16 @@ mod tests {
     #[test]
     fn aggregates_per_stack_and_filters_by_age() {
         let allocs = vec![alloc(0x10, 16, 0, 1), alloc(0x20, 16, 0, 1), alloc(0x30, 100, 0, 2), alloc(0x40, 5, 950, 2), alloc(0x50, 7, 0, -17)];
-        let mut totals = aggregate(allocs, 1000, 100, true);
+        let mut agg = Aggregator::new(1000, 100);
+        for a in &allocs {
+            agg.add(a);
+        }
+        let mut totals = agg.finish();
         totals.sort_by_key(|t| t.stack_id);
         assert_eq!(totals.len(), 3);
         assert_eq!((totals[0].stack_id, totals[0].bytes, totals[0].count), (-1, 7, 1));
         assert_eq!((totals[1].bytes, totals[1].count), (32, 2));
         assert_eq!((totals[2].bytes, totals[2].count), (100, 1), "the young allocation is skipped");
-        assert_eq!(totals[1].allocs.len(), 2);
     }
 
     #[test]

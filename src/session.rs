@@ -146,7 +146,8 @@ fn format_event(e: &abi::Event) -> String {
     match e.kind {
         abi::EV_ALLOC_ENTER => format!("{head} alloc entered, size = {}", e.size),
         abi::EV_ALLOC_EXIT => format!("{head} alloc exited, size = {}, result = {:x}", e.size, e.addr),
-        _ => format!("{head} free entered, address = {:x}, size = {}", e.addr, e.size),
+        abi::EV_FREE_ENTER => format!("{head} free entered, address = {:x}, size = {}", e.addr, e.size),
+        kind => format!("{head} unknown event {kind}"),
     }
 }
 
@@ -338,14 +339,31 @@ fn opts_command_name(opts: &Options) -> String {
 fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut Symbolizer, out: &mut impl Write) -> Result<(), Failure> {
     let started = Instant::now();
     let mut read = 0;
+    let now = monotonic_ns();
+    let min_age = opts.older_ms.saturating_mul(1_000_000);
     let totals = if opts.combined_only {
         tracer.combined()?
     } else {
-        let allocations = tracer.allocations()?;
-        read = allocations.len();
-        report::aggregate(allocations, monotonic_ns(), opts.older_ms.saturating_mul(1_000_000), opts.show_allocs)
+        let mut agg = report::Aggregator::new(now, min_age);
+        read = tracer.for_each_allocation(|a| agg.add(a))?;
+        agg.finish()
     };
-    let top = report::top(totals, &opts.sort, opts.top);
+    let mut top = report::top(totals, &opts.sort, opts.top);
+    // -a: a second pass collects the blocks of the stacks shown only.
+    if opts.show_allocs && !opts.combined_only {
+        let shown: std::collections::HashMap<i64, usize> = top.iter().enumerate().map(|(i, s)| (s.stack_id, i)).collect();
+        let agg = report::Aggregator::new(now, min_age);
+        tracer.for_each_allocation(|a| {
+            if let Some(&i) = shown.get(&a.stack_id.max(-1)) {
+                if agg.is_old_enough(a) {
+                    top[i].allocs.push((a.addr, a.size));
+                }
+            }
+        })?;
+        for s in &mut top {
+            s.allocs.sort_unstable_by_key(|&(addr, size)| (size, addr));
+        }
+    }
     let printed: Vec<PrintedStack<'_>> = top
         .iter()
         .map(|total| {

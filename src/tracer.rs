@@ -236,7 +236,7 @@ impl Tracer {
     fn attach_user(&mut self, pid: u32, allocator: &Allocator) -> Result<(), String> {
         let mut attached: Vec<(u64, Func)> = Vec::new();
         for func in Func::ALL {
-            let Some(&(_, offset)) = allocator.offsets.iter().find(|(f, _)| *f == func) else {
+            let Some(offset) = allocator.offset(func) else {
                 crate::verbose!("{} does not define {}; not traced", allocator.display_path, func.name());
                 continue;
             };
@@ -292,15 +292,17 @@ impl Tracer {
         }
     }
 
-    /// Every outstanding allocation, in one batched pass over the map.
-    pub fn allocations(&self) -> Result<Vec<Allocation>, String> {
-        let mut out = Vec::new();
+    /// Hands every outstanding allocation to `visit`, in one batched pass
+    /// over the map; returns how many there were.
+    pub fn for_each_allocation(&self, mut visit: impl FnMut(&Allocation)) -> Result<usize, String> {
+        let mut n = 0;
         self.allocs
             .dump::<abi::AllocKey, abi::AllocInfo>(|k, v| {
-                out.push(Allocation { addr: k.addr, size: v.size, timestamp_ns: v.timestamp_ns, stack_id: v.stack_id as i64 })
+                n += 1;
+                visit(&Allocation { addr: k.addr, size: v.size, timestamp_ns: v.timestamp_ns, stack_id: v.stack_id as i64 })
             })
             .map_err(|e| format!("cannot read the allocation table: {e}"))?;
-        Ok(out)
+        Ok(n)
     }
 
     /// Per-stack totals kept in BPF (--combined-only).

@@ -253,9 +253,9 @@ fn sigkill_leaves_no_probe_behind() {
             .map(|l| u64::from_str_radix(l.split('-').next().unwrap(), 16).unwrap())
             .expect("libc mapped")
     };
-    let offset = libc::malloc as usize as u64 - libc_base(&own_maps);
+    let offset = libc::malloc as *const () as usize as u64 - libc_base(&own_maps);
     let malloc_addr = libc_base(&maps) + offset;
-    let original = peek(std::process::id(), libc::malloc as usize as u64, 1);
+    let original = peek(std::process::id(), libc::malloc as *const () as usize as u64, 1);
     // A uprobe is an int3 (0xcc) written into the process's copy of the page.
     assert_eq!(peek(pid, malloc_addr, 1), vec![0xcc], "probe in place while traced");
     memleak.signal(libc::SIGKILL);

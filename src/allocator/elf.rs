@@ -34,6 +34,7 @@ pub(crate) struct ElfInfo {
     pub dynamic: Option<(u64, u64)>,
 }
 
+#[cfg(test)]
 /// See [`super::function_offsets`].
 pub(crate) fn function_offsets(bytes: &[u8]) -> Result<Vec<(Func, u64)>, String> {
     inspect(bytes).map(|info| info.offsets)

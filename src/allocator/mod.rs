@@ -102,6 +102,7 @@ impl Allocator {
     }
 }
 
+#[cfg(test)]
 /// Offsets of the allocator functions in an ELF file's bytes.
 ///
 /// Each name is looked up in .dynsym and .symtab (versioned names such as

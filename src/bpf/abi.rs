@@ -86,7 +86,6 @@ pub const LOSS_COMBINED_FULL: usize = 2;
 pub const LOSS_EVENTS: usize = 3;
 pub const LOSS_INFLIGHT_FULL: usize = 4;
 pub const LOSS_MISSED_RETURN: usize = 5;
-pub const NR_LOSSES: usize = 6;
 
 /// Frames per stack in the `stacks` map (MAX_STACK_DEPTH).
 pub const MAX_STACK_DEPTH: usize = 127;

@@ -217,15 +217,14 @@ impl ElfSymbols {
             .unwrap_or("")
     }
 
+    #[cfg(test)]
     /// Number of distinct symbol addresses.
     pub fn len(&self) -> usize {
         self.syms.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.syms.is_empty()
-    }
 
+    #[cfg(test)]
     /// The GNU build-id note, if the file has one.
     pub fn build_id(&self) -> Option<&[u8]> {
         self.build_id.as_deref()
@@ -252,6 +251,7 @@ impl ElfSymbols {
         (file_offset - l.offset).checked_add(l.vaddr)
     }
 
+    #[cfg(test)]
     /// File offset of a link-time virtual address: what a uprobe on a
     /// symbol at `vaddr` needs.
     pub fn vaddr_to_file_offset(&self, vaddr: u64) -> Option<u64> {
@@ -262,6 +262,7 @@ impl ElfSymbols {
         (vaddr - l.vaddr).checked_add(l.offset)
     }
 
+    #[cfg(test)]
     /// Link-time address of a symbol by raw name (`malloc`); a versioned
     /// name in the table (`malloc@@GLIBC_2.2.5`) matches its base name.
     pub fn symbol_address(&self, name: &str) -> Option<u64> {

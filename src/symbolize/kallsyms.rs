@@ -129,14 +129,12 @@ impl Kallsyms {
         self.hidden
     }
 
+    #[cfg(test)]
     /// Number of distinct text addresses known.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 
     /// The symbol at or nearest below `addr`. Kallsyms has no sizes, so an
     /// address past the end of the last function still resolves to it.

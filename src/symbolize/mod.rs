@@ -99,10 +99,6 @@ impl ProcessSymbolizer {
         true
     }
 
-    /// The current snapshot of /proc/PID/maps.
-    pub fn maps(&self) -> &[MapEntry] {
-        &self.maps
-    }
 
     /// Resolves one user-space address.
     pub fn symbolize(&mut self, addr: u64) -> Frame {

@@ -42,6 +42,7 @@ impl MapEntry {
         }
     }
 
+    #[cfg(test)]
     /// The file offset that `addr` (inside this mapping) corresponds to.
     pub fn file_offset(&self, addr: u64) -> u64 {
         addr - self.start + self.offset

@@ -18,6 +18,7 @@
 #                             pair costs 15-50 us on the 2-CPU dev VM, so 2-5 s)
 #   ANCHORS=dir               reference tools (default /opt/anchors, made by
 #                             ../shared/anchors/install-anchors.sh)
+#   BENCH_ROUNDS=N            runs of each pairs configuration (default 3)
 #   BENCH_SKIP_ANCHORS=1      do not run the reference tools even if installed
 set -euo pipefail
 
@@ -26,6 +27,7 @@ cd "$ROOT"
 MEMLEAK=${MEMLEAK:-$ROOT/target/release/memleak}
 PAIRS_UNTRACED=${BENCH_PAIRS_UNTRACED:-20000000}
 PAIRS_TRACED=${BENCH_PAIRS_TRACED:-100000}
+ROUNDS=${BENCH_ROUNDS:-3}
 ANCHORS=${ANCHORS:-/opt/anchors}
 ENTER=$ANCHORS/enter.sh
 OUT=$ROOT/target/bench          # build output, and the logs of the last run
@@ -58,7 +60,7 @@ cleanup() {
 	wait 2>/dev/null || true
 	rm -rf "$OUT/last-run"
 	cp -r "$WORK" "$OUT/last-run" 2>/dev/null || true
-	rm -f "$OUT/last-run/bench" "$OUT/last-run/memleak"
+	rm -f "$OUT/last-run/bench" "$OUT/last-run/memleak" "$OUT"/last-run/*.in   # fifos
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -265,29 +267,51 @@ secs() { num "$1" && awk -v v="$1" 'BEGIN { if (v < 1) printf "%.0f ms", v * 100
 
 # ---------------------------------------------------------------- runs
 
-unset MEMLEAK_BENCH_EMPTY_PROBES       # only the floor run may set it
+unset MEMLEAK_BENCH_EMPTY_PROBES       # only the floor runs may set it
 MEMLEAK_READY='^Attaching to pid'
 LBT_READY='^(Attaching to pid|Tracing outstanding memory allocs)'
-FAILED=()                              # runs of the reference tools that failed
-fail_as() { printf -v "$1" failed; FAILED+=("$2"); }   # fail_as VAR RUN
+FAILED=()                              # runs that failed (reference tools only)
+
+# Anything else tracing or loading the machine skews every number; say so.
+LOAD_AT_START=$(cut -d' ' -f1 /proc/loadavg)
+OTHER_TRACERS=$(ps -eo pid=,comm= | awk '$2 ~ /^(memleak|bpftrace)$|^memleak-/ { printf "%s%s(%s)", sep, $2, $1; sep = " " }')
+
+# Traced timings on a small VM are noisy (uprobe traps are VM exits; other
+# tenants), so every pairs configuration runs ROUNDS times, interleaved so that
+# drift hits all of them alike; the table shows the median and the range.
+declare -A RES=()                      # configuration -> "ns ns ns"
+# measure NAME N PREFIX READY_RE TRACER...: one round of one configuration.
+measure() {
+	local name=$1 n=$2 prefix=$3; READY_RE=$4; shift 4
+	if pairs_run "$name.$ROUND" "$n" "$prefix" "$@"; then
+		RES[$name]+="$NS "
+	else
+		FAILED+=("$name.$ROUND")
+		return 1
+	fi
+}
+med() { local v=${RES[$1]:-}; [ -n "$v" ] || { echo failed; return; }
+	printf '%s\n' $v | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+range() { local v=${RES[$1]:-}; [ -n "$v" ] || return 0
+	printf '%s\n' $v | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR > 1) printf "%s..%s", lo < 100 ? sprintf("%.1f", lo) : sprintf("%.0f", lo), hi < 100 ? sprintf("%.1f", hi) : sprintf("%.0f", hi) }'; }
 
 # memleak's own runs must work: any failure ends the bench.
-READY_RE=$MEMLEAK_READY
-pairs_run untraced "$PAIRS_UNTRACED" "" || die "untraced run failed"
-UNTRACED=$NS
-pairs_run floor "$PAIRS_TRACED" "" env MEMLEAK_BENCH_EMPTY_PROBES=1 "$MEMLEAK_RUN" -p PID -o 0 3600 || die "floor run failed"
-FLOOR=$NS
-pairs_run memleak "$PAIRS_TRACED" "" "$MEMLEAK_RUN" -p PID -o 0 3600 || die "memleak run failed"
-ML=$NS
-pairs_run memleak-s10 "$PAIRS_TRACED" "" "$MEMLEAK_RUN" -p PID -o 0 -s 10 3600 || die "memleak -s 10 run failed"
-MLS=$NS
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+	measure untraced "$PAIRS_UNTRACED" "" "" || die "untraced run failed"
+	measure floor "$PAIRS_TRACED" "" "$MEMLEAK_READY" env MEMLEAK_BENCH_EMPTY_PROBES=1 "$MEMLEAK_RUN" -p PID -o 0 3600 \
+		|| die "floor run failed"
+	measure memleak "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 3600 || die "memleak run failed"
+	measure memleak-s10 "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 -s 10 3600 \
+		|| die "memleak -s 10 run failed"
+done
 
 # memleak stops on SIGINT or SIGTERM alike; SIGTERM, the same signal as for the
 # pairs runs (where BCC needs it).
+READY_RE=$MEMLEAK_READY
 hold_run hold-memleak "" TERM "$MEMLEAK_RUN" -v -p PID -o 0 3600 || die "memleak 1M report run failed"
 ML_REPORT_WALL=$HOLD_WALL ML_HWM=$HOLD_HWM ML_HWM_BEFORE=$HOLD_HWM_BEFORE ML_ALLOC_NS=$HOLD_ALLOC_NS
 # -v: "memleak: report of N outstanding allocations took X ms"; keep the last.
-read -r ML_REPORT_N ML_REPORT_MS < <(awk '/report of [0-9]+ outstanding allocations took/ { n = $4; ms = $(NF-1) } END { print n + 0, ms + 0 }' "$WORK/hold-memleak.tracer.err")
+read -r ML_REPORT_N ML_REPORT_MS < <(awk '/report of [0-9]+ outstanding allocations took/ { n = $4; ms = $(NF-1) } END { print n + 0, ms / 1000 }' "$WORK/hold-memleak.tracer.err")
 ML_STACKS=$(grep -c 'allocations from stack' "$WORK/hold-memleak.tracer.out" || true)
 stop_idle_run stop-memleak "" TERM "$MEMLEAK_RUN" -p PID -o 0 3600 || die "memleak stop run failed"
 ML_STOP=$STOP_WALL
@@ -309,69 +333,78 @@ if [ -n "$ANCHORS_OK" ]; then
 	C_GLIBC=$("$ENTER" dpkg-query -W -f '${Version}' libc6 2>/dev/null || echo '?')
 	LBT_VER=$("$ENTER" dpkg-query -W -f '${Version}' libbpf-tools 2>/dev/null || echo '?')
 	BCC_VER=$("$ENTER" dpkg-query -W -f '${Version}' bpfcc-tools 2>/dev/null || echo '?')
-	READY_RE=$MEMLEAK_READY
-	pairs_run c-untraced "$PAIRS_UNTRACED" "$ENTER" && C_UNTRACED=$NS || fail_as C_UNTRACED c-untraced
-	pairs_run c-floor "$PAIRS_TRACED" "$ENTER" env MEMLEAK_BENCH_EMPTY_PROBES=1 "$MEMLEAK_RUN" -p PID -o 0 3600 \
-		&& C_FLOOR=$NS || fail_as C_FLOOR c-floor
-	pairs_run c-memleak "$PAIRS_TRACED" "$ENTER" "$MEMLEAK_RUN" -p PID -o 0 3600 && C_ML=$NS || fail_as C_ML c-memleak
-	# stdbuf: libbpf-tools' banner would otherwise sit in a stdio buffer; it
-	# prints "Tracing outstanding ..." after attaching. No -o 0 (lbt wants > 0);
-	# its default age filter is 500 ns, i.e. none.
-	READY_RE=$LBT_READY
-	pairs_run c-libbpf-tools "$PAIRS_TRACED" "$ENTER" "$ENTER" stdbuf -oL memleak-libbpf -p PID 3600 \
-		&& C_LBT=$NS || fail_as C_LBT c-libbpf-tools
-	# BCC compiles for ~1-2 s and prints its banner before attaching (the
-	# name prefix "bcc" makes pairs_run wait for its uprobe fds to settle).
-	READY_RE=$MEMLEAK_READY
-	pairs_run bcc "$PAIRS_TRACED" "$ENTER" "$ENTER" env PYTHONUNBUFFERED=1 memleak-bpfcc -p PID -o 0 3600 \
-		&& C_BCC=$NS || fail_as C_BCC bcc
+	for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+		measure c-untraced "$PAIRS_UNTRACED" "$ENTER" "" || true
+		measure c-floor "$PAIRS_TRACED" "$ENTER" "$MEMLEAK_READY" \
+			env MEMLEAK_BENCH_EMPTY_PROBES=1 "$MEMLEAK_RUN" -p PID -o 0 3600 || true
+		measure c-memleak "$PAIRS_TRACED" "$ENTER" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 3600 || true
+		# stdbuf: libbpf-tools' banner would otherwise sit in a stdio buffer;
+		# "Tracing outstanding ..." comes after the attach. No -o 0 (lbt wants
+		# > 0); its default age filter is 500 ns, i.e. none.
+		measure c-libbpf-tools "$PAIRS_TRACED" "$ENTER" "$LBT_READY" \
+			"$ENTER" stdbuf -oL memleak-libbpf -p PID 3600 || true
+		# BCC compiles for a few seconds and prints its banner *before*
+		# attaching; the name "bcc" makes pairs_run wait for its uprobe fds.
+		measure bcc "$PAIRS_TRACED" "$ENTER" "$MEMLEAK_READY" \
+			"$ENTER" env PYTHONUNBUFFERED=1 memleak-bpfcc -p PID -o 0 3600 || true
+	done
 	# libbpf-tools installs a SIGINT handler that prints a final report.
 	READY_RE=$LBT_READY
 	if hold_run hold-libbpf-tools "$ENTER" INT "$ENTER" stdbuf -oL memleak-libbpf -p PID 3600; then
 		LBT_REPORT_WALL=$HOLD_WALL LBT_HWM=$HOLD_HWM LBT_ALLOC_NS=$HOLD_ALLOC_NS
 		LBT_STACKS=$(grep -c 'allocations from stack' "$WORK/hold-libbpf-tools.tracer.out" || true)
 	else
-		LBT_HWM=0 LBT_ALLOC_NS=failed LBT_STACKS=0; fail_as LBT_REPORT_WALL hold-libbpf-tools
+		LBT_REPORT_WALL=failed LBT_HWM=0 LBT_ALLOC_NS=failed LBT_STACKS=0; FAILED+=(hold-libbpf-tools)
 	fi
-	stop_idle_run stop-libbpf-tools "$ENTER" INT "$ENTER" stdbuf -oL memleak-libbpf -p PID 3600 \
-		&& LBT_STOP=$STOP_WALL || fail_as LBT_STOP stop-libbpf-tools
+	if stop_idle_run stop-libbpf-tools "$ENTER" INT "$ENTER" stdbuf -oL memleak-libbpf -p PID 3600; then
+		LBT_STOP=$STOP_WALL
+	else
+		LBT_STOP=failed; FAILED+=(stop-libbpf-tools)
+	fi
 fi
 
 # ---------------------------------------------------------------- table
 
 HOST_GLIBC=$(ldd --version 2>/dev/null | awk 'NR == 1 { print $NF }')
-row() { printf '%-44s %9s %13s %10s  %s\n' "$@"; }
+UNTRACED=$(med untraced) FLOOR=$(med floor) ML=$(med memleak) MLS=$(med memleak-s10)
+row() { printf '%-46s %9s %12s %9s  %-15s %s\n' "$@"; }
+line() { printf '%-46s %s\n' "$@"; }
 echo
-printf '%-44s %9s %13s %10s\n' "memleak bench ($(uname -m), $(uname -r), $(nproc) CPUs)" ns/pair "vs untraced" "vs floor"
-row "untraced (host glibc $HOST_GLIBC)" "$(ns "$UNTRACED")" "" "" ""
-row "empty probes (floor)" "$(ns "$FLOOR")" "$(times "$FLOOR" "$UNTRACED")" "1.00" ""
-row "memleak -o 0" "$(ns "$ML")" "$(times "$ML" "$UNTRACED")" "$(ratio "$ML" "$FLOOR")" ""
-row "memleak -o 0 -s 10" "$(ns "$MLS")" "$(times "$MLS" "$UNTRACED")" "$(ratio "$MLS" "$FLOOR")" "-s 10 / full = $(ratio "$MLS" "$ML")"
+row "memleak bench ($(uname -m), $(uname -r), $(nproc) CPUs)" ns/pair "vs untraced" "vs floor" "range ($ROUNDS runs)" ""
+row "untraced (host glibc $HOST_GLIBC)" "$(ns "$UNTRACED")" "" "" "$(range untraced)" ""
+row "empty probes (floor)" "$(ns "$FLOOR")" "$(times "$FLOOR" "$UNTRACED")" "1.00" "$(range floor)" ""
+row "memleak -o 0" "$(ns "$ML")" "$(times "$ML" "$UNTRACED")" "$(ratio "$ML" "$FLOOR")" "$(range memleak)" ""
+row "memleak -o 0 -s 10" "$(ns "$MLS")" "$(times "$MLS" "$UNTRACED")" "$(ratio "$MLS" "$FLOOR")" "$(range memleak-s10)" \
+	"-s 10/full = $(ratio "$MLS" "$ML")"
 if [ -n "$ANCHORS_OK" ]; then
-	row "anchor chroot: untraced (glibc $C_GLIBC)" "$(ns "$C_UNTRACED")" "" "" ""
-	row "anchor chroot: empty probes (floor)" "$(ns "$C_FLOOR")" "$(times "$C_FLOOR" "$C_UNTRACED")" "1.00" ""
-	row "anchor chroot: memleak -o 0" "$(ns "$C_ML")" "$(times "$C_ML" "$C_UNTRACED")" "$(ratio "$C_ML" "$C_FLOOR")" ""
-	row "libbpf-tools memleak $LBT_VER" "$(ns "$C_LBT")" "$(times "$C_LBT" "$C_UNTRACED")" "$(ratio "$C_LBT" "$C_FLOOR")" "memleak/libbpf-tools = $(ratio "$C_ML" "$C_LBT")"
-	row "BCC memleak.py $BCC_VER -o 0" "$(ns "$C_BCC")" "$(times "$C_BCC" "$C_UNTRACED")" "$(ratio "$C_BCC" "$C_FLOOR")" "memleak/BCC = $(ratio "$C_ML" "$C_BCC")"
+	C_UNTRACED=$(med c-untraced) C_FLOOR=$(med c-floor) C_ML=$(med c-memleak) C_LBT=$(med c-libbpf-tools) C_BCC=$(med bcc)
+	row "anchor chroot (glibc $C_GLIBC): untraced" "$(ns "$C_UNTRACED")" "" "" "$(range c-untraced)" ""
+	row "  empty probes (floor)" "$(ns "$C_FLOOR")" "$(times "$C_FLOOR" "$C_UNTRACED")" "1.00" "$(range c-floor)" ""
+	row "  memleak -o 0" "$(ns "$C_ML")" "$(times "$C_ML" "$C_UNTRACED")" "$(ratio "$C_ML" "$C_FLOOR")" "$(range c-memleak)" ""
+	row "  libbpf-tools memleak $LBT_VER" "$(ns "$C_LBT")" "$(times "$C_LBT" "$C_UNTRACED")" "$(ratio "$C_LBT" "$C_FLOOR")" \
+		"$(range c-libbpf-tools)" "memleak/libbpf-tools = $(ratio "$C_ML" "$C_LBT")"
+	row "  BCC memleak.py $BCC_VER -o 0" "$(ns "$C_BCC")" "$(times "$C_BCC" "$C_UNTRACED")" "$(ratio "$C_BCC" "$C_FLOOR")" \
+		"$(range bcc)" "memleak/BCC = $(ratio "$C_ML" "$C_BCC")"
 else
 	echo "libbpf-tools: not installed (../shared/anchors/install-anchors.sh)"
 	echo "BCC memleak.py: not installed (../shared/anchors/install-anchors.sh)"
 fi
 echo
-printf '%-44s %s\n' "report of 1,000,000 allocations (10 stacks)" \
-	"memleak $(secs "$ML_REPORT_WALL") (signal to exit; report itself $(secs "$(awk -v m="${ML_REPORT_MS:-0}" 'BEGIN { print m / 1000 }')"), saw ${ML_REPORT_N:-?} allocs in $ML_STACKS stacks)"
+line "report of 1,000,000 allocations (10 stacks)" \
+	"memleak $(secs "$ML_REPORT_WALL") signal to exit, report itself $(secs "$ML_REPORT_MS") (saw $ML_REPORT_N allocs, $ML_STACKS stacks)"
 if [ -n "$ANCHORS_OK" ]; then
-	printf '%-44s %s\n' "" "libbpf-tools $(secs "$LBT_REPORT_WALL") (signal to exit, $LBT_STACKS stacks)   memleak/libbpf-tools = $(ratio "$ML_REPORT_WALL" "$LBT_REPORT_WALL")"
+	line "" "libbpf-tools $(secs "$LBT_REPORT_WALL") signal to exit ($LBT_STACKS stacks); memleak/libbpf-tools = $(ratio "$ML_REPORT_WALL" "$LBT_REPORT_WALL")"
 fi
-printf '%-44s %s\n' "stop with nothing outstanding (detach, exit)" \
-	"memleak $(secs "$ML_STOP")${ANCHORS_OK:+   libbpf-tools $(secs "$LBT_STOP")}"
-printf '%-44s %s\n' "traced malloc while filling the 1M table" "memleak $(ns "$ML_ALLOC_NS") ns/alloc${ANCHORS_OK:+   libbpf-tools $(ns "$LBT_ALLOC_NS") ns/alloc}"
-printf '%-44s %s\n' "memleak peak RSS (VmHWM, 1M outstanding)" \
+line "stop, nothing outstanding (detach + exit)" "memleak $(secs "$ML_STOP")${ANCHORS_OK:+   libbpf-tools $(secs "$LBT_STOP")}"
+line "traced malloc, filling the 1M table" "memleak $(ns "$ML_ALLOC_NS") ns${ANCHORS_OK:+   libbpf-tools $(ns "$LBT_ALLOC_NS") ns}"
+line "memleak peak RSS (VmHWM, 1M outstanding)" \
 	"$(mb $((ML_HWM * 1024))) (before the report: $(mb $((ML_HWM_BEFORE * 1024))))${ANCHORS_OK:+   libbpf-tools $(mb $((LBT_HWM * 1024)))}"
-for bin in target/release/memleak target/x86_64-unknown-linux-musl/release/memleak target/aarch64-unknown-linux-musl/release/memleak; do
+for bin in "$MEMLEAK" target/x86_64-unknown-linux-musl/release/memleak target/aarch64-unknown-linux-musl/release/memleak; do
 	[ -f "$bin" ] || continue
-	if readelf -S "$bin" 2>/dev/null | grep -q '\.symtab'; then strip=not\ stripped; else strip=stripped; fi
-	printf '%-44s %s\n' "binary size ${bin#target/}" "$(mb "$(stat -c %s "$bin")") ($strip)"
+	bin=${bin#"$ROOT"/}
+	if readelf -S "$bin" 2>/dev/null | grep -q '\.symtab'; then strip="not stripped"; else strip=stripped; fi
+	line "binary size ${bin#target/}" "$(mb "$(stat -c %s "$bin")") ($strip)"
 done
-[ ${#FAILED[@]} -eq 0 ] || echo "failed runs: ${FAILED[*]} (see target/bench/last-run/<run>.tracer.err)"
+line "load average at start" "$LOAD_AT_START${OTHER_TRACERS:+; other tracers running: $OTHER_TRACERS}"
+[ ${#FAILED[@]} -eq 0 ] || echo "failed runs: ${FAILED[*]} (logs: target/bench/last-run/<run>.tracer.err)"
 echo "(logs: target/bench/last-run/)"
