@@ -164,3 +164,20 @@ fn kernel_mode_mounts_tracefs_when_needed() {
     assert!(stderr.contains("mounted tracefs on /sys/kernel/tracing") || mounted("/sys/kernel/debug/tracing"), "{stderr}");
     assert!(mounted("/sys/kernel/tracing") || mounted("/sys/kernel/debug/tracing"));
 }
+
+#[test]
+fn unmountable_tracefs_is_one_clear_error() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // In a private mount namespace without tracefs, as root without
+    // CAP_SYS_ADMIN: memleak cannot mount tracefs and must say so.
+    let script = format!(
+        "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug 2>/dev/null; \
+         exec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin {} 1 1",
+        memleak_bin().display()
+    );
+    let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("memleak: tracefs is not mounted and cannot be mounted on /sys/kernel/tracing: "), "{stderr}");
+}
