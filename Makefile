@@ -106,6 +106,9 @@ test-static: static
 test-aarch64:
 	$(NICE) $(STATIC_CARGO) test --target $(AARCH64_MUSL) --bin $(BIN) $(STATIC_CARGO_FLAGS)
 
+# ---- the static binaries under other kernels, in QEMU (tests/vm) ------------
+include tests/vm/vmtest.mk
+
 ## clean: remove target/
 clean:
 	$(CARGO) clean

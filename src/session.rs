@@ -280,6 +280,8 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                                         p.refresh();
                                         p.prefetch();
                                     }
+                                    c.resume();
+                                    // Its exit comes with the next SIGCHLD.
                                 }
                                 ChildEvent::Exited(status) => stop = Some(Outcome::ChildExited(status)),
                             }

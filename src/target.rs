@@ -119,7 +119,8 @@ impl ExitStatus {
 
 /// What a child did, as seen by `Child::poll`.
 pub enum ChildEvent {
-    /// About to exit; its memory map is still readable.
+    /// About to exit and stopped there: its memory map is still readable
+    /// until `Child::resume`.
     Exiting,
     Exited(ExitStatus),
 }
@@ -235,7 +236,9 @@ impl Child {
                 let event = status >> 16;
                 let mut inject = 0;
                 if event == libc::PTRACE_EVENT_EXIT {
+                    // Stays stopped until the caller has read its maps.
                     events.push(ChildEvent::Exiting);
+                    break;
                 } else if event == 0 {
                     // A signal on its way to the child: pass it on.
                     inject = libc::WSTOPSIG(status);
@@ -247,6 +250,12 @@ impl Child {
             }
         }
         events
+    }
+
+    /// Lets a child stopped at its exit (`ChildEvent::Exiting`) go on.
+    pub fn resume(&mut self) {
+        // SAFETY: the child is in its ptrace exit stop.
+        unsafe { libc::ptrace(libc::PTRACE_CONT, self.pid as libc::pid_t, 0usize, 0usize) };
     }
 
     /// Called on exit: a child still held before exec is killed (it never

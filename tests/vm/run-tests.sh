@@ -1,0 +1,146 @@
+#!/bin/sh
+# run-tests.sh - end-to-end checks of the real (static) memleak binary, run
+# inside a vmtest guest (../shared/vmtest/run-in-vm.sh: busybox sh, cwd
+# /vmtest, PATH=/vmtest:/bin, root). Needs ./memleak and ./leaker (a STATIC
+# build of tests/fixtures/leaker.c) next to this script; see vmtest.mk.
+#
+#   1. user mode: memleak -o 0 -T 50 -c "./leaker --exit 3" must exit 3 and its
+#      final report must hold, for every leak_* function of leaker.c, exactly
+#      one stack whose first frame is that function, with the documented
+#      "B bytes in N allocations" and a main+0x... [leaker] frame; no stack
+#      may start in churn or fail (everything they allocate is freed/failed).
+#   2. kernel mode: memleak -T 3 1 2 must exit 0 with 2 reports and at least
+#      one [kernel] frame.
+#
+# Prints one PASS/FAIL line per check (and memleak's full output when a check
+# of that run fails); exits 1 if any check failed. Works on the host too:
+# copy memleak, leaker and this script into one directory and run it as root.
+# Env: RUN_TIMEOUT (seconds per memleak run, default 240).
+
+cd "$(dirname "$0")" || exit 1
+RUN_TIMEOUT=${RUN_TIMEOUT:-240}
+OUT=${TMPDIR:-/tmp}/memleak-vmtest.$$
+mkdir -p "$OUT" || exit 1
+FAILS=0
+
+# The documented outstanding allocations (tests/fixtures/leaker.c and
+# tests/common/mod.rs LEAKS): function:bytes:count.
+EXPECTED="
+leak_malloc:1000:10
+leak_calloc:1000:5
+leak_realloc:1200:4
+leak_reallocarray:900:3
+leak_posix_memalign:1024:2
+leak_aligned_alloc:512:2
+leak_valloc:1000:1
+leak_memalign:300:3
+leak_pvalloc:100:1
+leak_mmap:16384:2
+leak_mremap:12288:1
+leak_failed_realloc:64:1
+"
+LEAKER_STATUS=3
+
+pass() { echo "PASS: $*"; }
+fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
+# dump NAME: memleak's full stdout and stderr of run NAME, for the CI log
+dump() {
+	echo "----- memleak stdout ($1) -----"
+	cat "$OUT/$1.out"
+	echo "----- memleak stderr ($1) -----"
+	cat "$OUT/$1.err"
+	echo "----- end ($1) -----"
+}
+
+echo "== vmtest: $(uname -srm); BTF: $([ -e /sys/kernel/btf/vmlinux ] && echo yes || echo hidden/none);" \
+	"tracefs: $(grep -q ' tracefs ' /proc/mounts && echo mounted || echo not mounted)"
+for f in memleak leaker; do
+	[ -x "./$f" ] || { fail "./$f missing or not executable in $(pwd)"; exit 1; }
+done
+
+# ---- 1. user mode, -c, against the static leaker
+echo "== user mode: memleak -o 0 -T 50 -c \"./leaker --exit $LEAKER_STATUS\""
+t0=$(date +%s)
+timeout "$RUN_TIMEOUT" ./memleak -o 0 -T 50 -c "./leaker --exit $LEAKER_STATUS" >"$OUT/user.out" 2>"$OUT/user.err"
+rc=$?
+t1=$(date +%s)
+sed 's/^/  memleak stderr: /' "$OUT/user.err"
+before=$FAILS
+if [ "$rc" = "$LEAKER_STATUS" ]; then
+	pass "memleak -c exit status $rc = the leaker's ($((t1 - t0)) s)"
+else
+	fail "memleak -c exit status $rc, expected the leaker's $LEAKER_STATUS ($((t1 - t0)) s; 124/143 = timeout)"
+fi
+# The last report (-c prints a final one when the command exits; slow guests
+# may add interval reports before it).
+awk -v expected="$EXPECTED" '
+function reset() { split("", nstk); split("", bytes); split("", count); split("", frommain); nbad = 0; cur = "" }
+BEGIN {
+	ne = split(expected, E, "\n")
+	n = 0
+	for (i = 1; i <= ne; i++) {
+		if (E[i] == "") continue
+		split(E[i], f, ":")
+		n++; fn[n] = f[1]; wb[n] = f[2]; wc[n] = f[3]
+	}
+	reports = 0; reset()
+}
+/ stacks with outstanding allocations:$/ { reports++; reset(); next }
+reports && /^\t[0-9]+ bytes in [0-9]+ allocations from stack$/ { b = $1; c = $4; first = 1; next }
+reports && /^\t\t/ {
+	line = $0; sub(/^\t\t/, "", line)
+	if (first) {
+		first = 0
+		cur = line; sub(/\+0x.*/, "", cur)
+		nstk[cur]++; bytes[cur] += b; count[cur] += c
+		if (cur == "churn" || cur == "fail")
+			bad[++nbad] = b " bytes in " c " allocations from " line
+	} else if (line ~ /^main\+0x[0-9a-f]+ \[leaker\]$/)
+		frommain[cur] = 1
+	next
+}
+END {
+	if (!reports) { print "FAIL: no report in memleak output"; exit 1 }
+	fails = 0
+	for (i = 1; i <= n; i++) {
+		f = fn[i]; want = wb[i] " bytes in " wc[i] " allocations"
+		got = (bytes[f] + 0) " bytes in " (count[f] + 0) " allocations"
+		if (!(f in nstk)) { print "FAIL: " f ": no stack starting in " f "+0x..., expected " want; fails++ }
+		else if (nstk[f] != 1) { print "FAIL: " f ": " nstk[f] " stacks start in it (together " got "), expected one with " want; fails++ }
+		else if (got != want) { print "FAIL: " f ": " got ", expected " want; fails++ }
+		else if (!(f in frommain)) { print "FAIL: " f ": " got " but no main+0x... [leaker] frame in its stack"; fails++ }
+		else print "PASS: " f ": " got
+	}
+	if (nbad) { for (i = 1; i <= nbad; i++) print "FAIL: freed or failed allocation reported: " bad[i]; fails++ }
+	else print "PASS: no stack starts in churn or fail (all freed/failed)"
+	exit (fails ? 1 : 0)
+}' "$OUT/user.out" >"$OUT/user.checks"
+awk_rc=$?
+cat "$OUT/user.checks"
+FAILS=$((FAILS + $(grep -c '^FAIL' "$OUT/user.checks")))
+[ "$awk_rc" = 0 ] || [ "$FAILS" -gt "$before" ] || fail "report check (awk) exited $awk_rc"
+[ "$FAILS" = "$before" ] || dump user
+
+# ---- 2. kernel mode smoke: 2 reports one second apart
+echo "== kernel mode: memleak -T 3 1 2"
+t0=$(date +%s)
+timeout "$RUN_TIMEOUT" ./memleak -T 3 1 2 >"$OUT/kernel.out" 2>"$OUT/kernel.err"
+rc=$?
+t1=$(date +%s)
+sed 's/^/  memleak stderr: /' "$OUT/kernel.err"
+before=$FAILS
+if [ "$rc" = 0 ]; then pass "kernel mode exit status 0 ($((t1 - t0)) s)"
+else fail "kernel mode exit status $rc, expected 0 ($((t1 - t0)) s; 124/143 = timeout)"; fi
+n=$(grep -c '^\[[0-9:]*\] Top 3 stacks with outstanding allocations:$' "$OUT/kernel.out")
+if [ "$n" = 2 ]; then pass "kernel mode: 2 reports"; else fail "kernel mode: $n reports, expected 2"; fi
+k=$(grep -c ' \[kernel\]$' "$OUT/kernel.out")
+if [ "$k" -gt 0 ]; then pass "kernel mode: $k [kernel] frames"; else fail "kernel mode: no [kernel] frame"; fi
+[ "$FAILS" = "$before" ] || dump kernel
+
+rm -rf "$OUT"
+if [ "$FAILS" = 0 ]; then
+	echo "== ALL PASSED on $(uname -rm)"
+	exit 0
+fi
+echo "== $FAILS FAILED on $(uname -rm)"
+exit 1
