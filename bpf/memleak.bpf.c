@@ -287,8 +287,7 @@ static __always_inline int enter(struct pt_regs *ctx, __u32 func, __u64 size,
 	return 0;
 }
 
-SEC("uretprobe")
-int BPF_URETPROBE(alloc_exit, __u64 ret)
+static __always_inline int exit_common(struct pt_regs *ctx, __u64 ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct inflight *st, call;
@@ -337,6 +336,12 @@ int BPF_URETPROBE(alloc_exit, __u64 ret)
 	if (addr)
 		record(ctx, addr, call.size, cfg.drop_stale);
 	return 0;
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(alloc_exit, __u64 ret)
+{
+	return exit_common(ctx, ret);
 }
 
 SEC("uprobe")
@@ -430,6 +435,54 @@ SEC("uprobe")
 int BPF_UPROBE(munmap_enter, __u64 addr)
 {
 	return free_common(F_MUNMAP, addr);
+}
+
+/*
+ * The same, as two programs for uprobe_multi links (Linux 6.6+): one link
+ * for every entry and one for every return, told apart by the attach
+ * cookie (enum func). Detaching a multi link waits for one RCU grace
+ * period, where one link per function waits for one each (2 s here).
+ */
+SEC("uprobe.multi")
+int enter_multi(struct pt_regs *ctx)
+{
+	__u64 a1 = PT_REGS_PARM1(ctx), a2 = PT_REGS_PARM2(ctx), a3 = PT_REGS_PARM3(ctx);
+
+	switch (bpf_get_attach_cookie(ctx)) {
+	case F_MALLOC:
+		return enter(ctx, F_MALLOC, a1, 0, 0, false);
+	case F_CALLOC:
+		return enter(ctx, F_CALLOC, a1 * a2, 0, 0, mul_overflows(a1, a2));
+	case F_REALLOC:
+		return enter(ctx, F_REALLOC, a2, a1, 0, false);
+	case F_REALLOCARRAY:
+		return enter(ctx, F_REALLOCARRAY, a2 * a3, a1, 0, mul_overflows(a2, a3));
+	case F_FREE:
+		return free_common(F_FREE, a1);
+	case F_POSIX_MEMALIGN:
+		return enter(ctx, F_POSIX_MEMALIGN, a3, 0, a1, false);
+	case F_ALIGNED_ALLOC:
+		return enter(ctx, F_ALIGNED_ALLOC, a2, 0, 0, false);
+	case F_VALLOC:
+		return enter(ctx, F_VALLOC, a1, 0, 0, false);
+	case F_MEMALIGN:
+		return enter(ctx, F_MEMALIGN, a2, 0, 0, false);
+	case F_PVALLOC:
+		return enter(ctx, F_PVALLOC, a1, 0, 0, false);
+	case F_MMAP:
+		return enter(ctx, F_MMAP, a2, 0, 0, false);
+	case F_MUNMAP:
+		return free_common(F_MUNMAP, a1);
+	case F_MREMAP:
+		return enter(ctx, F_MREMAP, a3, a1, 0, false);
+	}
+	return 0;
+}
+
+SEC("uretprobe.multi")
+int exit_multi(struct pt_regs *ctx)
+{
+	return exit_common(ctx, PT_REGS_RC(ctx));
 }
 
 /*

@@ -38,6 +38,15 @@ fn is_mandatory(func: Func) -> bool {
     matches!(func, Func::Malloc | Func::Free)
 }
 
+/// With uprobe_multi: one program for all entries, one for all returns.
+const MULTI_PROGRAMS: &[&str] = &["enter_multi", "exit_multi"];
+
+/// uprobe_multi links exist since Linux 6.6; MEMLEAK_NO_UPROBE_MULTI=1
+/// forces the one-link-per-function path older kernels take.
+fn use_uprobe_multi(release: (u32, u32)) -> bool {
+    release >= (6, 6) && std::env::var_os("MEMLEAK_NO_UPROBE_MULTI").is_none()
+}
+
 const USER_PROGRAMS: &[&str] = &[
     "alloc_exit",
     "malloc_enter",
@@ -119,7 +128,9 @@ pub enum Attach<'a> {
 
 impl Tracer {
     pub fn start(opts: &Options, attach: Attach<'_>, on_event: Option<Box<dyn FnMut(&abi::Event)>>) -> Result<Tracer, String> {
-        let limits = Limits::for_kernel(kernel_release());
+        let release = kernel_release();
+        let limits = Limits::for_kernel(release);
+        let multi = use_uprobe_multi(release) && std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_none();
         let mut obj = Object::open()?;
         let mut cfg = abi::Config {
             min_size: opts.min_size.unwrap_or(0),
@@ -135,7 +146,7 @@ impl Tracer {
                 cfg.target_tgid = *pid;
                 // In user mode an address handed out again proves a missed free.
                 cfg.drop_stale = 1;
-                USER_PROGRAMS.to_vec()
+                if multi { MULTI_PROGRAMS.to_vec() } else { USER_PROGRAMS.to_vec() }
             }
             Attach::Kernel { plan } => {
                 cfg.kernel = 1;
@@ -154,7 +165,7 @@ impl Tracer {
             }
         };
         // Load only this run's programs.
-        for prog in USER_PROGRAMS.iter().chain(tracepoints::EVENTS.iter().map(|e| &e.program)) {
+        for prog in USER_PROGRAMS.iter().chain(MULTI_PROGRAMS).chain(tracepoints::EVENTS.iter().map(|e| &e.program)) {
             obj.set_autoload(prog, programs.contains(prog))?;
         }
         for prog in ["empty_enter", "empty_exit"] {
@@ -211,6 +222,7 @@ impl Tracer {
             empty_probes: std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some(),
         };
         match attach {
+            Attach::User { pid, allocator } if multi => tracer.attach_user_multi(pid, allocator)?,
             Attach::User { pid, allocator } => tracer.attach_user(pid, allocator)?,
             Attach::Kernel { plan } => tracer.attach_kernel(plan)?,
         }
@@ -233,29 +245,52 @@ impl Tracer {
         Ok(())
     }
 
-    fn attach_user(&mut self, pid: u32, allocator: &Allocator) -> Result<(), String> {
-        let mut attached: Vec<(u64, Func)> = Vec::new();
+    /// The functions to probe: one per address (glibc's aligned_alloc is
+    /// memalign under another name; two probes would see each call twice).
+    fn probe_sites(allocator: &Allocator) -> Vec<(Func, u64)> {
+        let mut sites: Vec<(Func, u64)> = Vec::new();
         for func in Func::ALL {
             let Some(offset) = allocator.offset(func) else {
                 crate::verbose!("{} does not define {}; not traced", allocator.display_path, func.name());
                 continue;
             };
-            // glibc's aligned_alloc is memalign under another name: one
-            // probe per address, or each call would be seen twice.
-            if let Some((_, first)) = attached.iter().find(|(o, _)| *o == offset) {
+            if let Some((first, _)) = sites.iter().find(|(_, o)| *o == offset) {
                 crate::verbose!("{} is an alias of {}; traced once", func.name(), first.name());
                 continue;
             }
-            match self.attach_function(pid, allocator, func, offset) {
-                Ok(()) => attached.push((offset, func)),
-                Err(e) => {
-                    let msg = format!("cannot attach uprobe to {} in {}: {}", func.name(), allocator.display_path, attach_error(&e));
-                    if is_mandatory(func) {
-                        return Err(msg);
-                    }
-                    eprintln!("memleak: warning: {msg}");
-                    self.failed_attaches += 1;
+            sites.push((func, offset));
+        }
+        sites
+    }
+
+    /// Two links in all: every entry, every return.
+    fn attach_user_multi(&mut self, pid: u32, allocator: &Allocator) -> Result<(), String> {
+        let sites = Self::probe_sites(allocator);
+        if !sites.iter().any(|(f, _)| *f == Func::Malloc) || !sites.iter().any(|(f, _)| *f == Func::Free) {
+            return Err(format!("{} does not define malloc and free", allocator.display_path));
+        }
+        let cookie = |&(f, o): &(Func, u64)| (o, f as u64);
+        let returns: Vec<(u64, u64)> = sites.iter().filter(|(f, _)| has_return_probe(*f)).map(cookie).collect();
+        let entries: Vec<(u64, u64)> = sites.iter().map(cookie).collect();
+        let fail = |e: io::Error| format!("cannot attach uprobes in {}: {}", allocator.display_path, attach_error(&e));
+        // Returns first, as in attach_function.
+        let exit = self.obj.attach_uprobe_multi("exit_multi", pid as i32, &allocator.attach_path, &returns, true).map_err(fail)?;
+        self.links.push(exit);
+        let entry = self.obj.attach_uprobe_multi("enter_multi", pid as i32, &allocator.attach_path, &entries, false).map_err(fail)?;
+        self.links.push(entry);
+        crate::verbose!("attached {} functions of {} with uprobe_multi links", sites.len(), allocator.display_path);
+        Ok(())
+    }
+
+    fn attach_user(&mut self, pid: u32, allocator: &Allocator) -> Result<(), String> {
+        for (func, offset) in Self::probe_sites(allocator) {
+            if let Err(e) = self.attach_function(pid, allocator, func, offset) {
+                let msg = format!("cannot attach uprobe to {} in {}: {}", func.name(), allocator.display_path, attach_error(&e));
+                if is_mandatory(func) {
+                    return Err(msg);
                 }
+                eprintln!("memleak: warning: {msg}");
+                self.failed_attaches += 1;
             }
         }
         crate::verbose!("attached {} probes to {}", self.links.len(), allocator.display_path);

@@ -19,6 +19,19 @@ fn pid_mode_reports_every_leak_exactly() {
     assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "ascending: {sizes:?}");
 }
 
+/// Kernels before 6.6 have no uprobe_multi: one link per function.
+#[test]
+fn pid_mode_without_uprobe_multi_gives_the_same_totals() {
+    let (_leaker, memleak) = trace_waiting_env(
+        Command::new(fixture("leaker")).arg("--wait"),
+        &["-o", "0", "-T", "50", "1"],
+        &[("MEMLEAK_NO_UPROBE_MULTI", "1")],
+    );
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_all_leaks(&report);
+}
+
 #[test]
 fn command_mode_traces_from_the_first_allocation_and_exits_with_its_status() {
     let memleak = Running::spawn(Command::new(memleak_bin()).args(["-o", "0", "-T", "50", "-c"]).arg(format!("{} --exit 7", fixture("leaker").display())));

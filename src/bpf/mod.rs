@@ -173,6 +173,27 @@ impl Object {
         NonNull::new(link).map(|ptr| Link { ptr }).ok_or_else(io::Error::last_os_error)
     }
 
+    /// Attaches `prog` at every `(offset, cookie)` in the file at `path` with
+    /// one uprobe_multi link (Linux 6.6+), for process `pid` only.
+    pub fn attach_uprobe_multi(&self, prog: &str, pid: i32, path: &str, sites: &[(u64, u64)], retprobe: bool) -> Result<Link, io::Error> {
+        let p = self.program(prog).map_err(io::Error::other)?;
+        let cpath = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let offsets: Vec<std::ffi::c_ulong> = sites.iter().map(|&(o, _)| o as std::ffi::c_ulong).collect();
+        let cookies: Vec<u64> = sites.iter().map(|&(_, c)| c).collect();
+        let opts = sys::bpf_uprobe_multi_opts {
+            sz: size_of::<sys::bpf_uprobe_multi_opts>() as sys::size_t,
+            offsets: offsets.as_ptr(),
+            cookies: cookies.as_ptr(),
+            cnt: sites.len() as sys::size_t,
+            retprobe,
+            ..Default::default()
+        };
+        // SAFETY: valid loaded program; path, offsets and cookies outlive
+        // the call (the kernel copies them).
+        let link = unsafe { sys::bpf_program__attach_uprobe_multi(p, pid, cpath.as_ptr(), std::ptr::null(), &opts) };
+        NonNull::new(link).map(|ptr| Link { ptr }).ok_or_else(io::Error::last_os_error)
+    }
+
     /// Attaches a tracepoint program to the tracepoint with perf event id
     /// `id` (from tracefs `events/<category>/<name>/id`). Opening the perf
     /// event ourselves means tracefs is looked up in one place: ours.
