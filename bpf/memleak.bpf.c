@@ -13,6 +13,7 @@
 #include "memleak.h"
 
 #define MAX_STACK_DEPTH 127
+#define EEXIST 17
 #define MAP_FAILED ((__u64)-1)
 
 const volatile struct config cfg = {
@@ -178,12 +179,19 @@ static __always_inline void record(void *ctx, __u64 addr, __u64 size, bool drop_
 	};
 	__u64 flags = cfg.kernel ? 0 : BPF_F_USER_STACK;
 
-	if (drop_stale)
-		release(addr);
+	long err;
+
 	info.stack_id = bpf_get_stackid(ctx, &stacks, flags);
 	if (info.stack_id < 0)
 		count_loss(LOSS_STACK);
-	if (bpf_map_update_elem(&allocs, &key, &info, BPF_ANY)) {
+	/* Insert first: only an address still tracked needs more work. */
+	err = bpf_map_update_elem(&allocs, &key, &info, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		if (drop_stale)
+			release(addr);
+		err = bpf_map_update_elem(&allocs, &key, &info, BPF_ANY);
+	}
+	if (err) {
 		count_loss(LOSS_ALLOCS_FULL);
 		return;
 	}
@@ -257,29 +265,45 @@ static __always_inline int enter(struct pt_regs *ctx, __u32 func, __u64 size,
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u64 sp = PT_REGS_SP(ctx);
-	__u64 ret_addr = return_address(ctx);
 	struct inflight *st, fresh = {};
+	long err;
 
 	if (!is_target())
 		return 0;
-	st = bpf_map_lookup_elem(&inflight, &tid);
-	if (st && st->depth) {
-		if (sp < st->entry_sp || (sp == st->entry_sp && ret_addr != st->ret_addr)) {
-			st->depth++;
-			return 0;
-		}
-		count_loss(LOSS_MISSED_RETURN);
-	}
 	fresh.size = size;
 	fresh.old_addr = old_addr;
 	fresh.memptr = memptr;
 	fresh.entry_sp = sp;
-	fresh.ret_addr = ret_addr;
+	fresh.ret_addr = return_address(ctx);
 	fresh.func = func;
 	fresh.depth = 1;
-	fresh.skip = overflow || !keep_size(size) || !sampled();
-	if (bpf_map_update_elem(&inflight, &tid, &fresh, BPF_ANY)) {
+	fresh.skip = overflow || !keep_size(size);
+
+	/* The common case, no call in flight on this thread, costs one
+	 * insert; only an existing entry needs a lookup. */
+	err = bpf_map_update_elem(&inflight, &tid, &fresh, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		st = bpf_map_lookup_elem(&inflight, &tid);
+		if (!st)
+			return 0;
+		if (st->depth && (sp < st->entry_sp ||
+				  (sp == st->entry_sp && fresh.ret_addr != st->ret_addr))) {
+			st->depth++;
+			return 0;
+		}
+		if (st->depth)
+			count_loss(LOSS_MISSED_RETURN);
+		err = bpf_map_update_elem(&inflight, &tid, &fresh, BPF_ANY);
+	}
+	if (err) {
 		count_loss(LOSS_INFLIGHT_FULL);
+		return 0;
+	}
+	/* Sampling counts outermost calls only, so it is decided here. */
+	if (!fresh.skip && !sampled()) {
+		st = bpf_map_lookup_elem(&inflight, &tid);
+		if (st)
+			st->skip = 1;
 		return 0;
 	}
 	if (!fresh.skip)
