@@ -276,3 +276,51 @@ fn sigkill_leaves_no_probe_behind() {
     assert_eq!(code, Some(128 + 9));
     assert_eq!(peek(pid, malloc_addr, 1), original, "the probe went away with memleak");
 }
+
+/// musl has no pvalloc; everything else leaks the same.
+fn musl_leaks() -> Vec<(&'static str, u64, u64)> {
+    LEAKS.iter().copied().filter(|(f, _, _)| *f != "leak_pvalloc").collect()
+}
+
+/// Alpine/OpenWrt style: musl's libc is its dynamic loader,
+/// /lib/ld-musl-x86_64.so.1, and its calloc calls malloc.
+#[test]
+fn musl_dynamic_program() {
+    let leaker = fixture_built_with("leaker", "leaker-musl", "musl-gcc", &[]);
+    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-v", "-o", "0", "-T", "50", "-c"]).arg(format!("{} --exit 3", leaker.display())));
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("allocator: /lib/ld-musl-"), "-v says which object: {stderr}");
+    assert_leaks(&parse_reports(&lines)[0], "leaker-musl", &musl_leaks());
+}
+
+/// A statically linked program is its own allocator.
+#[test]
+fn musl_static_program() {
+    let leaker = fixture_built_with("leaker", "leaker-musl-static", "musl-gcc", &["-static"]);
+    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-v", "-o", "0", "-T", "50", "-c"]).arg(format!("{} --exit 3", leaker.display())));
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains(&format!("allocator: {}", leaker.display())), "{stderr}");
+    assert_leaks(&parse_reports(&lines)[0], "leaker-musl-static", &musl_leaks());
+}
+
+/// The same static program, traced with -p after it started.
+#[test]
+fn musl_static_program_by_pid() {
+    let leaker = fixture_built_with("leaker", "leaker-musl-static", "musl-gcc", &["-static"]);
+    let (_leaker, memleak) = trace_waiting(Command::new(&leaker).arg("--wait"), &["-o", "0", "-T", "50", "1"]);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_leaks(&report, "leaker-musl-static", &musl_leaks());
+}
+
+/// glibc statically linked: its allocator functions are the executable's.
+#[test]
+fn glibc_static_program() {
+    let leaker = fixture_built_with("leaker", "leaker-glibc-static", "gcc", &["-static"]);
+    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-o", "0", "-T", "50", "-c"]).arg(format!("{} --exit 3", leaker.display())));
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_leaks(&parse_reports(&lines)[0], "leaker-glibc-static", LEAKS);
+}

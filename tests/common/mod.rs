@@ -43,6 +43,31 @@ pub fn fixture(name: &str) -> PathBuf {
     out
 }
 
+/// Compiles tests/fixtures/SRC.c with `compiler` and extra `flags` into
+/// OUT (for other C libraries: musl-gcc, -static).
+pub fn fixture_built_with(src: &str, out: &str, compiler: &str, flags: &[&str]) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
+    let path = dir.join(out);
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|n| n == out) {
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{src}.c"));
+        let status = Command::new(compiler)
+            .args(["-O0", "-g", "-fno-omit-frame-pointer", "-Wall", "-Werror"])
+            .args(flags)
+            .arg("-o")
+            .arg(&path)
+            .arg(&src)
+            .status()
+            .unwrap_or_else(|e| panic!("{compiler} runs (.ci/run installs it): {e}"));
+        assert!(status.success(), "{compiler} failed on {}", src.display());
+        built.push(out.to_string());
+    }
+    path
+}
+
 /// A running process whose stdout lines arrive on a channel.
 pub struct Running {
     pub child: Child,
@@ -249,10 +274,17 @@ pub fn interrupt(memleak: Running) -> (Report, Option<i32>, Vec<Report>, String)
 
 /// Asserts every documented leak with its exact bytes and count.
 pub fn assert_all_leaks(report: &Report) {
-    for &(func, bytes, count) in LEAKS {
+    assert_leaks(report, "leaker", LEAKS);
+}
+
+/// Asserts `leaks` exactly, for a leaker built as `module`.
+pub fn assert_leaks(report: &Report, module: &str, leaks: &[(&str, u64, u64)]) {
+    let main_frame = format!("[{module}]");
+    for &(func, bytes, count) in leaks {
         let stack = report.expect(func);
         assert_eq!((stack.bytes, stack.count), (bytes, count), "{func}: {stack:#?}");
-        assert!(stack.frames.iter().any(|f| f.starts_with("main+0x") && f.ends_with("[leaker]")), "{func} called from main: {stack:#?}");
+        assert!(stack.frames[0].ends_with(&main_frame), "{func} in {module}: {stack:#?}");
+        assert!(stack.frames.iter().any(|f| f.starts_with("main+0x") && f.ends_with(&main_frame)), "{func} called from main: {stack:#?}");
     }
     for stack in &report.stacks {
         let first = stack.frames.first().map(String::as_str).unwrap_or("");
