@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::allocator;
+use crate::allocator::{self, Func};
 use crate::bpf::abi;
 use crate::cli::{Options, Target};
 use crate::report::{self, PrintedStack};
@@ -158,6 +158,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
 
     // The target: an existing process, a command held before exec, or the
     // kernel.
+    let mut command_path = None;
     let (pid, mut child, allocator) = match &opts.target {
         Target::Pid(pid) => {
             target::check_pid(*pid)?;
@@ -169,12 +170,47 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             let path = target::resolve_command(program)?;
             let allocator = allocator::for_executable(&path, opts.obj.as_deref())?;
             let child = Child::spawn_held(&path, argv)?;
+            command_path = Some(path);
             (Some(child.pid), Some(child), Some(allocator))
         }
         Target::Kernel => (None, None, None),
     };
-    if let Some(allocator) = &allocator {
+    let mut objects = Vec::new();
+    if let Some(allocator) = allocator {
         crate::verbose!("allocator: {} ({})", allocator.display_path, allocator.reason);
+        let missing: Vec<Func> = Func::ALL.iter().copied().filter(|&f| allocator.offset(f).is_none()).collect();
+        let display = allocator.display_path.clone();
+        objects.push(allocator);
+        // An allocator library (jemalloc, tcmalloc) leaves mmap, munmap and
+        // mremap, and sometimes reallocarray or pvalloc, to the C library:
+        // trace those there. A libc function that calls back into the
+        // allocator is a nested call and counts once.
+        if !missing.is_empty() {
+            let libc = match &opts.target {
+                Target::Pid(pid) => allocator::for_process(*pid, Some("c")),
+                Target::Command(_) => match &command_path {
+                    Some(path) => allocator::for_executable(path, Some("c")),
+                    None => Err(String::new()),
+                },
+                Target::Kernel => Err(String::new()),
+            };
+            // Without a C library the mmap family just goes untraced.
+            let libc = match libc {
+                Ok(l) => Ok(l),
+                Err(e) => {
+                    crate::verbose!("no C library for the functions the allocator lacks: {e}");
+                    Err(e)
+                }
+            };
+            if let Some(mut libc) = libc.ok().filter(|l| l.display_path != display) {
+                libc.offsets.retain(|(f, _)| missing.contains(f));
+                if !libc.offsets.is_empty() {
+                    let names: Vec<&str> = libc.offsets.iter().map(|(f, _)| f.name()).collect();
+                    crate::verbose!("{} from {}", names.join(", "), libc.display_path);
+                    objects.push(libc);
+                }
+            }
+        }
     }
     let kernel_plan = match pid {
         Some(_) => None,
@@ -199,9 +235,9 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         None
     };
 
-    let attach = match (&kernel_plan, pid, &allocator) {
-        (Some(plan), _, _) => Attach::Kernel { plan },
-        (None, Some(pid), Some(allocator)) => Attach::User { pid, allocator },
+    let attach = match (&kernel_plan, pid) {
+        (Some(plan), _) => Attach::Kernel { plan },
+        (None, Some(pid)) => Attach::User { pid, objects: &objects },
         _ => return Err(Failure::Fatal("nothing to trace".into())),
     };
     let started = Tracer::start(opts, attach, on_event);

@@ -120,8 +120,10 @@ pub struct Tracer {
 
 /// What the tracer attaches to.
 pub enum Attach<'a> {
-    /// Uprobes on `allocator` for process `pid`.
-    User { pid: u32, allocator: &'a Allocator },
+    /// Uprobes on the functions of each object for process `pid`: the
+    /// allocator, and possibly the libc that provides the mmap family an
+    /// allocator library (jemalloc, tcmalloc) does not define.
+    User { pid: u32, objects: &'a [Allocator] },
     /// The kmem (or percpu) tracepoints of `plan`.
     Kernel { plan: &'a tracepoints::Plan },
 }
@@ -222,8 +224,23 @@ impl Tracer {
             empty_probes: std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some(),
         };
         match attach {
-            Attach::User { pid, allocator } if multi => tracer.attach_user_multi(pid, allocator)?,
-            Attach::User { pid, allocator } => tracer.attach_user(pid, allocator)?,
+            Attach::User { pid, objects } => {
+                let has = |f: Func| objects.iter().any(|o| o.offset(f).is_some());
+                if !has(Func::Malloc) || !has(Func::Free) {
+                    let name = objects.first().map(|o| o.display_path.as_str()).unwrap_or("the allocator");
+                    return Err(format!("{name} does not define malloc and free"));
+                }
+                for func in Func::ALL.iter().filter(|&&f| !has(f)) {
+                    crate::verbose!("no traced object defines {}; not traced", func.name());
+                }
+                for object in objects {
+                    if multi {
+                        tracer.attach_user_multi(pid, object)?;
+                    } else {
+                        tracer.attach_user(pid, object)?;
+                    }
+                }
+            }
             Attach::Kernel { plan } => tracer.attach_kernel(plan)?,
         }
         Ok(tracer)
@@ -250,10 +267,7 @@ impl Tracer {
     fn probe_sites(allocator: &Allocator) -> Vec<(Func, u64)> {
         let mut sites: Vec<(Func, u64)> = Vec::new();
         for func in Func::ALL {
-            let Some(offset) = allocator.offset(func) else {
-                crate::verbose!("{} does not define {}; not traced", allocator.display_path, func.name());
-                continue;
-            };
+            let Some(offset) = allocator.offset(func) else { continue };
             if let Some((first, _)) = sites.iter().find(|(_, o)| *o == offset) {
                 crate::verbose!("{} is an alias of {}; traced once", func.name(), first.name());
                 continue;
@@ -266,9 +280,6 @@ impl Tracer {
     /// Two links in all: every entry, every return.
     fn attach_user_multi(&mut self, pid: u32, allocator: &Allocator) -> Result<(), String> {
         let sites = Self::probe_sites(allocator);
-        if !sites.iter().any(|(f, _)| *f == Func::Malloc) || !sites.iter().any(|(f, _)| *f == Func::Free) {
-            return Err(format!("{} does not define malloc and free", allocator.display_path));
-        }
         let cookie = |&(f, o): &(Func, u64)| (o, f as u64);
         let returns: Vec<(u64, u64)> = sites.iter().filter(|(f, _)| has_return_probe(*f)).map(cookie).collect();
         let entries: Vec<(u64, u64)> = sites.iter().map(cookie).collect();

@@ -324,3 +324,25 @@ fn glibc_static_program() {
     assert_eq!(code, Some(3), "{stderr}");
     assert_leaks(&parse_reports(&lines)[0], "leaker-glibc-static", LEAKS);
 }
+
+/// A program linked with an allocator library: its malloc family is
+/// jemalloc's or tcmalloc's, while mmap and whatever the library lacks
+/// (reallocarray, pvalloc) stay in libc; both are traced, exactly once.
+fn allocator_library(out: &str, lib: &str, expect_object: &str) {
+    let leaker = fixture_built_with("leaker", out, "gcc", &["-Wl,--no-as-needed", lib]);
+    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-v", "-o", "0", "-T", "50", "-c"]).arg(format!("{} --exit 3", leaker.display())));
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("memleak: allocator: ") && l.contains(expect_object)), "{stderr}");
+    assert_leaks(&parse_reports(&lines)[0], out, LEAKS);
+}
+
+#[test]
+fn jemalloc_program() {
+    allocator_library("leaker-jemalloc", "-ljemalloc", "libjemalloc.so.2");
+}
+
+#[test]
+fn tcmalloc_program() {
+    allocator_library("leaker-tcmalloc", "-l:libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so.4");
+}
