@@ -346,3 +346,26 @@ fn jemalloc_program() {
 fn tcmalloc_program() {
     allocator_library("leaker-tcmalloc", "-l:libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so.4");
 }
+
+/// A process under another root with its own copy of libc (a container's
+/// view), traced from outside: the probes go on the copy it really maps.
+#[test]
+fn process_under_another_root() {
+    let root = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chroot");
+    let _ = std::fs::remove_dir_all(&root);
+    let libdir = root.join("lib/x86_64-linux-gnu");
+    std::fs::create_dir_all(&libdir).unwrap();
+    std::fs::create_dir_all(root.join("lib64")).unwrap();
+    // Copies, not links: other files (inodes) than the host's.
+    std::fs::copy("/lib64/ld-linux-x86-64.so.2", root.join("lib64/ld-linux-x86-64.so.2")).unwrap();
+    std::fs::copy("/lib/x86_64-linux-gnu/libc.so.6", libdir.join("libc.so.6")).unwrap();
+    std::fs::copy(fixture("leaker"), root.join("leaker")).unwrap();
+    let mut chrooted = Command::new("chroot");
+    chrooted.arg(&root).args(["/leaker", "--wait"]);
+    let (_leaker, memleak) = trace_waiting(&mut chrooted, &["-v", "-o", "0", "-T", "50", "1"]);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    let chosen = format!("memleak: allocator: {}", libdir.join("libc.so.6").display());
+    assert!(stderr.contains(&chosen), "the chroot's libc, not the host's: {stderr}");
+    assert_all_leaks(&report);
+}
