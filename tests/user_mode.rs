@@ -369,3 +369,36 @@ fn process_under_another_root() {
     assert!(stderr.contains(&chosen), "the chroot's libc, not the host's: {stderr}");
     assert_all_leaks(&report);
 }
+
+/// memleak's resident memory, from /proc/PID/status (kB).
+fn rss_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches(" kB").parse().ok()).unwrap()
+}
+
+/// Two threads churning malloc/free while memleak reports every second:
+/// the final totals are exact, nothing is lost, and memleak's memory does
+/// not grow with the number of calls traced.
+#[test]
+fn stress_two_threads_exact_and_flat() {
+    const PAIRS_PER_THREAD: &str = "500000";
+    let (_stress, mut memleak) =
+        trace_waiting(Command::new(fixture("stress")).arg(PAIRS_PER_THREAD), &["-o", "0", "1"]);
+    let pid = memleak.child.id();
+    // Reports were printed while the churn ran; one more after it.
+    memleak.wait_for(Duration::from_secs(30), |l| l.contains("stacks with outstanding allocations:"));
+    let rss_after_churn = rss_kb(pid, "VmRSS:");
+    memleak.wait_for(Duration::from_secs(30), |l| l.contains("stacks with outstanding allocations:"));
+    memleak.wait_for(Duration::from_secs(30), |l| l.contains("stacks with outstanding allocations:"));
+    let peak = rss_kb(pid, "VmHWM:");
+    let rss_later = rss_kb(pid, "VmRSS:");
+    let (report, code, reports, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(reports.len() >= 3);
+    let leak = report.expect("stress_leak");
+    assert_eq!((leak.bytes, leak.count), (2 * 50 * 48, 100), "{leak:#?}");
+    assert!(report.by_function("churn").is_none(), "{report:#?}");
+    assert_eq!(report.losses, None, "nothing lost: {report:#?}");
+    assert!(rss_later <= rss_after_churn + 512, "RSS grew: {rss_after_churn} kB -> {rss_later} kB");
+    assert!(peak < 16 * 1024, "peak RSS {peak} kB");
+}
