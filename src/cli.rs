@@ -39,6 +39,10 @@ pub struct Options {
     pub obj: Option<String>,
     pub sort: SortKey,
     pub percpu: bool,
+    /// Outstanding allocations the BPF table can hold (None: default).
+    pub max_allocs: Option<u32>,
+    /// Distinct stacks the BPF stack map can hold (None: default).
+    pub stack_storage_size: Option<u32>,
     pub verbose: bool,
     pub interval_s: u64,
     /// `None` means report until interrupted.
@@ -62,6 +66,8 @@ impl Default for Options {
             obj: None,
             sort: SortKey::Size,
             percpu: false,
+            max_allocs: None,
+            stack_storage_size: None,
             verbose: false,
             interval_s: 5,
             count: None,
@@ -81,7 +87,8 @@ pub const SHORT_USAGE: &str = "\
 usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]
                [--combined-only] [--wa-missing-free] [-s SAMPLE_RATE]
                [-T TOP] [-z MIN_SIZE] [-Z MAX_SIZE] [-O OBJ] [--sort SORT]
-               [--percpu] [-v] [--version] [interval] [count]";
+               [--percpu] [--max-allocs N] [--stack-storage-size N]
+               [-v] [--version] [interval] [count]";
 
 // Everything after the synopsis; argparse layout so it reads like BCC's.
 const HELP_BODY: &str = r#"Trace outstanding memory allocations that weren't freed.
@@ -119,6 +126,11 @@ optional arguments:
   --sort SORT           report sorted in given key; available key list: size,
                         count
   --percpu              trace percpu allocations
+  --max-allocs N        track at most N outstanding allocations (default
+                        1000000; 262144 in kernel mode, 131072 before Linux
+                        6.1, where the table is preallocated)
+  --stack-storage-size N
+                        store at most N distinct stacks (default 10240)
   -v, --verbose         print debug messages to stderr
   --version             show program's version number and exit
 
@@ -168,6 +180,8 @@ struct Raw {
     obj: Option<String>,
     sort: Option<SortKey>,
     percpu: bool,
+    max_allocs: Option<u32>,
+    stack_storage_size: Option<u32>,
     verbose: bool,
     interval_s: Option<u64>,
     count: Option<u64>,
@@ -251,6 +265,13 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
                 });
             }
             Long("percpu") => raw.percpu = true,
+            // Map sizes: the kernel takes a u32; 1 is useless but legal.
+            Long("max-allocs") => {
+                raw.max_allocs = Some(next_number(&mut p, &flag, 1, u32::MAX as u64, WHOLE_AT_LEAST_1)? as u32);
+            }
+            Long("stack-storage-size") => {
+                raw.stack_storage_size = Some(next_number(&mut p, &flag, 1, u32::MAX as u64, WHOLE_AT_LEAST_1)? as u32);
+            }
             Short('v') | Long("verbose") => raw.verbose = true,
             // Capped at u32::MAX seconds (136 years) so `Instant + interval`
             // can't overflow in the caller.
@@ -308,6 +329,8 @@ fn validate(raw: Raw) -> Result<Options, String> {
         obj: raw.obj,
         sort: raw.sort.unwrap_or(d.sort),
         percpu: raw.percpu,
+        max_allocs: raw.max_allocs,
+        stack_storage_size: raw.stack_storage_size,
         verbose: raw.verbose,
         interval_s: raw.interval_s.unwrap_or(d.interval_s),
         count: raw.count,
@@ -801,11 +824,20 @@ mod tests {
     }
 
     #[test]
+    fn map_sizes() {
+        let o = opts(&["--max-allocs", "5", "--stack-storage-size=64"]);
+        assert_eq!((o.max_allocs, o.stack_storage_size), (Some(5), Some(64)));
+        assert_eq!(opts(&[]).max_allocs, None);
+        assert!(err(&["--max-allocs", "0"]).contains("--max-allocs"));
+        assert!(err(&["--stack-storage-size", "4294967296"]).contains("--stack-storage-size"));
+    }
+
+    #[test]
     fn usage_text() {
         let u = usage();
         assert!(u.starts_with("usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]\n"));
         assert!(u.starts_with(SHORT_USAGE));
-        assert_eq!(SHORT_USAGE.lines().count(), 4);
+        assert_eq!(SHORT_USAGE.lines().count(), 5);
         assert!(!u.ends_with('\n') && !SHORT_USAGE.ends_with('\n'));
         for line in u.lines() {
             assert!(line.len() <= 80, "too wide: {line:?}");
@@ -827,6 +859,8 @@ mod tests {
             "-O OBJ, --obj OBJ",
             "--sort SORT",
             "--percpu",
+            "--max-allocs N",
+            "--stack-storage-size N",
             "-v, --verbose",
             "--version",
             "EXAMPLES:\n\n./memleak -p $(pidof allocs)\n",
@@ -845,7 +879,7 @@ mod tests {
                 "--sort" => vec![word, "count"],
                 "-c" => vec![word, "ls"],
                 "-O" => vec![word, "c"],
-                w if ["-p", "-o", "-s", "-T", "-z", "-Z"].contains(&w) => vec![word, "1"],
+                w if ["-p", "-o", "-s", "-T", "-z", "-Z", "--max-allocs", "--stack-storage-size"].contains(&w) => vec![word, "1"],
                 _ => vec![word],
             };
             assert!(run(&arg).is_ok(), "{arg:?}");

@@ -174,16 +174,23 @@ impl Tracer {
             obj.set_autoload(prog, matches!(attach, Attach::User { .. }))?;
         }
         obj.set_config(&cfg)?;
-        obj.set_max_entries("allocs", limits.max_allocs)?;
-        obj.set_max_entries("stacks", limits.max_stacks)?;
-        obj.set_max_entries("combined", if opts.combined_only { limits.max_stacks } else { 1 })?;
         // Kernel mode traces the kernel's allocator, so BPF maps that
         // allocate on update would trace themselves (and trip the recursion
         // guard): there every map is preallocated.
         let kernel = matches!(attach, Attach::Kernel { .. });
-        if kernel {
-            obj.set_max_entries("allocs", limits.max_allocs.min(KERNEL_MAX_ALLOCS))?;
-        }
+        let max_allocs = match (opts.max_allocs, kernel) {
+            (Some(n), _) => n,
+            (None, true) => limits.max_allocs.min(KERNEL_MAX_ALLOCS),
+            (None, false) => limits.max_allocs,
+        };
+        let max_stacks = opts.stack_storage_size.unwrap_or(limits.max_stacks);
+        obj.set_max_entries("allocs", max_allocs)?;
+        obj.set_max_entries("stacks", max_stacks)?;
+        obj.set_max_entries("combined", if opts.combined_only { max_stacks } else { 1 })?;
+        crate::verbose!(
+            "room for {max_allocs} outstanding allocations and {max_stacks} stacks ({})",
+            if kernel || limits.preallocate { "preallocated" } else { "allocated as used" }
+        );
         if !limits.preallocate && !kernel {
             for map in ["allocs", "combined", "inflight"] {
                 obj.set_map_flags(map, libc_bpf_f_no_prealloc())?;

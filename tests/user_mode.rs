@@ -402,3 +402,25 @@ fn stress_two_threads_exact_and_flat() {
     assert!(rss_later <= rss_after_churn + 512, "RSS grew: {rss_after_churn} kB -> {rss_later} kB");
     assert!(peak < 16 * 1024, "peak RSS {peak} kB");
 }
+
+/// A full table is reported, not silently wrong: the shown allocations are
+/// the ones that fit, and the losses line says how many did not.
+#[test]
+fn full_maps_are_reported_as_losses() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["--max-allocs", "5", "-o", "0", "-T", "50", "1"], &[]);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report.stacks.iter().map(|s| s.count).sum::<u64>(), 5, "{report:#?}");
+    let losses = report.losses.as_deref().unwrap_or_default();
+    assert!(losses.starts_with("lost: ") && losses.contains(" allocations (allocs map full)"), "{report:#?}");
+
+    let (_leaker, memleak) = trace_waiting_leaker(&["--stack-storage-size", "2", "-o", "0", "-T", "50", "1"], &[]);
+    let (report, _, _, _) = interrupt(memleak);
+    let losses = report.losses.as_deref().unwrap_or_default();
+    assert!(losses.contains(" stack captures (stack map full or hash collision)"), "{report:#?}");
+    // Every leaked byte is still counted, under "[stack lost]" if need be.
+    let total: u64 = report.stacks.iter().map(|s| s.bytes).sum();
+    let expected: u64 = LEAKS.iter().map(|(_, b, _)| b).sum();
+    assert_eq!(total, expected, "{report:#?}");
+    assert!(report.stacks.iter().any(|s| s.frames == ["[stack lost]"]), "{report:#?}");
+}

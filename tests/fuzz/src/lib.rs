@@ -1,0 +1,70 @@
+//! The parsers under test, compiled straight from the main crate's sources
+//! (memleak has no lib target). Only self-contained files are included;
+//! `symbolize/mod.rs` is not, as it pulls in the rest of the program.
+//!
+//! Each `check_*` function is the body of one fuzz target and of its
+//! regression test, so both exercise exactly the same calls.
+#![allow(dead_code)]
+
+pub mod symbolize {
+    #[path = "../../../../src/symbolize/elf.rs"]
+    pub mod elf;
+    #[path = "../../../../src/symbolize/kallsyms.rs"]
+    pub mod kallsyms;
+    #[path = "../../../../src/symbolize/proc_maps.rs"]
+    pub mod proc_maps;
+}
+
+use symbolize::{elf, kallsyms, proc_maps};
+
+/// Addresses worth probing for any parsed table: edges and a few taken
+/// from the input itself.
+fn probes(data: &[u8], extra: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    let mut v = vec![0, 1, u64::MAX, u64::MAX - 1, 0x1000, 0xffffffff81000000];
+    for c in data.chunks_exact(8).take(4) {
+        v.push(u64::from_le_bytes(c.try_into().unwrap()));
+    }
+    for x in extra {
+        v.extend([x, x.wrapping_sub(1), x.wrapping_add(1)]);
+    }
+    v
+}
+
+pub fn check_proc_maps(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let entries = proc_maps::parse(text);
+    for line in text.lines() {
+        let _ = proc_maps::parse_line(line);
+    }
+    let edges: Vec<u64> = entries.iter().flat_map(|e| [e.start, e.end]).collect();
+    for addr in probes(data, edges) {
+        if let Some(e) = proc_maps::find(&entries, addr) {
+            let _ = (e.is_executable(), e.is_file(), e.module_name());
+        }
+    }
+}
+
+pub fn check_elf(data: &[u8]) {
+    let Ok(syms) = elf::parse(data) else { return };
+    let _ = syms.build_id();
+    for off in probes(data, [data.len() as u64]) {
+        let _ = syms.lookup_file_offset(off);
+        let _ = syms.file_offset_to_vaddr(off);
+        let _ = syms.lookup_vaddr(off);
+    }
+    let _ = syms.symbol_address("main");
+}
+
+pub fn check_kallsyms(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let k = kallsyms::Kallsyms::parse(text);
+    let _ = k.addresses_hidden();
+    let addrs = text
+        .lines()
+        .filter_map(|l| u64::from_str_radix(l.split(' ').next()?, 16).ok());
+    for addr in probes(data, addrs) {
+        if let Some(s) = k.lookup(addr) {
+            let _ = (s.name.len(), s.offset, s.module);
+        }
+    }
+}
