@@ -75,6 +75,13 @@ struct {
 	__type(value, __u64);
 } losses SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NR_NOTICES);
+	__type(key, __u32);
+	__type(value, __u64);
+} notices SEC(".maps");
+
 /* Counts allocation calls for -s; shared by all CPUs. */
 __u64 sample_counter = 0;
 
@@ -507,6 +514,45 @@ SEC("uretprobe.multi")
 int exit_multi(struct pt_regs *ctx)
 {
 	return exit_common(ctx, PT_REGS_RC(ctx));
+}
+
+/*
+ * User mode: an exec replaces the traced process's memory, so its earlier
+ * records describe nothing any more; a fork starts a process the probes do
+ * not follow. Raw tracepoints need no tracefs.
+ */
+static __always_inline int notice(__u32 which)
+{
+	__u64 *n;
+
+	if (!cfg.target_tgid || (bpf_get_current_pid_tgid() >> 32) != cfg.target_tgid)
+		return 0;
+	n = bpf_map_lookup_elem(&notices, &which);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	return 0;
+}
+
+SEC("raw_tracepoint/sched_process_exec")
+int on_exec(void *ctx)
+{
+	__u32 when = NOTICE_EXEC_TIME;
+	__u64 *t;
+
+	if (!cfg.target_tgid || (bpf_get_current_pid_tgid() >> 32) != cfg.target_tgid)
+		return 0;
+	/* Records older than this belong to the program that was replaced. */
+	t = bpf_map_lookup_elem(&notices, &when);
+	if (t)
+		*t = bpf_ktime_get_ns();
+	return notice(NOTICE_EXEC);
+}
+
+/* Runs in the parent: current is the process that forks. */
+SEC("raw_tracepoint/sched_process_fork")
+int on_fork(void *ctx)
+{
+	return notice(NOTICE_FORK);
 }
 
 /*

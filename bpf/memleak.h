@@ -96,4 +96,12 @@ enum loss {
 	NR_LOSSES,
 };
 
+/* What happened to the traced process, counted for userspace to notice. */
+enum notice {
+	NOTICE_EXEC,		/* it executed a new program */
+	NOTICE_FORK,		/* it forked: children are not traced */
+	NOTICE_EXEC_TIME,	/* bpf_ktime_get_ns() of the latest exec */
+	NR_NOTICES,
+};
+
 #endif /* MEMLEAK_H */

@@ -276,6 +276,9 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         _ => None,
     };
 
+    // -c's own exec of the command is expected; any later one is news.
+    let mut watch = Watch { execs_seen: u64::from(child.is_some()), fork_reported: false };
+
     let interval = Duration::from_secs(opts.interval_s);
     let mut next_report = Instant::now() + interval;
     let mut reports = 0u64;
@@ -338,8 +341,17 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             stop = Some(Outcome::TargetExited(pid));
         }
         if Instant::now() >= next_refresh {
+            if let (Some(pid), true) = (pid, stop.is_none()) {
+                watch.check(pid, opts, &mut tracer, &mut objects)?;
+            }
             symbolizer.refresh();
             next_refresh = Instant::now() + MAPS_REFRESH;
+        }
+        if let (Some(outcome), Some(pid)) = (&stop, pid) {
+            if matches!(outcome, Outcome::Done) {
+                watch.check(pid, opts, &mut tracer, &mut objects)?;
+                symbolizer.refresh();
+            }
         }
         if let Some(outcome) = stop {
             // The final report first: detaching takes the kernel about
@@ -365,6 +377,44 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         c.abandon();
     }
     Ok(outcome)
+}
+
+/// What memleak noticed of the traced process's exec and fork.
+struct Watch {
+    execs_seen: u64,
+    fork_reported: bool,
+}
+
+impl Watch {
+    /// An exec replaced the process's memory: its earlier records describe
+    /// nothing any more, and the new program may use another allocator. A
+    /// fork starts a process that is not traced: said once.
+    fn check(&mut self, pid: u32, opts: &Options, tracer: &mut Tracer, objects: &mut Vec<allocator::Allocator>) -> Result<(), String> {
+        let (execs, forks, exec_ns) = tracer.notices();
+        if forks > 0 && !self.fork_reported {
+            self.fork_reported = true;
+            eprintln!("memleak: process {pid} forked; its children are not traced");
+        }
+        if execs <= self.execs_seen {
+            return Ok(());
+        }
+        self.execs_seen = execs;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_else(|_| "?".into());
+        let dropped = tracer.forget_process(pid, exec_ns)?;
+        eprintln!("memleak: process {pid} executed {exe}; {dropped} allocations made before it are dropped");
+        // The same libc file keeps its probes (the kernel re-applies them
+        // when the new program maps it); another allocator needs new ones.
+        match allocator::for_process(pid, opts.obj.as_deref()) {
+            Ok(new) if objects.first().map(|o| &o.display_path) != Some(&new.display_path) => {
+                crate::verbose!("allocator: {} ({})", new.display_path, new.reason);
+                *objects = vec![new];
+                tracer.replace_user_probes(pid, objects)?;
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("memleak: warning: after exec: {e}"),
+        }
+        Ok(())
+    }
 }
 
 fn opts_command_name(opts: &Options) -> String {

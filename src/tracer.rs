@@ -105,14 +105,19 @@ pub fn kernel_release() -> (u32, u32) {
 /// the ring buffer are dropped before the object they belong to.
 pub struct Tracer {
     links: Vec<Link>,
+    /// Raw tracepoints that notice the traced process's exec and fork.
+    watch_links: Vec<Link>,
     ring: Option<RingBuffer>,
     obj: Object,
     allocs: MapFd,
     stacks: MapFd,
     combined: MapFd,
     losses: MapFd,
+    notices: MapFd,
     failed_attaches: u64,
     programs: Vec<&'static str>,
+    /// Uprobes through uprobe_multi links (Linux 6.6+).
+    multi: bool,
     /// `make bench` only: attach programs that do nothing, to measure the
     /// cost of the probes themselves (MEMLEAK_BENCH_EMPTY_PROBES=1).
     empty_probes: bool,
@@ -170,7 +175,7 @@ impl Tracer {
         for prog in USER_PROGRAMS.iter().chain(MULTI_PROGRAMS).chain(tracepoints::EVENTS.iter().map(|e| &e.program)) {
             obj.set_autoload(prog, programs.contains(prog))?;
         }
-        for prog in ["empty_enter", "empty_exit"] {
+        for prog in ["empty_enter", "empty_exit", "on_exec", "on_fork"] {
             obj.set_autoload(prog, matches!(attach, Attach::User { .. }))?;
         }
         obj.set_config(&cfg)?;
@@ -206,6 +211,7 @@ impl Tracer {
         let stacks = obj.map_fd("stacks")?;
         let combined = obj.map_fd("combined")?;
         let losses = obj.map_fd("losses")?;
+        let notices = obj.map_fd("notices")?;
         let ring = match on_event {
             Some(mut callback) => Some(RingBuffer::new(
                 obj.map_fd("events")?,
@@ -220,15 +226,18 @@ impl Tracer {
 
         let mut tracer = Tracer {
             links: Vec::new(),
+            watch_links: Vec::new(),
             ring,
             obj,
             allocs,
             stacks,
             combined,
             losses,
+            notices,
             failed_attaches: 0,
             programs,
             empty_probes: std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some(),
+            multi: false,
         };
         match attach {
             Attach::User { pid, objects } => {
@@ -240,17 +249,64 @@ impl Tracer {
                 for func in Func::ALL.iter().filter(|&&f| !has(f)) {
                     crate::verbose!("no traced object defines {}; not traced", func.name());
                 }
-                for object in objects {
-                    if multi {
-                        tracer.attach_user_multi(pid, object)?;
-                    } else {
-                        tracer.attach_user(pid, object)?;
+                tracer.multi = multi;
+                tracer.attach_objects(pid, objects)?;
+                for (prog, tp) in [("on_exec", "sched_process_exec"), ("on_fork", "sched_process_fork")] {
+                    match tracer.obj.attach_raw_tracepoint(prog, tp) {
+                        Ok(link) => tracer.watch_links.push(link),
+                        Err(e) => crate::verbose!("cannot watch {tp}: {e}; exec and fork of the target go unnoticed"),
                     }
                 }
             }
             Attach::Kernel { plan } => tracer.attach_kernel(plan)?,
         }
         Ok(tracer)
+    }
+
+    fn attach_objects(&mut self, pid: u32, objects: &[Allocator]) -> Result<(), String> {
+        for object in objects {
+            if self.multi {
+                self.attach_user_multi(pid, object)?;
+            } else {
+                self.attach_user(pid, object)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After the target executed another program: probes on `objects`
+    /// instead of the old ones.
+    pub fn replace_user_probes(&mut self, pid: u32, objects: &[Allocator]) -> Result<(), String> {
+        self.links.clear();
+        self.attach_objects(pid, objects)
+    }
+
+    /// How often the target executed a program and forked so far, and
+    /// when (bpf_ktime_get_ns) it last executed one.
+    pub fn notices(&self) -> (u64, u64, u64) {
+        let get = |i: u32| self.notices.lookup::<u32, u64>(&i).unwrap_or(0);
+        (get(abi::NOTICE_EXEC), get(abi::NOTICE_FORK), get(abi::NOTICE_EXEC_TIME))
+    }
+
+    /// Drops the records process `tgid` made before `before_ns` (its memory
+    /// is gone: it executed a new program). Per-stack totals are cleared:
+    /// they cannot be split by time.
+    pub fn forget_process(&self, tgid: u32, before_ns: u64) -> Result<usize, String> {
+        let mut keys = Vec::new();
+        self.allocs
+            .dump::<abi::AllocKey, abi::AllocInfo>(|k, v| {
+                if k.tgid == tgid && v.timestamp_ns < before_ns {
+                    keys.push(*k);
+                }
+            })
+            .map_err(|e| format!("cannot read the allocation table: {e}"))?;
+        let dropped = keys.iter().filter(|k| self.allocs.delete(*k)).count();
+        let mut stacks = Vec::new();
+        self.combined.dump::<u64, abi::CombinedInfo>(|k, _| stacks.push(*k)).map_err(|e| format!("cannot read the combined table: {e}"))?;
+        for k in &stacks {
+            self.combined.delete(k);
+        }
+        Ok(dropped)
     }
 
     fn attach_kernel(&mut self, plan: &tracepoints::Plan) -> Result<(), String> {
@@ -333,6 +389,7 @@ impl Tracer {
     /// Stops tracing: every probe goes away with its link.
     pub fn detach(&mut self) {
         self.links.clear();
+        self.watch_links.clear();
     }
 
     pub fn ring_fd(&self) -> Option<i32> {

@@ -424,3 +424,19 @@ fn full_maps_are_reported_as_losses() {
     assert_eq!(total, expected, "{report:#?}");
     assert!(report.stacks.iter().any(|s| s.frames == ["[stack lost]"]), "{report:#?}");
 }
+
+/// exec replaces the traced process's memory: what it allocated before is
+/// dropped (and said so), what the new program leaks is reported; a fork
+/// is noted once.
+#[test]
+fn exec_drops_earlier_allocations_and_fork_is_noted() {
+    let (_execer, memleak) = trace_waiting(&mut Command::new(fixture("execer")), &["-o", "0", "-T", "50", "1"]);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains(" forked; its children are not traced"), "{stderr}");
+    assert!(stderr.lines().any(|l| l.contains(" executed ") && l.contains("execer; ")), "{stderr}");
+    assert!(report.by_function("leak_before_exec").is_none(), "{report:#?}");
+    let after = report.expect("leak_after_exec");
+    assert_eq!((after.bytes, after.count), (1400, 7), "{after:#?}");
+    assert!(report.stacks.iter().all(|s| s.bytes != 5000), "the child is not traced: {report:#?}");
+}

@@ -87,6 +87,11 @@ pub const LOSS_EVENTS: usize = 3;
 pub const LOSS_INFLIGHT_FULL: usize = 4;
 pub const LOSS_MISSED_RETURN: usize = 5;
 
+/// Indexes of the `notices` array (enum notice).
+pub const NOTICE_EXEC: u32 = 0;
+pub const NOTICE_FORK: u32 = 1;
+pub const NOTICE_EXEC_TIME: u32 = 2;
+
 /// Frames per stack in the `stacks` map (MAX_STACK_DEPTH).
 pub const MAX_STACK_DEPTH: usize = 127;
 

@@ -194,6 +194,15 @@ impl Object {
         NonNull::new(link).map(|ptr| Link { ptr }).ok_or_else(io::Error::last_os_error)
     }
 
+    /// Attaches a raw tracepoint program by tracepoint name (no tracefs).
+    pub fn attach_raw_tracepoint(&self, prog: &str, name: &str) -> Result<Link, io::Error> {
+        let p = self.program(prog).map_err(io::Error::other)?;
+        let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: valid loaded program; the name outlives the call.
+        let link = unsafe { sys::bpf_program__attach_raw_tracepoint(p, cname.as_ptr()) };
+        NonNull::new(link).map(|ptr| Link { ptr }).ok_or_else(io::Error::last_os_error)
+    }
+
     /// Attaches a tracepoint program to the tracepoint with perf event id
     /// `id` (from tracefs `events/<category>/<name>/id`). Opening the perf
     /// event ourselves means tracefs is looked up in one place: ours.
@@ -279,6 +288,12 @@ impl MapFd {
         // SAFETY: key and value are Pod of the map's key and value sizes.
         let ret = unsafe { sys::bpf_map_lookup_elem(self.fd, (key as *const K).cast(), (&mut value as *mut V).cast()) };
         (ret == 0).then_some(value)
+    }
+
+    /// Deletes one entry; false if it was not there.
+    pub fn delete<K: Pod>(&self, key: &K) -> bool {
+        // SAFETY: key is Pod of the map's key size.
+        unsafe { sys::bpf_map_delete_elem(self.fd, (key as *const K).cast()) == 0 }
     }
 
     /// Reads a per-CPU value into one slot per possible CPU.

@@ -6,12 +6,12 @@
 //! regression test, so both exercise exactly the same calls.
 #![allow(dead_code)]
 
+// The `path` on the inline module makes its children resolve inside the
+// main crate's src/symbolize/ directory.
+#[path = "../../../src/symbolize"]
 pub mod symbolize {
-    #[path = "../../../../src/symbolize/elf.rs"]
     pub mod elf;
-    #[path = "../../../../src/symbolize/kallsyms.rs"]
     pub mod kallsyms;
-    #[path = "../../../../src/symbolize/proc_maps.rs"]
     pub mod proc_maps;
 }
 
@@ -46,13 +46,11 @@ pub fn check_proc_maps(data: &[u8]) {
 
 pub fn check_elf(data: &[u8]) {
     let Ok(syms) = elf::parse(data) else { return };
-    let _ = syms.build_id();
     for off in probes(data, [data.len() as u64]) {
         let _ = syms.lookup_file_offset(off);
         let _ = syms.file_offset_to_vaddr(off);
         let _ = syms.lookup_vaddr(off);
     }
-    let _ = syms.symbol_address("main");
 }
 
 pub fn check_kallsyms(data: &[u8]) {
