@@ -109,6 +109,9 @@ test-aarch64:
 # ---- the static binaries under other kernels, in QEMU (tests/vm) ------------
 include tests/vm/vmtest.mk
 
+# ---- fuzzing the parsers (tests/fuzz) ----------------------------------------
+include tests/fuzz/fuzz.mk
+
 ## clean: remove target/
 clean:
 	$(CARGO) clean

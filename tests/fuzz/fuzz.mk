@@ -25,7 +25,7 @@ fuzz: fuzz-tools fuzz-regressions
 	      $(FUZZ_TARGET_DIR)/corpus/$$t $(FUZZ_DIR)/corpus/$$t -- \
 	      -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
 	      -artifact_prefix=$(FUZZ_DIR)/regressions/$$t/ ; then \
-	    echo "fuzz: $$t crashed; the input is saved in $(FUZZ_DIR)/regressions/$$t/" >&2; \
+	    echo "fuzz: $$t failed (crash, timeout, OOM or build error); a crashing input is saved in $(FUZZ_DIR)/regressions/$$t/" >&2; \
 	    exit 1; \
 	  fi; \
 	done
