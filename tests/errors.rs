@@ -90,3 +90,19 @@ fn unprivileged_user_is_told_what_is_missing() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"), "{stderr}");
 }
+
+#[test]
+fn zombie_pid() {
+    // The child outlives the shell, which by then is `sleep` and never
+    // reaps it: after 0.2 s it is a zombie.
+    let mut parent = Running::spawn(Command::new("sh").args(["-c", "sleep 0.2 & echo $!; exec sleep 30"]));
+    let zombie = parent.wait_for(std::time::Duration::from_secs(10), |l| !l.is_empty());
+    for _ in 0..100 {
+        let stat = std::fs::read_to_string(format!("/proc/{zombie}/stat")).unwrap_or_default();
+        if stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_one_line_error(&["-p", &zombie], 1, &format!("process {zombie} has exited (zombie)"));
+}

@@ -258,7 +258,8 @@ pub fn trace_waiting_env(fixture_cmd: &mut Command, args: &[&str], env: &[(&str,
     let mut memleak = Running::spawn(Command::new(memleak_bin()).arg("-p").arg(pid.to_string()).args(args).envs(env.iter().copied()));
     memleak.wait_for(Duration::from_secs(30), |l| l.starts_with("Attaching to pid"));
     leaker.send("go\n");
-    leaker.wait_for(Duration::from_secs(30), |l| l == "done");
+    // Generous: the stress fixture runs 10 million traced pairs.
+    leaker.wait_for(Duration::from_secs(300), |l| l == "done");
     (leaker, memleak)
 }
 
