@@ -85,6 +85,22 @@ struct {
 /* Counts allocation calls for -s; shared by all CPUs. */
 __u64 sample_counter = 0;
 
+/*
+ * (tgid << 32 | pid) of the current task as memleak's PID namespace numbers
+ * it, so that a memleak running in a container matches the PIDs it was
+ * given. 0 for a task outside that namespace.
+ */
+static __always_inline __u64 current_ids(void)
+{
+	struct bpf_pidns_info ns = {};
+
+	if (!cfg.pidns_ino)
+		return bpf_get_current_pid_tgid();
+	if (bpf_get_ns_current_pid_tgid(cfg.pidns_dev, cfg.pidns_ino, &ns, sizeof(ns)))
+		return 0;
+	return (__u64)ns.tgid << 32 | ns.pid;
+}
+
 static __always_inline void count_loss(__u32 which)
 {
 	__u64 *n = bpf_map_lookup_elem(&losses, &which);
@@ -105,7 +121,7 @@ static __always_inline void emit(__u32 kind, __u32 func, __u64 size, __u64 addr)
 		count_loss(LOSS_EVENTS);
 		return;
 	}
-	id = bpf_get_current_pid_tgid();
+	id = current_ids();
 	e->timestamp_ns = bpf_ktime_get_ns();
 	e->size = size;
 	e->addr = addr;
@@ -119,14 +135,14 @@ static __always_inline void emit(__u32 kind, __u32 func, __u64 size, __u64 addr)
 
 static __always_inline bool is_target(void)
 {
-	return !cfg.target_tgid || (bpf_get_current_pid_tgid() >> 32) == cfg.target_tgid;
+	return !cfg.target_tgid || (current_ids() >> 32) == cfg.target_tgid;
 }
 
 static __always_inline struct alloc_key key_of(__u64 addr)
 {
 	struct alloc_key key = {
 		.addr = addr,
-		.tgid = cfg.kernel ? 0 : bpf_get_current_pid_tgid() >> 32,
+		.tgid = cfg.kernel ? 0 : current_ids() >> 32,
 	};
 	return key;
 }
@@ -525,7 +541,7 @@ static __always_inline int notice(__u32 which)
 {
 	__u64 *n;
 
-	if (!cfg.target_tgid || (bpf_get_current_pid_tgid() >> 32) != cfg.target_tgid)
+	if (!cfg.target_tgid || (current_ids() >> 32) != cfg.target_tgid)
 		return 0;
 	n = bpf_map_lookup_elem(&notices, &which);
 	if (n)
@@ -539,7 +555,7 @@ int on_exec(void *ctx)
 	__u32 when = NOTICE_EXEC_TIME;
 	__u64 *t;
 
-	if (!cfg.target_tgid || (bpf_get_current_pid_tgid() >> 32) != cfg.target_tgid)
+	if (!cfg.target_tgid || (current_ids() >> 32) != cfg.target_tgid)
 		return 0;
 	/* Records older than this belong to the program that was replaced. */
 	t = bpf_map_lookup_elem(&notices, &when);

@@ -42,6 +42,10 @@ struct config {
 	__u8 combined;		/* keep per-stack totals in BPF (--combined-only) */
 	__u8 kernel;		/* kernel stacks instead of user stacks */
 	__u64 page_size;
+	/* memleak's PID namespace when it is not the initial one: PIDs given
+	 * by the user are numbers there. 0: the initial namespace. */
+	__u64 pidns_dev;
+	__u64 pidns_ino;
 	struct event_fields kernel_events[NR_KERNEL_EVENTS];
 };
 

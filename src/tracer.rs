@@ -84,6 +84,15 @@ impl Limits {
     }
 }
 
+/// memleak's PID namespace (device, inode) when it is not the initial one,
+/// whose inode is fixed (PROC_PID_INIT_INO).
+fn own_pid_namespace() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    let meta = std::fs::metadata("/proc/self/ns/pid").ok()?;
+    (meta.ino() != PROC_PID_INIT_INO).then(|| (meta.dev(), meta.ino()))
+}
+
 /// Preallocated in kernel mode: about 100 bytes per entry of kernel memory.
 const KERNEL_MAX_ALLOCS: u32 = 262_144;
 
@@ -151,6 +160,10 @@ impl Tracer {
         let programs: Vec<&'static str> = match &attach {
             Attach::User { pid, .. } => {
                 cfg.target_tgid = *pid;
+                if let Some((dev, ino)) = own_pid_namespace() {
+                    crate::verbose!("in PID namespace {ino}: matching PIDs as numbered there");
+                    (cfg.pidns_dev, cfg.pidns_ino) = (dev, ino);
+                }
                 // In user mode an address handed out again proves a missed free.
                 cfg.drop_stale = 1;
                 if multi { MULTI_PROGRAMS.to_vec() } else { USER_PROGRAMS.to_vec() }

@@ -441,3 +441,21 @@ fn exec_drops_earlier_allocations_and_fork_is_noted() {
     assert_eq!((after.bytes, after.count), (1400, 7), "{after:#?}");
     assert!(report.stacks.iter().all(|s| s.bytes != 5000), "the child is not traced: {report:#?}");
 }
+
+/// memleak itself in a container's PID namespace: the PIDs it is given and
+/// sees are that namespace's, not the host's that BPF reports by default.
+#[test]
+fn memleak_inside_a_pid_namespace() {
+    let leaker = fixture("leaker");
+    let memleak = Running::spawn(
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc"])
+            .arg(memleak_bin())
+            .args(["-o", "0", "-T", "50", "-c"])
+            .arg(format!("{} --exit 3", leaker.display())),
+    );
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_eq!(lines[0], "Attaching to pid 2, Ctrl+C to quit.", "PID 2 in the new namespace");
+    assert_all_leaks(&parse_reports(&lines)[0]);
+}

@@ -67,6 +67,12 @@ enum {
 	BPF_RB_FORCE_WAKEUP = 1ULL << 1,
 };
 
+/* bpf_get_ns_current_pid_tgid() result */
+struct bpf_pidns_info {
+	__u32 pid;
+	__u32 tgid;
+};
+
 #if defined(__TARGET_ARCH_x86)
 /* arch/x86/include/asm/ptrace.h, x86_64: the layout uprobes hand to BPF. */
 struct pt_regs {

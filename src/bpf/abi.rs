@@ -13,6 +13,8 @@ pub struct Config {
     pub combined: u8,
     pub kernel: u8,
     pub page_size: u64,
+    pub pidns_dev: u64,
+    pub pidns_ino: u64,
     pub kernel_events: [EventFields; NR_KERNEL_EVENTS],
 }
 
