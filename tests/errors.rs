@@ -106,3 +106,32 @@ fn zombie_pid() {
     }
     assert_one_line_error(&["-p", &zombie], 1, &format!("process {zombie} has exited (zombie)"));
 }
+
+#[test]
+fn object_that_is_not_elf_or_is_truncated() {
+    let leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait"));
+    let pid = leaker.child.id().to_string();
+    assert_one_line_error(&["-p", &pid, "-O", "/etc/passwd"], 1, "not an ELF file");
+    let truncated = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libc-truncated.so");
+    let libc = std::fs::read("/lib/x86_64-linux-gnu/libc.so.6").or_else(|_| std::fs::read("/lib/aarch64-linux-gnu/libc.so.6")).unwrap();
+    std::fs::write(&truncated, &libc[..libc.len() / 3]).unwrap();
+    assert_one_line_error(&["-p", &pid, "-O", truncated.to_str().unwrap()], 1, "truncated");
+}
+
+#[test]
+fn unreadable_proc_entries() {
+    // Allowed to load BPF (CAP_BPF, CAP_PERFMON) but not to read another
+    // user's /proc/PID/maps: one clear line, not a crash.
+    let leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait"));
+    let pid = leaker.child.id().to_string();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"])
+        .arg(memleak_bin())
+        .args(["-p", &pid])
+        .output()
+        .expect("setpriv runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("memleak: ") && stderr.contains("Permission denied"), "{stderr}");
+}
