@@ -18,34 +18,26 @@ pub fn memleak_bin() -> PathBuf {
     }
 }
 
-/// Compiles tests/fixtures/NAME.c once per test run, with frame pointers
-/// so that user stacks are complete.
+/// Compiles tests/fixtures/NAME.c (or NAME.cpp, with g++) once per test
+/// run, with frame pointers so that user stacks are complete.
 pub fn fixture(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
-    let out = dir.join(name);
-    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
-    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.iter().any(|n| n == name) {
-        std::fs::create_dir_all(&dir).unwrap();
-        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let cxx = fixtures.join(format!("{name}.cpp"));
-        let (compiler, src) = if cxx.exists() { ("g++", cxx) } else { ("gcc", fixtures.join(format!("{name}.c"))) };
-        let status = Command::new(compiler)
-            .args(["-O0", "-g", "-fno-omit-frame-pointer", "-Wall", "-Werror", "-pthread", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .expect("the C compiler runs");
-        assert!(status.success(), "{compiler} failed on {}", src.display());
-        built.push(name.to_string());
+    let cxx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.cpp"));
+    if cxx.exists() {
+        build_fixture(&format!("{name}.cpp"), name, "g++", &["-pthread"])
+    } else {
+        build_fixture(&format!("{name}.c"), name, "gcc", &["-pthread"])
     }
-    out
 }
 
 /// Compiles tests/fixtures/SRC.c with `compiler` and extra `flags` into
 /// OUT (for other C libraries: musl-gcc, -static).
 pub fn fixture_built_with(src: &str, out: &str, compiler: &str, flags: &[&str]) -> PathBuf {
+    build_fixture(&format!("{src}.c"), out, compiler, flags)
+}
+
+/// Compiles tests/fixtures/SRC into CARGO_TARGET_TMPDIR/fixtures/OUT, once
+/// per OUT and test run.
+fn build_fixture(src: &str, out: &str, compiler: &str, flags: &[&str]) -> PathBuf {
     static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
     let path = dir.join(out);
@@ -53,7 +45,7 @@ pub fn fixture_built_with(src: &str, out: &str, compiler: &str, flags: &[&str]) 
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|n| n == out) {
         std::fs::create_dir_all(&dir).unwrap();
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{src}.c"));
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(src);
         let status = Command::new(compiler)
             .args(["-O0", "-g", "-fno-omit-frame-pointer", "-Wall", "-Werror"])
             .args(flags)
