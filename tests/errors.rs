@@ -12,6 +12,23 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// A copy of the binary that any user may run: the checkout CI clones may
+/// sit in a directory other users cannot enter. One file in /tmp, replaced
+/// atomically once per test process.
+fn binary_for_other_users() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static COPY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let dest = std::env::temp_dir().join("memleak-errors-test");
+        let partial = std::env::temp_dir().join(format!("memleak-errors-test.{}", std::process::id()));
+        std::fs::copy(memleak_bin(), &partial).unwrap();
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&partial, &dest).unwrap();
+        dest
+    })
+    .clone()
+}
+
 fn assert_one_line_error(args: &[&str], code: i32, needle: &str) {
     let (got, _, stderr) = run(args);
     assert_eq!(got, Some(code), "{args:?}: {stderr}");
@@ -81,7 +98,7 @@ fn unprivileged_user_is_told_what_is_missing() {
     // setpriv (util-linux) drops to nobody with no capabilities.
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
-        .arg(memleak_bin())
+        .arg(binary_for_other_users())
         .args(["-p", "1"])
         .output()
         .expect("setpriv runs");
@@ -126,7 +143,7 @@ fn unreadable_proc_entries() {
     let pid = leaker.child.id().to_string();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"])
-        .arg(memleak_bin())
+        .arg(binary_for_other_users())
         .args(["-p", &pid])
         .output()
         .expect("setpriv runs");
