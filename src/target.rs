@@ -7,14 +7,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Checks that `pid` names a live user process memleak may trace.
 pub fn check_pid(pid: u32) -> Result<(), String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| match e.kind() {
+    let state = process_state(pid).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => format!("no process with PID {pid}"),
         _ => format!("cannot read /proc/{pid}/stat: {e}"),
     })?;
-    // The state follows the parenthesised command name, which may itself
-    // contain spaces and parentheses.
-    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).unwrap_or("?");
-    if state == "Z" || state == "X" {
+    if state == 'Z' || state == 'X' {
         return Err(format!("process {pid} has exited (zombie)"));
     }
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
@@ -38,17 +35,17 @@ pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     }
 }
 
+/// The state letter of /proc/PID/stat (R, S, Z, ...).
+fn process_state(pid: u32) -> io::Result<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The state follows the parenthesised command name, which may itself
+    // contain spaces and parentheses.
+    Ok(stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next()).unwrap_or('?'))
+}
+
+/// Running, as opposed to gone or a zombie.
 pub fn is_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks existence and permission.
-    let ret = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    (ret == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH))
-        && !matches!(
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next().map(str::to_string)))
-                .as_deref(),
-            Some("Z") | Some("X") | None
-        )
+    process_state(pid).is_ok_and(|s| s != 'Z' && s != 'X')
 }
 
 /// Finds `program` as execvp would: a name with a slash is used as is,

@@ -146,7 +146,9 @@ impl Tracer {
     pub fn start(opts: &Options, attach: Attach<'_>, on_event: Option<Box<dyn FnMut(&abi::Event)>>) -> Result<Tracer, String> {
         let release = kernel_release();
         let limits = Limits::for_kernel(release);
-        let multi = use_uprobe_multi(release) && std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_none();
+        let empty_probes = std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some();
+        // The empty programs exist only as one-link-per-function programs.
+        let multi = use_uprobe_multi(release) && !empty_probes;
         let mut obj = Object::open()?;
         let mut cfg = abi::Config {
             min_size: opts.min_size.unwrap_or(0),
@@ -249,7 +251,7 @@ impl Tracer {
             notices,
             failed_attaches: 0,
             programs,
-            empty_probes: std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some(),
+            empty_probes,
             multi: false,
         };
         match attach {

@@ -29,6 +29,23 @@ fn binary_for_other_users() -> std::path::PathBuf {
     .clone()
 }
 
+/// Runs memleak `args` as nobody with setpriv's capability options `caps`;
+/// asserts exit 1 with one `memleak: ` line on stderr and returns it.
+fn as_nobody(caps: &[&str], args: &[&str]) -> String {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(caps)
+        .arg(binary_for_other_users())
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("memleak: "), "{stderr}");
+    stderr
+}
+
 fn assert_one_line_error(args: &[&str], code: i32, needle: &str) {
     let (got, _, stderr) = run(args);
     assert_eq!(got, Some(code), "{args:?}: {stderr}");
@@ -95,16 +112,7 @@ fn object_without_malloc() {
 
 #[test]
 fn unprivileged_user_is_told_what_is_missing() {
-    // setpriv (util-linux) drops to nobody with no capabilities.
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
-        .arg(binary_for_other_users())
-        .args(["-p", "1"])
-        .output()
-        .expect("setpriv runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = as_nobody(&["--inh-caps=-all", "--bounding-set=-all"], &["-p", "1"]);
     assert!(stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"), "{stderr}");
 }
 
@@ -141,14 +149,6 @@ fn unreadable_proc_entries() {
     // user's /proc/PID/maps: one clear line, not a crash.
     let leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait"));
     let pid = leaker.child.id().to_string();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"])
-        .arg(binary_for_other_users())
-        .args(["-p", &pid])
-        .output()
-        .expect("setpriv runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("memleak: ") && stderr.contains("Permission denied"), "{stderr}");
+    let stderr = as_nobody(&["--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"], &["-p", &pid]);
+    assert!(stderr.contains("Permission denied"), "{stderr}");
 }
