@@ -247,7 +247,15 @@ pub fn trace_waiting_env(fixture_cmd: &mut Command, args: &[&str], env: &[(&str,
     let mut leaker = Running::spawn(fixture_cmd);
     let ready = leaker.wait_for(Duration::from_secs(10), |l| l.starts_with("ready "));
     let pid: u32 = ready["ready ".len()..].parse().unwrap();
-    let mut memleak = Running::spawn(Command::new(memleak_bin()).arg("-p").arg(pid.to_string()).args(args).envs(env.iter().copied()));
+    // A larger stack map makes stack-id hash collisions (counted losses,
+    // which would spoil exact totals) rarer; issue 7's own hash ends them.
+    let mut memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["--stack-storage-size", "65536", "-p"])
+            .arg(pid.to_string())
+            .args(args)
+            .envs(env.iter().copied()),
+    );
     memleak.wait_for(Duration::from_secs(30), |l| l.starts_with("Attaching to pid"));
     leaker.send("go\n");
     // Generous: the stress fixture runs 10 million traced pairs.
