@@ -193,6 +193,23 @@ static __always_inline void release(__u64 addr)
 		combined_sub(copy.stack_id, copy.size);
 }
 
+/* A block grown or shrunk in place keeps its stack and age. */
+static __always_inline void resize(__u64 addr, __u64 size)
+{
+	struct alloc_key key = key_of(addr);
+	struct alloc_info *info = bpf_map_lookup_elem(&allocs, &key);
+	__u64 old;
+
+	if (!info)
+		return;
+	old = info->size;
+	info->size = size;
+	if (cfg.combined) {
+		combined_sub(info->stack_id, old);
+		combined_add(info->stack_id, size);
+	}
+}
+
 static __always_inline void record(void *ctx, __u64 addr, __u64 size, bool drop_stale)
 {
 	struct alloc_key key = key_of(addr);
@@ -369,6 +386,16 @@ static __always_inline int exit_common(struct pt_regs *ctx, __u64 ret)
 		if (call.old_addr && (ret || !call.size))
 			release(call.old_addr);
 		break;
+	case F_RALLOCX:
+		/* Never frees: on failure the old block stays. */
+		if (ret)
+			release(call.old_addr);
+		break;
+	case F_XALLOCX:
+		/* The block stays where it is, with the usable size returned. */
+		emit(EV_ALLOC_EXIT, call.func, ret, call.old_addr);
+		resize(call.old_addr, ret);
+		return 0;
 	case F_MMAP:
 		if (ret == MAP_FAILED)
 			return 0;
@@ -477,6 +504,62 @@ int BPF_UPROBE(free_enter, __u64 ptr)
 	return free_common(F_FREE, ptr);
 }
 
+SEC("uprobe")
+int BPF_UPROBE(mallocx_enter, __u64 size)
+{
+	return enter(ctx, F_MALLOCX, size, 0, 0, false);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(rallocx_enter, __u64 ptr, __u64 size)
+{
+	return enter(ctx, F_RALLOCX, size, ptr, 0, false);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(xallocx_enter, __u64 ptr, __u64 size)
+{
+	return enter(ctx, F_XALLOCX, size, ptr, 0, false);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(new_enter, __u64 size)
+{
+	return enter(ctx, F_NEW, size, 0, 0, false);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(dallocx_enter, __u64 ptr)
+{
+	return free_common(F_DALLOCX, ptr);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(free_sized_enter, __u64 ptr)
+{
+	return free_common(F_FREE_SIZED, ptr);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(delete_enter, __u64 ptr)
+{
+	return free_common(F_DELETE, ptr);
+}
+
+/* A call memleak cannot size: counted, so the report says it is short. */
+static __always_inline int untracked(void)
+{
+	if (is_target())
+		count_loss(LOSS_UNTRACKED);
+	return 0;
+}
+
+SEC("uprobe")
+int untracked_enter(void *ctx)
+{
+	return untracked();
+}
+
 /* Only an exact start address is released; partial unmaps are not split. */
 SEC("uprobe")
 int BPF_UPROBE(munmap_enter, __u64 addr)
@@ -522,6 +605,20 @@ int enter_multi(struct pt_regs *ctx)
 		return free_common(F_MUNMAP, a1);
 	case F_MREMAP:
 		return enter(ctx, F_MREMAP, a3, a1, 0, false);
+	case F_MALLOCX:
+		return enter(ctx, F_MALLOCX, a1, 0, 0, false);
+	case F_RALLOCX:
+		return enter(ctx, F_RALLOCX, a2, a1, 0, false);
+	case F_XALLOCX:
+		return enter(ctx, F_XALLOCX, a2, a1, 0, false);
+	case F_NEW:
+		return enter(ctx, F_NEW, a1, 0, 0, false);
+	case F_DALLOCX:
+	case F_FREE_SIZED:
+	case F_DELETE:
+		return free_common(bpf_get_attach_cookie(ctx), a1);
+	case F_UNTRACKED:
+		return untracked();
 	}
 	return 0;
 }

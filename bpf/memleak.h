@@ -72,7 +72,8 @@ struct combined_info {
 enum func {
 	F_MALLOC, F_CALLOC, F_REALLOC, F_REALLOCARRAY, F_FREE, F_POSIX_MEMALIGN,
 	F_ALIGNED_ALLOC, F_VALLOC, F_MEMALIGN, F_PVALLOC, F_MMAP, F_MUNMAP,
-	F_MREMAP, F_KERNEL, NR_FUNCS,
+	F_MREMAP, F_MALLOCX, F_RALLOCX, F_XALLOCX, F_DALLOCX, F_FREE_SIZED,
+	F_NEW, F_DELETE, F_UNTRACKED, F_KERNEL, NR_FUNCS,
 };
 
 enum event_kind { EV_ALLOC_ENTER, EV_ALLOC_EXIT, EV_FREE_ENTER };
@@ -97,6 +98,7 @@ enum loss {
 	LOSS_EVENTS,		/* ring buffer full: -t lines dropped */
 	LOSS_INFLIGHT_FULL,	/* per-thread call state map full */
 	LOSS_MISSED_RETURN,	/* an entry whose return never came */
+	LOSS_UNTRACKED,		/* calls to allocator functions memleak cannot size */
 	NR_LOSSES,
 };
 

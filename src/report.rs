@@ -99,6 +99,7 @@ pub struct Losses {
     pub events_dropped: u64,
     pub inflight_full: u64,
     pub missed_returns: u64,
+    pub untracked_calls: u64,
     pub recursion_misses: u64,
     pub failed_attaches: u64,
 }
@@ -110,6 +111,7 @@ impl Losses {
             (self.allocs_map_full, "allocations (allocs map full)"),
             (self.inflight_full, "allocations (per-thread map full)"),
             (self.missed_returns, "calls whose return was missed"),
+            (self.untracked_calls, "calls to allocator functions memleak cannot size"),
             (self.stacks_lost, "stack captures (stack map full or hash collision)"),
             (self.combined_map_full, "stack totals (combined map full)"),
             (self.events_dropped, "trace events (ring buffer full)"),

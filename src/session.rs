@@ -175,18 +175,9 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         }
         Target::Kernel => (None, None, None),
     };
-    let mut objects = Vec::new();
-    if let Some(allocator) = allocator {
-        crate::verbose!("allocator: {} ({})", allocator.display_path, allocator.reason);
-        let missing: Vec<Func> = Func::ALL.iter().copied().filter(|&f| allocator.offset(f).is_none()).collect();
-        let display = allocator.display_path.clone();
-        objects.push(allocator);
-        // An allocator library (jemalloc, tcmalloc) leaves mmap, munmap and
-        // mremap, and sometimes reallocarray or pvalloc, to the C library:
-        // trace those there. A libc function that calls back into the
-        // allocator is a nested call and counts once.
-        if !missing.is_empty() {
-            let libc = match &opts.target {
+    let mut objects = match allocator {
+        Some(allocator) => {
+            let libc = || match &opts.target {
                 Target::Pid(pid) => allocator::for_process(*pid, Some("c")),
                 Target::Command(_) => match &command_path {
                     Some(path) => allocator::for_executable(path, Some("c")),
@@ -194,24 +185,14 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                 },
                 Target::Kernel => Err(String::new()),
             };
-            // Without a C library the mmap family just goes untraced.
-            let libc = match libc {
-                Ok(l) => Ok(l),
-                Err(e) => {
-                    crate::verbose!("no C library for the functions the allocator lacks: {e}");
-                    Err(e)
-                }
+            let exe = match (&opts.target, &command_path) {
+                (Target::Command(_), Some(path)) => Some((path.clone(), path.clone())),
+                _ => pid.map(|p| exe_paths(p)),
             };
-            if let Some(mut libc) = libc.ok().filter(|l| l.display_path != display) {
-                libc.offsets.retain(|(f, _)| missing.contains(f));
-                if !libc.offsets.is_empty() {
-                    let names: Vec<&str> = libc.offsets.iter().map(|(f, _)| f.name()).collect();
-                    crate::verbose!("{} from {}", names.join(", "), libc.display_path);
-                    objects.push(libc);
-                }
-            }
+            traced_objects(allocator, libc, exe)
         }
-    }
+        None => Vec::new(),
+    };
     let kernel_plan = match pid {
         Some(_) => None,
         None => {
@@ -406,8 +387,7 @@ impl Watch {
         // when the new program maps it); another allocator needs new ones.
         match allocator::for_process(pid, opts.obj.as_deref()) {
             Ok(new) if objects.first().map(|o| &o.display_path) != Some(&new.display_path) => {
-                crate::verbose!("allocator: {} ({})", new.display_path, new.reason);
-                *objects = vec![new];
+                *objects = traced_objects(new, || allocator::for_process(pid, Some("c")), Some(exe_paths(pid)));
                 tracer.replace_user_probes(pid, objects)?;
             }
             Ok(_) => {}
@@ -415,6 +395,53 @@ impl Watch {
         }
         Ok(())
     }
+}
+
+/// Every object whose functions get probes in one process: its allocator;
+/// the C library for the standard functions an allocator library leaves to
+/// it (jemalloc and tcmalloc leave mmap, munmap and mremap, sometimes
+/// reallocarray or pvalloc); a prefixed allocator built into the executable
+/// (`exe`: where to read it, how to name it). A libc function that calls
+/// back into the allocator is a nested call and counts once.
+fn traced_objects(
+    allocator: allocator::Allocator,
+    libc: impl FnOnce() -> Result<allocator::Allocator, String>,
+    exe: Option<(String, String)>,
+) -> Vec<allocator::Allocator> {
+    crate::verbose!("allocator: {} ({})", allocator.display_path, allocator.reason);
+    let missing: Vec<Func> = Func::STANDARD.iter().copied().filter(|&f| allocator.offset(f).is_none()).collect();
+    let main = allocator.display_path.clone();
+    let mut objects = vec![allocator];
+    if !missing.is_empty() {
+        match libc() {
+            // Without a C library the missing functions just go untraced.
+            Err(e) => crate::verbose!("no C library for the functions the allocator lacks: {e}"),
+            Ok(mut libc) if libc.display_path != main => {
+                libc.offsets.retain(|(f, _)| missing.contains(f));
+                if !libc.offsets.is_empty() {
+                    let names: Vec<&str> = libc.offsets.iter().map(|(f, _)| f.name()).collect();
+                    crate::verbose!("{} from {}", names.join(", "), libc.display_path);
+                    objects.push(libc);
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+    if let Some((read, display)) = exe.filter(|(_, display)| *display != main) {
+        if let Some(extra) = allocator::prefixed_in_executable(&read, &display) {
+            crate::verbose!("also traced: {} ({})", extra.display_path, extra.reason);
+            objects.push(extra);
+        }
+    }
+    objects
+}
+
+/// Where to read a process's executable (the /proc link works for deleted
+/// files and other mount namespaces) and the path it was started from.
+fn exe_paths(pid: u32) -> (String, String) {
+    let link = format!("/proc/{pid}/exe");
+    let display = std::fs::read_link(&link).map(|p| p.display().to_string()).unwrap_or_else(|_| link.clone());
+    (link, display)
 }
 
 fn opts_command_name(opts: &Options) -> String {

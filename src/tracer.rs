@@ -26,11 +26,19 @@ fn entry_program(func: Func) -> &'static str {
         Func::Mmap => "mmap_enter",
         Func::Munmap => "munmap_enter",
         Func::Mremap => "mremap_enter",
+        Func::Mallocx => "mallocx_enter",
+        Func::Rallocx => "rallocx_enter",
+        Func::Xallocx => "xallocx_enter",
+        Func::Dallocx => "dallocx_enter",
+        Func::FreeSized => "free_sized_enter",
+        Func::New => "new_enter",
+        Func::Delete => "delete_enter",
+        Func::Untracked => "untracked_enter",
     }
 }
 
 fn has_return_probe(func: Func) -> bool {
-    !matches!(func, Func::Free | Func::Munmap)
+    func.has_return()
 }
 
 /// Without these the report would be wrong, not just incomplete.
@@ -261,7 +269,7 @@ impl Tracer {
                     let name = objects.first().map(|o| o.display_path.as_str()).unwrap_or("the allocator");
                     return Err(format!("{name} does not define malloc and free"));
                 }
-                for func in Func::ALL.iter().filter(|&&f| !has(f)) {
+                for func in Func::STANDARD.iter().filter(|&&f| !has(f)) {
                     crate::verbose!("no traced object defines {}; not traced", func.name());
                 }
                 tracer.multi = multi;
@@ -344,10 +352,11 @@ impl Tracer {
     /// memalign under another name; two probes would see each call twice).
     fn probe_sites(allocator: &Allocator) -> Vec<(Func, u64)> {
         let mut sites: Vec<(Func, u64)> = Vec::new();
-        for func in Func::ALL {
-            let Some(offset) = allocator.offset(func) else { continue };
+        for &(func, offset) in &allocator.offsets {
             if let Some((first, _)) = sites.iter().find(|(_, o)| *o == offset) {
-                crate::verbose!("{} is an alias of {}; traced once", func.name(), first.name());
+                if *first != func {
+                    crate::verbose!("{} is an alias of {}; traced once", func.name(), first.name());
+                }
                 continue;
             }
             sites.push((func, offset));
@@ -455,6 +464,7 @@ impl Tracer {
             events_dropped: sum(abi::LOSS_EVENTS),
             inflight_full: sum(abi::LOSS_INFLIGHT_FULL),
             missed_returns: sum(abi::LOSS_MISSED_RETURN),
+            untracked_calls: sum(abi::LOSS_UNTRACKED),
             recursion_misses: self.programs.iter().map(|p| self.obj.recursion_misses(p)).sum(),
             failed_attaches: self.failed_attaches,
         }

@@ -347,6 +347,171 @@ fn tcmalloc_program() {
     allocator_library("leaker-tcmalloc", "-l:libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so.4");
 }
 
+/// memleak run on `program` until it exits (-c), with -v: its report and
+/// stderr, after checking that `expect_object` was chosen as the allocator.
+fn run_to_exit(program: &std::path::Path, expect_object: &str) -> (Report, Vec<String>, String) {
+    run_to_exit_env(program, expect_object, &[])
+}
+
+fn run_to_exit_env(program: &std::path::Path, expect_object: &str, env: &[(&str, &str)]) -> (Report, Vec<String>, String) {
+    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-v", "-o", "0", "-c"]).arg(program).envs(env.iter().copied()));
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("memleak: allocator: ") && l.contains(expect_object)), "{stderr}");
+    let report = parse_reports(&lines).into_iter().next().unwrap_or_else(|| panic!("no report: {lines:#?}"));
+    (report, lines, stderr)
+}
+
+/// C++ against an allocator that defines operator new and delete itself
+/// instead of calling malloc and free: new is probed there, so the leak's
+/// first frame in the program is the function calling new, with exact
+/// totals, and no delete variant leaves a block behind.
+fn cxx_with_allocator(out: &str, flags: &[&str], expect_object: &str) {
+    let program = cxx_fixture_built_with("cxxleak", out, flags);
+    let (report, _, stderr) = run_to_exit(&program, expect_object);
+    let in_program = |s: &Stack| -> String {
+        let own = format!("[{out}]");
+        s.frames.iter().find(|f| f.ends_with(&own) && !f.starts_with("operator new")).cloned().unwrap_or_default()
+    };
+    let mut leaks: Vec<(String, u64, u64)> = report
+        .stacks
+        .iter()
+        .map(|s| (in_program(s).split("+0x").next().unwrap_or("").to_string(), s.bytes, s.count))
+        // Blocks the runtime keeps for good (libstdc++'s exception pool,
+        // the allocator's own bookkeeping) have no frame in the program.
+        .filter(|(function, _, _)| !function.is_empty())
+        .collect();
+    leaks.sort();
+    let expected = vec![
+        ("app::Factory::make_array()".to_string(), 3 * 25 * 4, 3),
+        ("app::Factory::make_widget()".to_string(), 7 * 40, 7),
+    ];
+    assert_eq!(leaks, expected, "{report:#?}\n{stderr}");
+    assert_eq!(report.losses, None);
+}
+
+#[test]
+fn cxx_with_jemalloc() {
+    cxx_with_allocator("cxxleak-jemalloc", &["-Wl,--no-as-needed", "-ljemalloc"], "libjemalloc.so.2");
+}
+
+#[test]
+fn cxx_with_tcmalloc() {
+    cxx_with_allocator("cxxleak-tcmalloc", &["-Wl,--no-as-needed", "-l:libtcmalloc_minimal.so.4"], "libtcmalloc_minimal.so.4");
+}
+
+/// mimalloc's header defines new and delete in the program, calling mi_new
+/// and mi_free, which memleak traces in libmimalloc.
+#[test]
+fn cxx_with_mimalloc() {
+    cxx_with_allocator("cxxleak-mimalloc", &["-include", "mimalloc-new-delete.h", "-Wl,--no-as-needed", "-lmimalloc"], "libmimalloc.so.2");
+}
+
+/// How many stacks pass through `module` (the C library's own buffers and
+/// the runtime's pools do not).
+fn stacks_in(report: &Report, module: &str) -> usize {
+    let own = format!("[{module}]");
+    report.stacks.iter().filter(|s| s.frames.iter().any(|f| f.ends_with(&own))).count()
+}
+
+/// jemalloc's own API: mallocx, rallocx and xallocx allocate (xallocx
+/// resizes in place), dallocx and sdallocx free.
+#[test]
+fn jemalloc_extended_api() {
+    jemalloc_api_with(&[]);
+}
+
+/// The same through one uprobe link per function (kernels before 6.6),
+/// where each of these functions has its own entry program.
+#[test]
+fn jemalloc_extended_api_without_uprobe_multi() {
+    jemalloc_api_with(&[("MEMLEAK_NO_UPROBE_MULTI", "1")]);
+}
+
+fn jemalloc_api_with(env: &[(&str, &str)]) {
+    let program = fixture_built_with("jemalloc_api", "jemalloc-api", "gcc", &["-ljemalloc"]);
+    let (report, lines, stderr) = run_to_exit_env(&program, "libjemalloc.so.2", env);
+    let resized: u64 = lines.iter().find_map(|l| l.strip_prefix("xallocx ")).and_then(|n| n.parse().ok()).expect("xallocx line");
+    assert_leaks(&report, "jemalloc-api", &[("leak_mallocx", 800, 4), ("leak_rallocx", 1500, 3), ("alloc_big", resized, 1)]);
+    assert_eq!(stacks_in(&report, "jemalloc-api"), 3, "{report:#?}\n{stderr}");
+    assert_eq!(report.losses, None);
+}
+
+/// mimalloc's own API, including calls memleak cannot size, which the
+/// report counts instead of missing silently.
+#[test]
+fn mimalloc_extended_api() {
+    let program = fixture_built_with("mimalloc_api", "mimalloc-api", "gcc", &["-lmimalloc"]);
+    let (report, _, stderr) = run_to_exit(&program, "libmimalloc.so.2");
+    let leaks = [
+        ("leak_mi_malloc", 320, 5),
+        ("leak_mi_zalloc", 300, 3),
+        ("leak_mi_new_n", 600, 2),
+        ("leak_mi_malloc_aligned", 512, 2),
+        ("leak_mi_reallocn", 400, 2),
+    ];
+    assert_leaks(&report, "mimalloc-api", &leaks);
+    assert_eq!(stacks_in(&report, "mimalloc-api"), leaks.len(), "{report:#?}\n{stderr}");
+    assert_eq!(report.losses.as_deref(), Some("lost: 2 calls to allocator functions memleak cannot size"));
+}
+
+/// A program linked with mimalloc uses it through the standard names too.
+#[test]
+fn mimalloc_program() {
+    allocator_library("leaker-mimalloc", "-lmimalloc", "libmimalloc.so.2");
+}
+
+/// prefixed_jemalloc.c linked with a je_-prefixed copy of Debian's static
+/// jemalloc (objcopy renames its API).
+fn prefixed_jemalloc_program() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_prefixed_jemalloc).clone()
+}
+
+fn build_prefixed_jemalloc() -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let archive = dir.join("libjemalloc-prefixed.a");
+    let api = [
+        "malloc", "calloc", "realloc", "free", "posix_memalign", "aligned_alloc", "valloc", "memalign", "pvalloc",
+        "mallocx", "rallocx", "xallocx", "sdallocx", "dallocx", "sallocx", "nallocx", "malloc_usable_size",
+        "mallctl", "mallctlnametomib", "mallctlbymib", "malloc_stats_print",
+    ];
+    let renames: Vec<String> = api.iter().map(|s| format!("--redefine-sym={s}=je_{s}")).collect();
+    let multiarch = if cfg!(target_arch = "aarch64") { "aarch64-linux-gnu" } else { "x86_64-linux-gnu" };
+    let status = Command::new("objcopy")
+        .args(&renames)
+        .arg(format!("/usr/lib/{multiarch}/libjemalloc_pic.a"))
+        .arg(&archive)
+        .status()
+        .expect("objcopy runs");
+    assert!(status.success());
+    let archive = archive.display().to_string();
+    fixture_built_with("prefixed_jemalloc", "prefixed-jemalloc", "gcc", &[&archive, "-lpthread", "-ldl", "-lm", "-lstdc++"])
+}
+
+const PREFIXED_LEAKS: &[(&str, u64, u64)] = &[("leak_je_malloc", 300, 3), ("leak_je_mallocx", 128, 2), ("leak_libc_malloc", 200, 4)];
+
+/// A jemalloc built into the executable under a prefix is traced beside
+/// libc's malloc: both sets of leaks, exactly.
+#[test]
+fn prefixed_allocator_in_executable() {
+    let program = prefixed_jemalloc_program();
+    let (report, _, stderr) = run_to_exit(&program, "libc.so.6");
+    assert!(stderr.contains("also traced: ") && stderr.contains("(je_*)"), "{stderr}");
+    assert_leaks(&report, "prefixed-jemalloc", PREFIXED_LEAKS);
+}
+
+/// The same with -p: the executable is probed through /proc/PID/exe.
+#[test]
+fn prefixed_allocator_in_executable_by_pid() {
+    let program = prefixed_jemalloc_program();
+    let (_program, memleak) = trace_waiting(Command::new(&program).arg("--wait"), &["-v", "-o", "0", "1"]);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("(je_*)"), "{stderr}");
+    assert_leaks(&report, "prefixed-jemalloc", PREFIXED_LEAKS);
+}
+
 /// A process under another root with its own copy of libc (a container's
 /// view), traced from outside: the probes go on the copy it really maps.
 #[test]

@@ -20,8 +20,14 @@ pub(crate) struct ElfInfo {
     /// DT_RPATH / DT_RUNPATH entries, already split at ':'.
     pub rpath: Vec<String>,
     pub runpath: Vec<String>,
-    /// Usable allocator functions, in `Func` order.
+    /// Usable allocator functions under their standard names, in `Func`
+    /// order; a function may appear at several offsets (operator new's
+    /// variants), an offset under several functions (aliases).
     pub offsets: Vec<(Func, u64)>,
+    /// Prefixed allocator APIs the file defines (`je_malloc`, `mi_new`):
+    /// (prefix, functions), for prefixes whose malloc and a release
+    /// function are both defined.
+    pub families: Vec<(&'static str, Vec<(Func, u64)>)>,
     /// Functions that exist only as GNU IFUNCs: a uprobe there would hit the
     /// resolver, which runs once at load time, not on every call.
     pub ifuncs: Vec<Func>,
@@ -32,6 +38,19 @@ pub(crate) struct ElfInfo {
     /// PT_DYNAMIC's (p_vaddr, p_memsz): where DT_DEBUG leads to the loader's
     /// list of loaded objects.
     pub dynamic: Option<(u64, u64)>,
+}
+
+impl ElfInfo {
+    /// Every function to probe in this file when it is the allocator: the
+    /// standard names and the prefixed families it also defines (mimalloc's
+    /// mi_malloc is malloc; mi_zalloc is only reachable under its prefix).
+    pub fn traced(&self) -> Vec<(Func, u64)> {
+        let mut all = self.offsets.clone();
+        for (_, list) in &self.families {
+            all.extend(list.iter().copied());
+        }
+        all
+    }
 }
 
 #[cfg(test)]
@@ -72,8 +91,7 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
         }
     }
 
-    let mut best: [Option<(u8, u64)>; Func::ALL.len()] = [None; Func::ALL.len()];
-    let mut ifunc = [false; Func::ALL.len()];
+    let mut best = Best::default();
     let versym = elf.versym.as_ref();
     for (i, s) in elf.dynsyms.iter().enumerate() {
         // In .dynsym the version lives in .gnu.version; the hidden bit marks
@@ -82,24 +100,15 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
             .and_then(|v| v.get_at(i))
             .is_some_and(|v| v.is_hidden());
         if let Some(name) = elf.dynstrtab.get_at(s.st_name) {
-            consider(&elf, &s, name, hidden, &mut best, &mut ifunc);
+            consider(&elf, &s, name, hidden, &mut best);
         }
     }
     for s in elf.syms.iter() {
         if let Some(name) = elf.strtab.get_at(s.st_name) {
-            consider(&elf, &s, name, false, &mut best, &mut ifunc);
+            consider(&elf, &s, name, false, &mut best);
         }
     }
-
-    let mut offsets = Vec::new();
-    let mut ifuncs = Vec::new();
-    for (i, f) in Func::ALL.iter().enumerate() {
-        match best[i] {
-            Some((_, off)) => offsets.push((*f, off)),
-            None if ifunc[i] => ifuncs.push(*f),
-            None => {}
-        }
-    }
+    let (offsets, ifuncs, families) = best.finish();
     let split = |list: &[&str]| -> Vec<String> {
         list.iter()
             .flat_map(|l| l.split(':'))
@@ -116,6 +125,7 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
         rpath: split(&elf.rpaths),
         runpath: split(&elf.runpaths),
         offsets,
+        families,
         ifuncs,
         no_symbols: elf.dynsyms.is_empty() && elf.syms.is_empty(),
         entry: elf.header.e_entry,
@@ -127,27 +137,82 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
     })
 }
 
+/// The best definition seen so far of each traced symbol name.
+#[derive(Default)]
+struct Best {
+    /// (prefix, function, symbol name without version) -> (rank, offset)
+    found: Vec<((&'static str, Func, String), (u8, u64))>,
+    /// Functions seen only as GNU IFUNCs, per prefix.
+    ifuncs: Vec<(&'static str, Func)>,
+}
+
+impl Best {
+    fn offer(&mut self, key: (&'static str, Func, String), rank: u8, off: u64) {
+        match self.found.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, best)) if rank < best.0 => *best = (rank, off),
+            Some(_) => {}
+            None => self.found.push((key, (rank, off))),
+        }
+    }
+
+    /// (standard offsets, standard IFUNC-only functions, prefixed families)
+    #[allow(clippy::type_complexity)]
+    fn finish(self) -> (Vec<(Func, u64)>, Vec<Func>, Vec<(&'static str, Vec<(Func, u64)>)>) {
+        let of = |prefix: &str| -> Vec<(Func, u64)> {
+            let mut list: Vec<(Func, u64)> = self
+                .found
+                .iter()
+                .filter(|((p, _, _), _)| *p == prefix)
+                .map(|((_, f, _), (_, off))| (*f, *off))
+                .collect();
+            list.sort_by_key(|(f, off)| (*f as u32, *off));
+            list.dedup();
+            list
+        };
+        let offsets = of("");
+        let mut ifuncs: Vec<Func> = Vec::new();
+        for f in Func::ALL {
+            let only_ifunc = self.ifuncs.contains(&("", f)) && !offsets.iter().any(|(g, _)| *g == f);
+            if only_ifunc {
+                ifuncs.push(f);
+            }
+        }
+        let families = super::PREFIXES
+            .iter()
+            .map(|p| (*p, of(p)))
+            .filter(|(_, list)| {
+                let has = |f: Func| list.iter().any(|(g, _)| *g == f);
+                has(Func::Malloc) && (has(Func::Free) || has(Func::Dallocx))
+            })
+            .collect();
+        (offsets, ifuncs, families)
+    }
+}
+
 /// Records `s` for the allocator function it names, if it is a usable
 /// definition and better ranked than what was seen before. Rank 0 is a
 /// global/weak default-version symbol, 1 an old symbol version, 2 a local
 /// symbol (possibly some unrelated static function that happens to share
 /// the name), so the one the dynamic linker binds to wins.
-fn consider(
-    elf: &Elf,
-    s: &Sym,
-    name: &str,
-    hidden: bool,
-    best: &mut [Option<(u8, u64)>; Func::ALL.len()],
-    ifunc: &mut [bool; Func::ALL.len()],
-) {
+fn consider(elf: &Elf, s: &Sym, name: &str, hidden: bool, best: &mut Best) {
     // .symtab spells versions into the name: `malloc@@GLIBC_2.2.5` is the
     // default version, `realloc@GLIBC_2.0` an old one.
     let (base, old_version) = match name.split_once('@') {
         Some((base, ver)) => (base, !ver.starts_with('@')),
         None => (name, false),
     };
-    let Some(idx) = Func::ALL.iter().position(|f| f.name() == base) else {
-        return;
+    let (prefix, func) = match Func::from_symbol(base) {
+        Some(f) => ("", f),
+        None => {
+            let found = super::PREFIXES.iter().find_map(|p| {
+                let rest = base.strip_prefix(p)?;
+                Func::from_prefixed(p, rest).map(|f| (*p, f))
+            });
+            match found {
+                Some(x) => x,
+                None => return,
+            }
+        }
     };
     if s.st_shndx == section_header::SHN_UNDEF as usize || s.st_value == 0 {
         return;
@@ -155,7 +220,9 @@ fn consider(
     match s.st_type() {
         sym::STT_FUNC => {}
         sym::STT_GNU_IFUNC => {
-            ifunc[idx] = true;
+            if !best.ifuncs.contains(&(prefix, func)) {
+                best.ifuncs.push((prefix, func));
+            }
             return;
         }
         _ => return,
@@ -170,9 +237,7 @@ fn consider(
     } else {
         0
     };
-    if best[idx].is_none_or(|(r, _)| rank < r) {
-        best[idx] = Some((rank, off));
-    }
+    best.offer((prefix, func, base.to_string()), rank, off);
 }
 
 /// File offset of a virtual address, through the executable PT_LOAD segment

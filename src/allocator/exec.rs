@@ -315,7 +315,7 @@ impl Walk {
             display_path: interp.to_string(),
             reason: "the program's interpreter is musl's loader, which is also its libc"
                 .to_string(),
-            offsets: info.offsets,
+            offsets: info.traced(),
         }))
     }
 
@@ -337,7 +337,7 @@ impl Walk {
                 attach_path: path.clone(),
                 display_path: path,
                 reason,
-                offsets: info.offsets,
+                offsets: info.traced(),
             });
         }
 
@@ -387,7 +387,7 @@ impl Walk {
             attach_path: path.clone(),
             display_path: path,
             reason: format!("{reason}; not loaded at startup, found in the library search path"),
-            offsets: info.offsets,
+            offsets: info.traced(),
         })
     }
 
@@ -397,7 +397,7 @@ impl Walk {
             attach_path: obj.path.clone(),
             display_path: obj.path.clone(),
             reason: reason.to_string(),
-            offsets: obj.info.offsets.clone(),
+            offsets: obj.info.traced(),
         }
     }
 }
@@ -614,6 +614,7 @@ mod tests {
             rpath: vec![],
             runpath: vec![],
             offsets: vec![],
+            families: vec![],
             ifuncs: vec![],
             no_symbols: false,
             entry: 0,

@@ -17,7 +17,10 @@ mod tests;
 pub use exec::for_executable;
 pub use process::for_process;
 
-/// The allocator functions memleak traces, in this order.
+/// The allocator functions memleak traces, in this order (the BPF side's
+/// `enum func`). Each is a calling shape: where the size and the block are
+/// found, and what the result means. Several symbols may share one shape
+/// (every operator new variant is [`Func::New`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum Func {
@@ -34,10 +37,78 @@ pub enum Func {
     Mmap,
     Munmap,
     Mremap,
+    /// jemalloc's mallocx(size, flags).
+    Mallocx,
+    /// jemalloc's rallocx(ptr, size, flags): realloc that never frees.
+    Rallocx,
+    /// jemalloc's xallocx(ptr, size, extra, flags): resizes in place and
+    /// returns the new usable size.
+    Xallocx,
+    /// jemalloc's dallocx(ptr, flags) and sdallocx(ptr, size, flags).
+    Dallocx,
+    /// C23 free_sized(ptr, size) and free_aligned_sized(ptr, align, size).
+    FreeSized,
+    /// Every operator new and new[] (plain, nothrow, aligned): size first.
+    New,
+    /// Every operator delete and delete[]: pointer first.
+    Delete,
+    /// An allocator entry point whose size memleak cannot learn (mimalloc's
+    /// mi_strdup, mi_expand): calls are counted as losses, not recorded.
+    Untracked,
 }
 
+/// Families of allocators that export their API under a prefix, beside or
+/// instead of the standard names: jemalloc built with a prefix (`je_`,
+/// Rust's tikv-jemallocator `_rjem_`) and mimalloc (`mi_`).
+pub const PREFIXES: [&str; 3] = ["je_", "_rjem_", "mi_"];
+
+/// Operator new and delete, Itanium-mangled for 64-bit (`m`) and 32-bit
+/// (`j`) size_t.
+const NEW_SYMBOLS: [&str; 16] = [
+    "_Znwm", "_Znam", "_ZnwmRKSt9nothrow_t", "_ZnamRKSt9nothrow_t",
+    "_ZnwmSt11align_val_t", "_ZnamSt11align_val_t",
+    "_ZnwmSt11align_val_tRKSt9nothrow_t", "_ZnamSt11align_val_tRKSt9nothrow_t",
+    "_Znwj", "_Znaj", "_ZnwjRKSt9nothrow_t", "_ZnajRKSt9nothrow_t",
+    "_ZnwjSt11align_val_t", "_ZnajSt11align_val_t",
+    "_ZnwjSt11align_val_tRKSt9nothrow_t", "_ZnajSt11align_val_tRKSt9nothrow_t",
+];
+const DELETE_SYMBOLS: [&str; 16] = [
+    "_ZdlPv", "_ZdaPv", "_ZdlPvm", "_ZdaPvm", "_ZdlPvj", "_ZdaPvj",
+    "_ZdlPvRKSt9nothrow_t", "_ZdaPvRKSt9nothrow_t",
+    "_ZdlPvSt11align_val_t", "_ZdaPvSt11align_val_t",
+    "_ZdlPvmSt11align_val_t", "_ZdaPvmSt11align_val_t",
+    "_ZdlPvjSt11align_val_t", "_ZdaPvjSt11align_val_t",
+    "_ZdlPvSt11align_val_tRKSt9nothrow_t", "_ZdaPvSt11align_val_tRKSt9nothrow_t",
+];
+
 impl Func {
-    pub const ALL: [Func; 13] = [
+    pub const ALL: [Func; 21] = [
+        Func::Malloc,
+        Func::Calloc,
+        Func::Realloc,
+        Func::Reallocarray,
+        Func::Free,
+        Func::PosixMemalign,
+        Func::AlignedAlloc,
+        Func::Valloc,
+        Func::Memalign,
+        Func::Pvalloc,
+        Func::Mmap,
+        Func::Munmap,
+        Func::Mremap,
+        Func::Mallocx,
+        Func::Rallocx,
+        Func::Xallocx,
+        Func::Dallocx,
+        Func::FreeSized,
+        Func::New,
+        Func::Delete,
+        Func::Untracked,
+    ];
+
+    /// The functions every C library offers: what an allocator library
+    /// does not define is traced in libc instead.
+    pub const STANDARD: [Func; 13] = [
         Func::Malloc,
         Func::Calloc,
         Func::Realloc,
@@ -53,7 +124,7 @@ impl Func {
         Func::Mremap,
     ];
 
-    /// The C symbol name.
+    /// The name shown to people (-t lines, -v notes).
     pub fn name(self) -> &'static str {
         match self {
             Func::Malloc => "malloc",
@@ -69,7 +140,59 @@ impl Func {
             Func::Mmap => "mmap",
             Func::Munmap => "munmap",
             Func::Mremap => "mremap",
+            Func::Mallocx => "mallocx",
+            Func::Rallocx => "rallocx",
+            Func::Xallocx => "xallocx",
+            Func::Dallocx => "dallocx",
+            Func::FreeSized => "free_sized",
+            Func::New => "operator new",
+            Func::Delete => "operator delete",
+            Func::Untracked => "untracked",
         }
+    }
+
+    /// The function an unprefixed symbol name is, if memleak traces it.
+    pub fn from_symbol(name: &str) -> Option<Func> {
+        if let Some(f) = Func::STANDARD.iter().find(|f| f.name() == name) {
+            return Some(*f);
+        }
+        Some(match name {
+            "cfree" => Func::Free,
+            "mallocx" => Func::Mallocx,
+            "rallocx" => Func::Rallocx,
+            "xallocx" => Func::Xallocx,
+            "dallocx" | "sdallocx" => Func::Dallocx,
+            "free_sized" | "free_aligned_sized" => Func::FreeSized,
+            _ if NEW_SYMBOLS.contains(&name) => Func::New,
+            _ if DELETE_SYMBOLS.contains(&name) => Func::Delete,
+            _ => return None,
+        })
+    }
+
+    /// The function a symbol of a prefixed family is (`name` without the
+    /// prefix): the standard and jemalloc names, plus mimalloc's own API,
+    /// mapped onto the shape that reads its arguments right.
+    pub fn from_prefixed(prefix: &str, name: &str) -> Option<Func> {
+        if prefix == "mi_" {
+            let f = match name {
+                "zalloc" | "malloc_aligned" | "zalloc_aligned" => Func::Malloc,
+                "mallocn" | "calloc_aligned" | "new_n" => Func::Calloc,
+                "rezalloc" | "realloc_aligned" | "rezalloc_aligned" | "new_realloc" => Func::Realloc,
+                "reallocn" | "recalloc" | "recalloc_aligned" | "new_reallocn" => Func::Reallocarray,
+                "free_size" | "free_aligned" | "free_size_aligned" => Func::Free,
+                "new" | "new_nothrow" | "new_aligned" | "new_aligned_nothrow" => Func::New,
+                "strdup" | "strndup" | "realpath" | "expand" => Func::Untracked,
+                _ => return Func::from_symbol(name).filter(|f| !matches!(f, Func::New | Func::Delete)),
+            };
+            return Some(f);
+        }
+        Func::from_symbol(name).filter(|f| !matches!(f, Func::New | Func::Delete))
+    }
+
+    /// Whether the BPF side needs a return probe: allocations learn their
+    /// block from the result; releases and untracked calls need only entry.
+    pub fn has_return(self) -> bool {
+        !matches!(self, Func::Free | Func::Munmap | Func::Dallocx | Func::FreeSized | Func::Delete | Func::Untracked)
     }
 }
 
@@ -100,6 +223,31 @@ impl Allocator {
             .find(|(g, _)| *g == f)
             .map(|(_, off)| *off)
     }
+}
+
+/// A prefixed allocator compiled into the executable beside the malloc the
+/// process uses (Rust programs with tikv-jemallocator carry `_rjem_malloc`;
+/// C programs may carry a `je_` jemalloc): its own set of probes. `read_path`
+/// is where we read the executable, e.g. /proc/PID/exe, which also serves
+/// to attach. None when there is no such family or the file is unreadable.
+pub fn prefixed_in_executable(read_path: &str, display: &str) -> Option<Allocator> {
+    let bytes = std::fs::read(read_path).ok()?;
+    let info = elf::inspect(&bytes).ok()?;
+    let prefixes: Vec<&str> = info.families.iter().map(|(p, _)| *p).collect();
+    let offsets: Vec<(Func, u64)> = info
+        .families
+        .iter()
+        .flat_map(|(_, list)| list.iter().copied())
+        .collect();
+    if offsets.is_empty() {
+        return None;
+    }
+    Some(Allocator {
+        attach_path: read_path.to_string(),
+        display_path: display.to_string(),
+        reason: format!("the executable defines a prefixed allocator ({}*)", prefixes.join("*, ")),
+        offsets,
+    })
 }
 
 #[cfg(test)]

@@ -254,7 +254,7 @@ fn with_override(pid: u32, files: &[Mapped], obj: &str) -> Result<Allocator, Str
             attach_path,
             display_path: display,
             reason: format!("-O {obj} override; not mapped by pid {pid} (yet)"),
-            offsets: info.offsets,
+            offsets: info.traced(),
         });
     }
     Err(format!(
@@ -275,7 +275,7 @@ fn found(pid: u32, m: &Mapped, loaded: Loaded, what: String) -> Allocator {
         attach_path: loaded.attach_path,
         display_path: m.path.clone(),
         reason,
-        offsets: loaded.info.offsets,
+        offsets: loaded.info.traced(),
     }
 }
 

@@ -94,14 +94,43 @@ fn off(offsets: &[(Func, u64)], f: Func) -> Option<u64> {
     offsets.iter().find(|(g, _)| *g == f).map(|(_, o)| *o)
 }
 
+/// Func's order is the BPF side's `enum func` (the attach cookie and the
+/// -t event carry the number).
 #[test]
-fn func_names_and_order() {
-    assert_eq!(Func::ALL.len(), 13);
+fn func_order_matches_bpf_enum() {
+    let header = include_str!("../../bpf/memleak.h");
+    let start = header.find("enum func {").unwrap();
+    let body = &header[start..start + header[start..].find('}').unwrap()];
+    let names: Vec<String> = body["enum func {".len()..]
+        .split(',')
+        .map(|n| n.trim().trim_start_matches("F_").to_lowercase().replace('_', ""))
+        .filter(|n| !n.is_empty())
+        .collect();
+    let rust: Vec<String> = Func::ALL.iter().map(|f| format!("{f:?}").to_lowercase()).collect();
+    assert_eq!(&names[..rust.len()], &rust[..]);
+    assert_eq!(&names[rust.len()..], ["kernel", "nrfuncs"]);
     for (i, f) in Func::ALL.iter().enumerate() {
         assert_eq!(*f as u32, i as u32);
     }
-    assert_eq!(Func::PosixMemalign.name(), "posix_memalign");
-    assert_eq!(Func::Mremap.name(), "mremap");
+}
+
+#[test]
+fn symbols_map_to_calling_shapes() {
+    assert_eq!(Func::from_symbol("posix_memalign"), Some(Func::PosixMemalign));
+    assert_eq!(Func::from_symbol("sdallocx"), Some(Func::Dallocx));
+    assert_eq!(Func::from_symbol("free_aligned_sized"), Some(Func::FreeSized));
+    assert_eq!(Func::from_symbol("_ZnamSt11align_val_tRKSt9nothrow_t"), Some(Func::New));
+    assert_eq!(Func::from_symbol("_ZdlPvm"), Some(Func::Delete));
+    assert_eq!(Func::from_symbol("malloc_usable_size"), None);
+    assert_eq!(Func::from_symbol("je_malloc"), None);
+    assert_eq!(Func::from_prefixed("je_", "malloc"), Some(Func::Malloc));
+    assert_eq!(Func::from_prefixed("_rjem_", "sdallocx"), Some(Func::Dallocx));
+    assert_eq!(Func::from_prefixed("mi_", "new_n"), Some(Func::Calloc));
+    assert_eq!(Func::from_prefixed("mi_", "strdup"), Some(Func::Untracked));
+    assert_eq!(Func::from_prefixed("mi_", "free_size"), Some(Func::Free));
+    // Mangled names never carry a C prefix.
+    assert_eq!(Func::from_prefixed("je_", "_Znwm"), None);
+    assert!(!Func::Delete.has_return() && Func::New.has_return() && Func::Xallocx.has_return());
 }
 
 // The test process must itself run on glibc (not a musl static build).
@@ -728,4 +757,39 @@ fn name_matching() {
     assert_eq!(name_match("libjemalloc.so", "libjemalloc.so.2"), Some(1));
     assert_eq!(name_match("jemalloc", "libjemalloc_pic.so"), None);
     assert_eq!(name_match("tcmalloc", "libtcmalloc_minimal.so.4"), None);
+}
+
+/// Debian's allocator libraries (installed by .ci/run): their own APIs and
+/// operator new/delete are found under the right shapes.
+#[test]
+fn allocator_library_profiles() {
+    let dir = if cfg!(target_arch = "aarch64") { "/usr/lib/aarch64-linux-gnu" } else { "/usr/lib/x86_64-linux-gnu" };
+    let inspect = |name: &str| {
+        let path = format!("{dir}/{name}");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e} (.ci/run installs it)"));
+        elf::inspect(&bytes).unwrap()
+    };
+    let count = |offsets: &[(Func, u64)], f: Func| offsets.iter().filter(|(g, _)| *g == f).count();
+
+    let je = inspect("libjemalloc.so.2");
+    for f in [Func::Malloc, Func::Free, Func::Mallocx, Func::Rallocx, Func::Xallocx] {
+        assert_eq!(count(&je.offsets, f), 1, "{f:?}");
+    }
+    assert_eq!(count(&je.offsets, Func::Dallocx), 2, "dallocx and sdallocx");
+    assert_eq!(count(&je.offsets, Func::New), 8, "every operator new variant");
+    assert_eq!(count(&je.offsets, Func::Delete), 12, "every operator delete variant");
+    assert!(je.families.is_empty());
+
+    // tcmalloc's tc_ names are aliases of the standard ones: nothing more.
+    let tc = inspect("libtcmalloc_minimal.so.4");
+    assert!(tc.families.is_empty());
+    assert!(count(&tc.offsets, Func::New) >= 1 && count(&tc.offsets, Func::Delete) >= 1);
+
+    let mi = inspect("libmimalloc.so.2");
+    let (prefix, api) = &mi.families[0];
+    assert_eq!((*prefix, mi.families.len()), ("mi_", 1));
+    assert_eq!(off(api, Func::Malloc), off(&mi.offsets, Func::Malloc), "mi_malloc is malloc");
+    assert!(count(api, Func::Malloc) >= 3, "mi_malloc, mi_zalloc, mi_malloc_aligned: {api:?}");
+    assert!(count(api, Func::New) >= 1 && count(api, Func::Untracked) >= 2, "{api:?}");
+    assert!(mi.traced().len() > mi.offsets.len());
 }

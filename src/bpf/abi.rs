@@ -88,6 +88,7 @@ pub const LOSS_COMBINED_FULL: usize = 2;
 pub const LOSS_EVENTS: usize = 3;
 pub const LOSS_INFLIGHT_FULL: usize = 4;
 pub const LOSS_MISSED_RETURN: usize = 5;
+pub const LOSS_UNTRACKED: usize = 6;
 
 /// Indexes of the `notices` array (enum notice).
 pub const NOTICE_EXEC: u32 = 0;

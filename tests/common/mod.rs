@@ -35,6 +35,11 @@ pub fn fixture_built_with(src: &str, out: &str, compiler: &str, flags: &[&str]) 
     build_fixture(&format!("{src}.c"), out, compiler, flags)
 }
 
+/// Compiles tests/fixtures/SRC.cpp with g++ and extra `flags` into OUT.
+pub fn cxx_fixture_built_with(src: &str, out: &str, flags: &[&str]) -> PathBuf {
+    build_fixture(&format!("{src}.cpp"), out, "g++", flags)
+}
+
 /// Compiles tests/fixtures/SRC into CARGO_TARGET_TMPDIR/fixtures/OUT, once
 /// per OUT and test run.
 fn build_fixture(src: &str, out: &str, compiler: &str, flags: &[&str]) -> PathBuf {
@@ -48,10 +53,11 @@ fn build_fixture(src: &str, out: &str, compiler: &str, flags: &[&str]) -> PathBu
         let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(src);
         let status = Command::new(compiler)
             .args(["-O0", "-g", "-fno-omit-frame-pointer", "-Wall", "-Werror"])
-            .args(flags)
             .arg("-o")
             .arg(&path)
             .arg(&src)
+            // After the source, so that libraries resolve its references.
+            .args(flags)
             .status()
             .unwrap_or_else(|e| panic!("{compiler} runs (.ci/run installs it): {e}"));
         assert!(status.success(), "{compiler} failed on {}", src.display());
