@@ -110,6 +110,15 @@ fn object_without_malloc() {
     assert_one_line_error(&["-p", &pid, "-O", "libnosuch.so"], 1, "libnosuch.so");
 }
 
+/// A stripped static program without a debug file has no symbols left to
+/// find malloc by: said in one line, with the way out.
+#[test]
+fn stripped_static_program_without_debug_file() {
+    let built = fixture_built_with("leaker", "leaker-glibc-static", "gcc", &["-static"]);
+    let stripped = stripped_copy(&built, "leaker-stripped-bare", false);
+    assert_one_line_error(&["-c", stripped.to_str().unwrap()], 1, "no symbol table");
+}
+
 #[test]
 fn unprivileged_user_is_told_what_is_missing() {
     let stderr = as_nobody(&["--inh-caps=-all", "--bounding-set=-all"], &["-p", "1"]);

@@ -315,6 +315,34 @@ fn musl_static_program_by_pid() {
     assert_leaks(&report, "leaker-musl-static", &musl_leaks());
 }
 
+/// A stripped static program (musl, as on appliances): no symbol table is
+/// left to find malloc in, so memleak reads its separate debug file (found
+/// through .gnu_debuglink), for the probes and for the report's names.
+#[test]
+fn stripped_static_program() {
+    let built = fixture_built_with("leaker", "leaker-musl-static", "musl-gcc", &["-static"]);
+    let leaker = stripped_copy(&built, "leaker-stripped", true);
+    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-v", "-o", "0", "-T", "50", "-c"]).arg(format!("{} --exit 3", leaker.display())));
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(3), "{stderr}");
+    let chosen = format!("allocator: {} (", leaker.display());
+    assert!(stderr.contains(&chosen) && stderr.contains("symbols from ") && stderr.contains("leaker-stripped.debug"), "{stderr}");
+    assert_leaks(&parse_reports(&lines)[0], "leaker-stripped", &musl_leaks());
+}
+
+/// The same by -p: the debug file is looked up as the process sees the
+/// filesystem.
+#[test]
+fn stripped_static_program_by_pid() {
+    let built = fixture_built_with("leaker", "leaker-musl-static", "musl-gcc", &["-static"]);
+    let leaker = stripped_copy(&built, "leaker-stripped", true);
+    let (_leaker, memleak) = trace_waiting(Command::new(&leaker).arg("--wait"), &["-v", "-o", "0", "-T", "50", "1"]);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("leaker-stripped.debug"), "{stderr}");
+    assert_leaks(&report, "leaker-stripped", &musl_leaks());
+}
+
 /// glibc statically linked: its allocator functions are the executable's.
 #[test]
 fn glibc_static_program() {

@@ -33,6 +33,8 @@ pub(crate) struct ElfInfo {
     pub ifuncs: Vec<Func>,
     /// Neither .symtab nor .dynsym has a symbol (a stripped static binary).
     pub no_symbols: bool,
+    /// The separate debug file the symbols were read from, if any.
+    pub debug_file: Option<String>,
     /// e_entry, to compute a running executable's load bias from AT_ENTRY.
     pub entry: u64,
     /// PT_DYNAMIC's (p_vaddr, p_memsz): where DT_DEBUG leads to the loader's
@@ -59,7 +61,34 @@ pub(crate) fn function_offsets(bytes: &[u8]) -> Result<Vec<(Func, u64)>, String>
     inspect(bytes).map(|info| info.offsets)
 }
 
+/// [`inspect`], and for a stripped file that lacks malloc or free, the
+/// symbols of its separate debug file (see `symbolize::debug_file`), found
+/// under `root` from `path`, the file's name as the target sees it.
+pub(crate) fn inspect_file(bytes: &[u8], path: &str, root: &str) -> Result<ElfInfo, String> {
+    let info = inspect(bytes)?;
+    let has = |f: Func| info.offsets.iter().any(|(g, _)| *g == f);
+    if has(Func::Malloc) && has(Func::Free) {
+        return Ok(info);
+    }
+    let Some((debug_path, debug)) = crate::symbolize::debug_file::find(bytes, path, root) else {
+        return Ok(info);
+    };
+    match inspect_parts(bytes, Some(&debug)) {
+        Ok(with_debug) => Ok(ElfInfo {
+            debug_file: Some(debug_path),
+            ..with_debug
+        }),
+        Err(_) => Ok(info),
+    }
+}
+
 pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
+    inspect_parts(bytes, None)
+}
+
+/// Reads `bytes`, taking the symbols from `symbols` (a separate debug
+/// file, whose addresses are the same) when given.
+fn inspect_parts(bytes: &[u8], symbols: Option<&[u8]>) -> Result<ElfInfo, String> {
     // Checked here so the common "this is a data file" case gets a plain
     // message instead of goblin's magic-number dump.
     if bytes.get(..4) != Some(b"\x7fELF".as_slice()) {
@@ -91,21 +120,27 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
         }
     }
 
+    let debug = match symbols {
+        Some(b) => Some(Elf::parse(b).map_err(|e| format!("malformed debug file: {}", one_line(&e.to_string())))?),
+        None => None,
+    };
     let mut best = Best::default();
-    let versym = elf.versym.as_ref();
-    for (i, s) in elf.dynsyms.iter().enumerate() {
-        // In .dynsym the version lives in .gnu.version; the hidden bit marks
-        // an old non-default version (`name@VER` rather than `name@@VER`).
-        let hidden = versym
-            .and_then(|v| v.get_at(i))
-            .is_some_and(|v| v.is_hidden());
-        if let Some(name) = elf.dynstrtab.get_at(s.st_name) {
-            consider(&elf, &s, name, hidden, &mut best);
+    for symbols in std::iter::once(&elf).chain(debug.as_ref()) {
+        let versym = symbols.versym.as_ref();
+        for (i, s) in symbols.dynsyms.iter().enumerate() {
+            // In .dynsym the version lives in .gnu.version; the hidden bit
+            // marks an old non-default version (`name@VER`, not `name@@VER`).
+            let hidden = versym
+                .and_then(|v| v.get_at(i))
+                .is_some_and(|v| v.is_hidden());
+            if let Some(name) = symbols.dynstrtab.get_at(s.st_name) {
+                consider(&elf, &s, name, hidden, &mut best);
+            }
         }
-    }
-    for s in elf.syms.iter() {
-        if let Some(name) = elf.strtab.get_at(s.st_name) {
-            consider(&elf, &s, name, false, &mut best);
+        for s in symbols.syms.iter() {
+            if let Some(name) = symbols.strtab.get_at(s.st_name) {
+                consider(&elf, &s, name, false, &mut best);
+            }
         }
     }
     let (offsets, ifuncs, families) = best.finish();
@@ -128,6 +163,7 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
         families,
         ifuncs,
         no_symbols: elf.dynsyms.is_empty() && elf.syms.is_empty(),
+        debug_file: None,
         entry: elf.header.e_entry,
         dynamic: elf
             .program_headers

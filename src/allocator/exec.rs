@@ -23,7 +23,7 @@ use super::{base_name, io_msg, name_match, require_core, Allocator};
 pub fn for_executable(exe_path: &str, obj_override: Option<&str>) -> Result<Allocator, String> {
     let bytes =
         fs::read(exe_path).map_err(|e| format!("cannot read {exe_path}: {}", io_msg(&e)))?;
-    let info = elf::inspect(&bytes).map_err(|e| format!("{exe_path}: {e}"))?;
+    let info = elf::inspect_file(&bytes, exe_path, "").map_err(|e| format!("{exe_path}: {e}"))?;
     drop(bytes);
     let search = Search::from_system(&info);
     resolve_with(exe_path, info, obj_override, search)
@@ -247,18 +247,25 @@ impl Walk {
         if !fs::metadata(path).ok()?.is_file() {
             return None;
         }
-        let info = elf::inspect(&fs::read(path).ok()?).ok()?;
+        let info = elf::inspect_file(&fs::read(path).ok()?, path, "").ok()?;
         let exe = &self.objs[0].info;
         (info.is_64 == exe.is_64 && info.machine == exe.machine).then_some(info)
     }
 
     fn automatic(&mut self) -> Result<Allocator, String> {
         let exe_path = self.objs[0].path.clone();
-        if require_core(&exe_path, &self.objs[0].info).is_ok() {
-            return Ok(self.chosen(
-                0,
-                "the executable itself defines malloc (statically linked or its own allocator)",
-            ));
+        let info = &self.objs[0].info;
+        match require_core(&exe_path, info) {
+            Ok(()) => {
+                return Ok(self.chosen(
+                    0,
+                    "the executable itself defines malloc (statically linked or its own allocator)",
+                ))
+            }
+            // A static executable loads nothing else: why it fails is the
+            // whole story (stripped, or only IFUNCs).
+            Err(e) if info.interp.is_none() && info.needed.is_empty() => return Err(e),
+            Err(_) => {}
         }
         let mut interp_checked = false;
         loop {
@@ -308,7 +315,7 @@ impl Walk {
                 io_msg(&e)
             )
         })?;
-        let info = elf::inspect(&bytes).map_err(|e| format!("{interp}: {e}"))?;
+        let info = elf::inspect_file(&bytes, interp, "").map_err(|e| format!("{interp}: {e}"))?;
         require_core(interp, &info)?;
         Ok(Some(Allocator {
             attach_path: interp.to_string(),
@@ -324,7 +331,7 @@ impl Walk {
         if obj.contains('/') {
             let bytes =
                 fs::read(obj).map_err(|e| format!("-O {obj}: cannot read it: {}", io_msg(&e)))?;
-            let info = elf::inspect(&bytes).map_err(|e| format!("-O {obj}: {e}"))?;
+            let info = elf::inspect_file(&bytes, obj, "").map_err(|e| format!("-O {obj}: {e}"))?;
             require_core(obj, &info)?;
             let abs = fs::canonicalize(obj)
                 .map_or_else(|_| obj.to_string(), |p| p.to_string_lossy().into_owned());
@@ -396,7 +403,10 @@ impl Walk {
         Allocator {
             attach_path: obj.path.clone(),
             display_path: obj.path.clone(),
-            reason: reason.to_string(),
+            reason: match &obj.info.debug_file {
+                Some(debug) => format!("{reason}; symbols from {debug}"),
+                None => reason.to_string(),
+            },
             offsets: obj.info.traced(),
         }
     }
@@ -615,6 +625,7 @@ mod tests {
             runpath: vec![],
             offsets: vec![],
             families: vec![],
+            debug_file: None,
             ifuncs: vec![],
             no_symbols: false,
             entry: 0,

@@ -277,7 +277,7 @@ fn require_core(display: &str, info: &elf::ElfInfo) -> Result<(), String> {
         let hint = if info.ifuncs.contains(&f) {
             " (only as an IFUNC resolver, which cannot be traced)"
         } else if info.no_symbols {
-            " (it has no symbol table: stripped?)"
+            " (it has no symbol table: stripped; install its debug file under /usr/lib/debug/.build-id or beside it)"
         } else {
             ""
         };

@@ -234,7 +234,7 @@ fn with_override(pid: u32, files: &[Mapped], obj: &str) -> Result<Allocator, Str
         }
         let bytes =
             fs::read(path).map_err(|e| format!("-O {obj}: cannot read {path}: {}", io_msg(&e)))?;
-        let info = elf::inspect(&bytes).map_err(|e| format!("-O {obj}: {path}: {e}"))?;
+        let info = elf::inspect_file(&bytes, path, "").map_err(|e| format!("-O {obj}: {path}: {e}"))?;
         // A relative path is resolved against our working directory; make
         // both paths absolute so they stay meaningful.
         let abs = fs::canonicalize(path)
@@ -264,6 +264,9 @@ fn with_override(pid: u32, files: &[Mapped], obj: &str) -> Result<Allocator, Str
 
 fn found(pid: u32, m: &Mapped, loaded: Loaded, what: String) -> Allocator {
     let mut reason = format!("{what}; mapped by pid {pid}");
+    if let Some(debug) = &loaded.info.debug_file {
+        reason.push_str(&format!("; symbols from {debug}"));
+    }
     if loaded.via_map_files {
         reason.push_str(if m.deleted {
             "; file deleted, read via map_files"
@@ -310,13 +313,13 @@ fn load(pid: u32, m: &Mapped) -> Result<Loaded, LoadError> {
         "deleted".to_string()
     } else {
         match read_if_inode(&root, Some(m.inode)) {
-            Ok(bytes) => return parse(m, bytes, root, false),
+            Ok(bytes) => return parse(pid, m, bytes, root, false),
             Err(e) => e,
         }
     };
     let map_files = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
     match read_if_inode(&map_files, None) {
-        Ok(bytes) => parse(m, bytes, map_files, true),
+        Ok(bytes) => parse(pid, m, bytes, map_files, true),
         Err(e) => Err(LoadError::Read(format!(
             "cannot read {} of pid {pid}: {root}: {why_not_root}; {map_files}: {e}",
             m.path
@@ -325,12 +328,13 @@ fn load(pid: u32, m: &Mapped) -> Result<Loaded, LoadError> {
 }
 
 fn parse(
+    pid: u32,
     m: &Mapped,
     bytes: Vec<u8>,
     attach_path: String,
     via_map_files: bool,
 ) -> Result<Loaded, LoadError> {
-    match elf::inspect(&bytes) {
+    match elf::inspect_file(&bytes, &m.path, &format!("/proc/{pid}/root")) {
         Ok(info) => Ok(Loaded {
             info,
             attach_path,

@@ -590,7 +590,7 @@ fn stripped_static_executable_explains() {
     let e = for_executable(&exe, Some(&exe)).unwrap_err();
     assert_eq!(
         e,
-        format!("{exe} does not define malloc (it has no symbol table: stripped?)")
+        format!("{exe} does not define malloc (it has no symbol table: stripped; install its debug file under /usr/lib/debug/.build-id or beside it)")
     );
 }
 

@@ -44,6 +44,8 @@ pub struct ElfSymbols {
     names: String,
     loads: Vec<Load>,
     build_id: Option<Vec<u8>>,
+    /// A full .symtab was read, not only the exports in .dynsym.
+    has_symtab: bool,
 }
 
 /// A symbol as read, before deduplication.
@@ -85,6 +87,7 @@ pub fn parse(bytes: &[u8]) -> Result<ElfSymbols, String> {
     let thumb = header.e_machine == goblin::elf::header::EM_ARM;
     let mut cands = Vec::new();
     let mut tables = 0;
+    let mut has_symtab = false;
     for sh in shdrs
         .iter()
         .filter(|s| s.sh_type == SHT_SYMTAB || s.sh_type == SHT_DYNSYM)
@@ -104,6 +107,7 @@ pub fn parse(bytes: &[u8]) -> Result<ElfSymbols, String> {
             continue;
         };
         tables += 1;
+        has_symtab |= sh.sh_type == SHT_SYMTAB;
         collect(&symtab, |i| c_str(strtab, i), thumb, &mut cands);
     }
     let dynamic;
@@ -124,6 +128,7 @@ pub fn parse(bytes: &[u8]) -> Result<ElfSymbols, String> {
     let mut syms = ElfSymbols::from_candidates(cands);
     syms.loads = loads;
     syms.build_id = find_build_id(bytes, &phdrs, &shdrs, ctx.is_little_endian());
+    syms.has_symtab = has_symtab;
     Ok(syms)
 }
 
@@ -217,14 +222,28 @@ impl ElfSymbols {
             .unwrap_or("")
     }
 
+    /// Only the exported symbols (or none) are known: a separate debug
+    /// file may have the rest.
+    pub fn is_stripped(&self) -> bool {
+        !self.has_symtab
+    }
+
+    /// The symbols of `debug` (this file's separate debug file) with this
+    /// file's segments, which are the ones mapped.
+    pub fn with_symbols_of(self, debug: ElfSymbols) -> ElfSymbols {
+        ElfSymbols {
+            loads: self.loads,
+            build_id: self.build_id,
+            ..debug
+        }
+    }
+
     #[cfg(test)]
     /// Number of distinct symbol addresses.
     pub fn len(&self) -> usize {
         self.syms.len()
     }
 
-
-    #[cfg(test)]
     /// The GNU build-id note, if the file has one.
     pub fn build_id(&self) -> Option<&[u8]> {
         self.build_id.as_deref()
@@ -334,7 +353,7 @@ fn c_str(table: &[u8], off: usize) -> Option<&str> {
 
 const NT_GNU_BUILD_ID: u32 = 3;
 
-fn find_build_id(
+pub(crate) fn find_build_id(
     bytes: &[u8],
     phdrs: &[ProgramHeader],
     shdrs: &[SectionHeader],

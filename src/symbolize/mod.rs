@@ -2,6 +2,7 @@
 //! processes (ELF symbols through /proc/PID/maps) and the kernel
 //! (/proc/kallsyms).
 
+pub mod debug_file;
 pub mod demangle;
 pub mod elf;
 pub mod kallsyms;
@@ -145,8 +146,23 @@ fn load_cached<'c>(
 ) -> Option<&'c ElfSymbols> {
     cache
         .entry((entry.dev_major, entry.dev_minor, entry.inode))
-        .or_insert_with(|| open_mapped(pid, entry).and_then(|bytes| elf::parse(&bytes).ok()))
+        .or_insert_with(|| open_mapped(pid, entry).and_then(|bytes| parse_with_debug_file(&bytes, pid, &entry.path)))
         .as_ref()
+}
+
+/// A mapped file's symbols; for a stripped file, those of its separate
+/// debug file when one is installed (as the process sees the filesystem).
+fn parse_with_debug_file(bytes: &[u8], pid: u32, path: &str) -> Option<ElfSymbols> {
+    let syms = elf::parse(bytes).ok()?;
+    if !syms.is_stripped() {
+        return Some(syms);
+    }
+    let debug = debug_file::find(bytes, path, &format!("/proc/{pid}/root"))
+        .and_then(|(_, debug)| elf::parse(&debug).ok());
+    Some(match debug {
+        Some(debug) if !debug.is_stripped() => syms.with_symbols_of(debug),
+        _ => syms,
+    })
 }
 
 /// Reads the file behind a mapping. map_files gives the exact inode (even

@@ -66,6 +66,32 @@ fn build_fixture(src: &str, out: &str, compiler: &str, flags: &[&str]) -> PathBu
     path
 }
 
+/// A stripped copy of the built fixture `built`, named OUT: with
+/// `debug_file`, its symbols go to OUT.debug beside it, named by a
+/// .gnu_debuglink section, as distributions and firmware builds ship them;
+/// without, they are gone. Made once per OUT and test run.
+pub fn stripped_copy(built: &std::path::Path, out: &str, debug_file: bool) -> PathBuf {
+    static MADE: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let dir = built.parent().unwrap();
+    let path = dir.join(out);
+    let made = MADE.get_or_init(|| Mutex::new(Vec::new()));
+    let mut made = made.lock().unwrap_or_else(|e| e.into_inner());
+    if !made.iter().any(|n| n == out) {
+        let run = |cmd: &mut Command| assert!(cmd.status().expect("binutils runs").success(), "{cmd:?}");
+        std::fs::copy(built, &path).unwrap();
+        let debug = format!("{out}.debug");
+        if debug_file {
+            run(Command::new("objcopy").arg("--only-keep-debug").arg(&path).arg(dir.join(&debug)));
+        }
+        run(Command::new("strip").arg("--strip-all").arg(&path));
+        if debug_file {
+            run(Command::new("objcopy").arg(format!("--add-gnu-debuglink={debug}")).arg(&path).current_dir(dir));
+        }
+        made.push(out.to_string());
+    }
+    path
+}
+
 /// A running process whose stdout lines arrive on a channel.
 pub struct Running {
     pub child: Child,

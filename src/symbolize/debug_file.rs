@@ -1,0 +1,217 @@
+//! Separate debug files: where the symbols of a stripped ELF file went.
+//!
+//! Distributions and firmware builds strip binaries and keep the symbols in
+//! a second file (`objcopy --only-keep-debug`), found the way gdb finds it:
+//! by build ID under /usr/lib/debug/.build-id/xx/rest.debug, or by the name
+//! in the .gnu_debuglink section, next to the file, in its .debug/
+//! directory, or under /usr/lib/debug plus the file's directory. A
+//! candidate counts only if it matches (same build ID, or the CRC-32 the
+//! link records), so a stale debug file is never used.
+
+use goblin::container::{Ctx, Endian};
+use goblin::elf::section_header::SHT_PROGBITS;
+use goblin::elf::{Elf, ProgramHeader, SectionHeader};
+
+/// The directory debug files are installed under (libc6-dbg and the
+/// like).
+const DEBUG_DIR: &str = "/usr/lib/debug";
+
+/// What an ELF file says about its debug file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DebugLinks {
+    pub build_id: Option<Vec<u8>>,
+    /// .gnu_debuglink: the debug file's name and its CRC-32.
+    pub debuglink: Option<(String, u32)>,
+}
+
+/// Reads the build ID and .gnu_debuglink of an ELF file's bytes; missing
+/// or damaged parts are simply absent.
+pub fn links(bytes: &[u8]) -> DebugLinks {
+    let Ok(header) = Elf::parse_header(bytes) else {
+        return DebugLinks::default();
+    };
+    let (Ok(container), Ok(endian)) = (header.container(), header.endianness()) else {
+        return DebugLinks::default();
+    };
+    let ctx = Ctx::new(container, endian);
+    let le = endian == Endian::Little;
+    let phdrs = usize::try_from(header.e_phoff)
+        .ok()
+        .and_then(|off| ProgramHeader::parse(bytes, off, header.e_phnum.into(), ctx).ok())
+        .unwrap_or_default();
+    let shdrs = usize::try_from(header.e_shoff)
+        .ok()
+        .and_then(|off| SectionHeader::parse(bytes, off, header.e_shnum.into(), ctx).ok())
+        .unwrap_or_default();
+    let build_id = super::elf::find_build_id(bytes, &phdrs, &shdrs, le);
+    let names = shdrs
+        .get(usize::from(header.e_shstrndx))
+        .and_then(|s| section(bytes, s));
+    let debuglink = names.and_then(|names| {
+        shdrs
+            .iter()
+            .filter(|s| s.sh_type == SHT_PROGBITS)
+            .find(|s| name_at(names, s.sh_name) == Some(".gnu_debuglink"))
+            .and_then(|s| parse_debuglink(section(bytes, s)?, le))
+    });
+    DebugLinks {
+        build_id,
+        debuglink,
+    }
+}
+
+/// .gnu_debuglink's contents: a NUL-terminated file name, padding to a
+/// multiple of 4, then the CRC-32 of the debug file.
+fn parse_debuglink(data: &[u8], le: bool) -> Option<(String, u32)> {
+    let end = data.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(&data[..end]).ok()?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    let crc_at = (end + 1).checked_add(3)? & !3;
+    let crc: [u8; 4] = data.get(crc_at..crc_at + 4)?.try_into().ok()?;
+    let crc = if le {
+        u32::from_le_bytes(crc)
+    } else {
+        u32::from_be_bytes(crc)
+    };
+    Some((name.to_string(), crc))
+}
+
+/// The debug file of the ELF file `bytes`, which lives at `path` as seen
+/// under `root` ("" for our own view, "/proc/PID/root" for a process's).
+/// Returns its path (under `root`) and bytes.
+pub fn find(bytes: &[u8], path: &str, root: &str) -> Option<(String, Vec<u8>)> {
+    let links = links(bytes);
+    if let Some(id) = links.build_id.as_ref().filter(|id| id.len() >= 2) {
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let candidate = format!("{root}{DEBUG_DIR}/.build-id/{}/{}.debug", &hex[..2], &hex[2..]);
+        if let Ok(debug) = std::fs::read(&candidate) {
+            if super::elf::parse(&debug).ok().and_then(|s| s.build_id().map(<[u8]>::to_vec)).as_ref() == Some(id) {
+                return Some((candidate, debug));
+            }
+        }
+    }
+    let (name, crc) = links.debuglink?;
+    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+    let candidates = [
+        format!("{root}{dir}/{name}"),
+        format!("{root}{dir}/.debug/{name}"),
+        format!("{root}{DEBUG_DIR}{dir}/{name}"),
+    ];
+    candidates.into_iter().find_map(|candidate| {
+        // The file itself can carry its own name as the link; skip it.
+        if candidate == format!("{root}{path}") {
+            return None;
+        }
+        let debug = std::fs::read(&candidate).ok()?;
+        (crc32(&debug) == crc).then_some((candidate, debug))
+    })
+}
+
+/// The CRC-32 of .gnu_debuglink (zlib's: reflected, polynomial 0xedb88320).
+pub fn crc32(data: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, slot) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+            *slot = c;
+        }
+        t
+    });
+    !data.iter().fold(!0u32, |c, &b| table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8))
+}
+
+fn section<'a>(bytes: &'a [u8], sh: &SectionHeader) -> Option<&'a [u8]> {
+    let start = usize::try_from(sh.sh_offset).ok()?;
+    let len = usize::try_from(sh.sh_size).ok()?;
+    bytes.get(start..start.checked_add(len)?)
+}
+
+fn name_at(table: &[u8], off: usize) -> Option<&str> {
+    let tail = table.get(off..)?;
+    let end = tail.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&tail[..end]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn crc32_known_values() {
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b"The quick brown fox jumps over the lazy dog"), 0x414f_a339);
+    }
+
+    #[test]
+    fn debuglink_section_contents() {
+        assert_eq!(parse_debuglink(b"a.debug\0\x78\x56\x34\x12", true), Some(("a.debug".into(), 0x1234_5678)));
+        // "abc\0" is already 4 bytes: no padding.
+        assert_eq!(parse_debuglink(b"abc\0\x01\x00\x00\x00", true), Some(("abc".into(), 1)));
+        assert_eq!(parse_debuglink(b"abc\0\x00\x00\x00\x01", false), Some(("abc".into(), 1)));
+        assert_eq!(parse_debuglink(b"abc\0\x01\x00", true), None, "truncated CRC");
+        assert_eq!(parse_debuglink(b"abc", true), None, "no terminator");
+        assert_eq!(parse_debuglink(b"\0\0\0\0\0\0\0\0", true), None, "empty name");
+        assert_eq!(parse_debuglink(b"../x\0\0\0\0\0\0\0\0", true), None, "a path, not a name");
+    }
+
+    #[test]
+    fn garbage_has_no_links() {
+        assert_eq!(links(b""), DebugLinks::default());
+        assert_eq!(links(b"\x7fELF\x02\x01\x01"), DebugLinks::default());
+    }
+
+    /// A real stripped program and its debug file made by objcopy: found
+    /// through .gnu_debuglink (next to it and in .debug/), never when
+    /// the CRC does not match, and through the build-id tree.
+    #[test]
+    fn finds_objcopy_debug_files() {
+        let dir = std::env::temp_dir().join(format!("memleak-debugfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("p.c");
+        std::fs::write(&src, "int leaf(void) { return 7; }\nint main(void) { return leaf(); }\n").unwrap();
+        let prog = dir.join("p");
+        let run = |cmd: &mut Command| assert!(cmd.status().expect("gcc and binutils are installed").success(), "{cmd:?}");
+        run(Command::new("gcc").args(["-g", "-Wl,--build-id", "-o"]).arg(&prog).arg(&src));
+        run(Command::new("objcopy").arg("--only-keep-debug").arg(&prog).arg(dir.join("p.debug")));
+        run(Command::new("strip").arg("--strip-all").arg(&prog));
+        run(Command::new("objcopy").arg("--add-gnu-debuglink=p.debug").current_dir(&dir).arg(&prog));
+        let bytes = std::fs::read(&prog).unwrap();
+        let path = prog.to_str().unwrap();
+
+        let l = links(&bytes);
+        assert_eq!(l.debuglink.as_ref().map(|(n, _)| n.as_str()), Some("p.debug"));
+        assert_eq!(l.build_id.as_ref().map(Vec::len), Some(20));
+
+        let (found, debug) = find(&bytes, path, "").expect("next to the file");
+        assert_eq!(found, dir.join("p.debug").to_str().unwrap());
+        let syms = super::super::elf::parse(&debug).unwrap();
+        assert!(syms.symbol_address("leaf").is_some());
+
+        std::fs::create_dir_all(dir.join(".debug")).unwrap();
+        std::fs::rename(dir.join("p.debug"), dir.join(".debug/p.debug")).unwrap();
+        assert_eq!(find(&bytes, path, "").unwrap().0, dir.join(".debug/p.debug").to_str().unwrap());
+
+        // Another file under the right name: the CRC refuses it.
+        std::fs::write(dir.join(".debug/p.debug"), b"stale").unwrap();
+        assert_eq!(find(&bytes, path, ""), None);
+
+        // The build-id tree, under a root (as /proc/PID/root is used).
+        let hex: String = l.build_id.unwrap().iter().map(|b| format!("{b:02x}")).collect();
+        let root = dir.join("root");
+        let tree = root.join(format!("usr/lib/debug/.build-id/{}", &hex[..2]));
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(tree.join(format!("{}.debug", &hex[2..])), &debug).unwrap();
+        let (found, _) = find(&bytes, path, root.to_str().unwrap()).expect("by build id");
+        assert!(found.ends_with(&format!("{}.debug", &hex[2..])), "{found}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
