@@ -12,7 +12,6 @@
 #include <bpf/bpf_tracing.h>
 #include "memleak.h"
 
-#define MAX_STACK_DEPTH 127
 #define EEXIST 17
 #define MAP_FAILED ((__u64)-1)
 
@@ -32,16 +31,31 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 10240);
-	__type(key, __u64);	/* stack id, or (u64)-1 for lost stacks */
+	__type(key, __u64);	/* stack id, 0 for lost stacks */
 	__type(value, struct combined_info);
 } combined SEC(".maps");
 
+/*
+ * Stacks by a 64-bit hash of their addresses. The kernel's stack-trace map
+ * keys by a 32-bit hash into few buckets and drops a stack whose bucket a
+ * different stack holds; here distinct stacks never merge or collide in
+ * practice.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 10240);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, MAX_STACK_DEPTH * sizeof(__u64));
+	__type(key, __u64);
+	__type(value, struct stack);
 } stacks SEC(".maps");
+
+/* Where a stack is captured before it is hashed (too big for the BPF
+ * stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stack);
+} stack_scratch SEC(".maps");
 
 /* A call in progress on one thread: entry probe to return probe. */
 struct inflight {
@@ -76,11 +90,19 @@ struct {
 } losses SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, NR_NOTICES);
-	__type(key, __u32);
-	__type(value, __u64);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);	/* tgid */
+	__type(value, struct notices);
 } notices SEC(".maps");
+
+/* With several target processes (-p 1,2,3): their tgids. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8);
+} targets SEC(".maps");
 
 /* Counts allocation calls for -s; shared by all CPUs. */
 __u64 sample_counter = 0;
@@ -135,7 +157,14 @@ static __always_inline void emit(__u32 kind, __u32 func, __u64 size, __u64 addr)
 
 static __always_inline bool is_target(void)
 {
-	return !cfg.target_tgid || (current_ids() >> 32) == cfg.target_tgid;
+	__u32 tgid;
+
+	if (cfg.target_tgid)
+		return (current_ids() >> 32) == cfg.target_tgid;
+	if (!cfg.many_targets)
+		return true;	/* kernel mode */
+	tgid = current_ids() >> 32;
+	return tgid && bpf_map_lookup_elem(&targets, &tgid);
 }
 
 static __always_inline struct alloc_key key_of(__u64 addr)
@@ -147,9 +176,9 @@ static __always_inline struct alloc_key key_of(__u64 addr)
 	return key;
 }
 
-static __always_inline void combined_add(__s32 stack_id, __u64 size)
+static __always_inline void combined_add(__u64 stack_id, __u64 size)
 {
-	__u64 key = stack_id < 0 ? ~0ULL : (__u64)stack_id;
+	__u64 key = stack_id;
 	struct combined_info *c, fresh = {};
 
 	c = bpf_map_lookup_elem(&combined, &key);
@@ -166,9 +195,9 @@ static __always_inline void combined_add(__s32 stack_id, __u64 size)
 	__sync_fetch_and_add(&c->number_of_allocs, 1);
 }
 
-static __always_inline void combined_sub(__s32 stack_id, __u64 size)
+static __always_inline void combined_sub(__u64 stack_id, __u64 size)
 {
-	__u64 key = stack_id < 0 ? ~0ULL : (__u64)stack_id;
+	__u64 key = stack_id;
 	struct combined_info *c = bpf_map_lookup_elem(&combined, &key);
 
 	if (!c)
@@ -210,6 +239,47 @@ static __always_inline void resize(__u64 addr, __u64 size)
 	}
 }
 
+/*
+ * Stores the current stack under a 64-bit hash of its addresses (FNV-1a
+ * over whole words, then a final mix) and returns the hash; 0 when it
+ * could not be stored.
+ */
+static __always_inline __u64 store_stack(void *ctx)
+{
+	__u64 flags = cfg.kernel ? 0 : BPF_F_USER_STACK;
+	__u64 hash = 0xcbf29ce484222325ULL;
+	struct stack *st;
+	__u32 zero = 0;
+	long len;
+	int i;
+
+	st = bpf_map_lookup_elem(&stack_scratch, &zero);
+	if (!st)
+		return 0;
+	len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
+	if (len <= 0)
+		return 0;
+	for (i = 0; i < MAX_STACK_DEPTH; i++) {
+		/* The tail is cleared here too: the stored stack ends at
+		 * the first zero, whatever an older kernel left there. */
+		if (i >= len / 8)
+			st->ips[i] = 0;
+		else
+			hash = (hash ^ st->ips[i]) * 0x100000001b3ULL;
+	}
+	hash ^= hash >> 33;
+	hash *= 0xff51afd7ed558ccdULL;
+	hash ^= hash >> 33;
+	if (!hash)
+		hash = 1;
+	if (bpf_map_lookup_elem(&stacks, &hash))
+		return hash;
+	if (bpf_map_update_elem(&stacks, &hash, st, BPF_NOEXIST) &&
+	    !bpf_map_lookup_elem(&stacks, &hash))
+		return 0;	/* full */
+	return hash;
+}
+
 static __always_inline void record(void *ctx, __u64 addr, __u64 size, bool drop_stale)
 {
 	struct alloc_key key = key_of(addr);
@@ -217,12 +287,10 @@ static __always_inline void record(void *ctx, __u64 addr, __u64 size, bool drop_
 		.size = size,
 		.timestamp_ns = bpf_ktime_get_ns(),
 	};
-	__u64 flags = cfg.kernel ? 0 : BPF_F_USER_STACK;
-
 	long err;
 
-	info.stack_id = bpf_get_stackid(ctx, &stacks, flags);
-	if (info.stack_id < 0)
+	info.stack_id = store_stack(ctx);
+	if (!info.stack_id)
 		count_loss(LOSS_STACK);
 	/* Insert first: only an address still tracked needs more work. */
 	err = bpf_map_update_elem(&allocs, &key, &info, BPF_NOEXIST);
@@ -634,38 +702,40 @@ int exit_multi(struct pt_regs *ctx)
  * records describe nothing any more; a fork starts a process the probes do
  * not follow. Raw tracepoints need no tracefs.
  */
-static __always_inline int notice(__u32 which)
+static __always_inline struct notices *notices_of_current(void)
 {
-	__u64 *n;
+	struct notices fresh = {};
+	__u32 tgid;
 
-	if (!cfg.target_tgid || (current_ids() >> 32) != cfg.target_tgid)
-		return 0;
-	n = bpf_map_lookup_elem(&notices, &which);
-	if (n)
-		__sync_fetch_and_add(n, 1);
-	return 0;
+	if (cfg.kernel || !is_target())
+		return NULL;
+	tgid = current_ids() >> 32;
+	bpf_map_update_elem(&notices, &tgid, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&notices, &tgid);
 }
 
 SEC("raw_tracepoint/sched_process_exec")
 int on_exec(void *ctx)
 {
-	__u32 when = NOTICE_EXEC_TIME;
-	__u64 *t;
+	struct notices *n = notices_of_current();
 
-	if (!cfg.target_tgid || (current_ids() >> 32) != cfg.target_tgid)
+	if (!n)
 		return 0;
 	/* Records older than this belong to the program that was replaced. */
-	t = bpf_map_lookup_elem(&notices, &when);
-	if (t)
-		*t = bpf_ktime_get_ns();
-	return notice(NOTICE_EXEC);
+	n->exec_ns = bpf_ktime_get_ns();
+	__sync_fetch_and_add(&n->execs, 1);
+	return 0;
 }
 
 /* Runs in the parent: current is the process that forks. */
 SEC("raw_tracepoint/sched_process_fork")
 int on_fork(void *ctx)
 {
-	return notice(NOTICE_FORK);
+	struct notices *n = notices_of_current();
+
+	if (n)
+		__sync_fetch_and_add(&n->forks, 1);
+	return 0;
 }
 
 /*

@@ -36,11 +36,12 @@ struct config {
 	__u64 min_size;		/* inclusive */
 	__u64 max_size;		/* inclusive */
 	__u64 sample_every;	/* record every Nth allocation; 1 = all */
-	__u32 target_tgid;	/* 0: any process (kernel mode) */
+	__u32 target_tgid;	/* the one traced process; 0: see many_targets */
 	__u8 trace;		/* stream every call through the ring buffer */
 	__u8 drop_stale;	/* an address handed out again proves a missed free */
 	__u8 combined;		/* keep per-stack totals in BPF (--combined-only) */
 	__u8 kernel;		/* kernel stacks instead of user stacks */
+	__u8 many_targets;	/* several processes: the targets map lists them */
 	__u64 page_size;
 	/* memleak's PID namespace when it is not the initial one: PIDs given
 	 * by the user are numbers there. 0: the initial namespace. */
@@ -59,8 +60,14 @@ struct alloc_key {
 struct alloc_info {
 	__u64 size;
 	__u64 timestamp_ns;	/* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
-	__s32 stack_id;		/* < 0: the stack could not be stored */
-	__u32 pad;
+	__u64 stack_id;		/* 64-bit hash of the stack; 0: not stored */
+};
+
+#define MAX_STACK_DEPTH 127
+
+/* A stack as bpf_get_stack writes it: addresses, then zeros. */
+struct stack {
+	__u64 ips[MAX_STACK_DEPTH];
 };
 
 struct combined_info {
@@ -102,12 +109,11 @@ enum loss {
 	NR_LOSSES,
 };
 
-/* What happened to the traced process, counted for userspace to notice. */
-enum notice {
-	NOTICE_EXEC,		/* it executed a new program */
-	NOTICE_FORK,		/* it forked: children are not traced */
-	NOTICE_EXEC_TIME,	/* bpf_ktime_get_ns() of the latest exec */
-	NR_NOTICES,
+/* What happened to a traced process, for userspace to notice; per tgid. */
+struct notices {
+	__u64 execs;		/* it executed a new program */
+	__u64 forks;		/* it forked: children are not traced */
+	__u64 exec_ns;		/* bpf_ktime_get_ns() of the latest exec */
 };
 
 #endif /* MEMLEAK_H */

@@ -14,8 +14,8 @@ pub enum SortKey {
 /// What gets traced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
-    /// An existing process (`-p`).
-    Pid(u32),
+    /// Existing processes (`-p PID` or `-p PID,PID,...`), without repeats.
+    Pids(Vec<u32>),
     /// A program to start and trace (`-c`), already split into argv.
     Command(Vec<String>),
     /// Kernel allocators (neither `-p` nor `-c`).
@@ -103,7 +103,7 @@ positional arguments:
 optional arguments:
   -h, --help            show this help message and exit
   -p PID, --pid PID     the PID to trace; if not specified, trace kernel
-                        allocs
+                        allocs (several: PID,PID,...)
   -t, --trace           print trace messages for each alloc/free call
   -a, --show-allocs     show allocation addresses and sizes as well as call
                         stacks
@@ -166,7 +166,7 @@ pub fn usage() -> String {
 /// Flags as seen, before cross-flag checks.
 #[derive(Default)]
 struct Raw {
-    pid: Option<u32>,
+    pids: Option<Vec<u32>>,
     command: Option<Vec<String>>,
     trace: bool,
     show_allocs: bool,
@@ -190,6 +190,7 @@ struct Raw {
 // What each numeric flag expects, shown after "invalid value 'x' for -f: ".
 const WHOLE_AT_LEAST_1: &str = "expected a whole number of at least 1";
 const PID: &str = "expected a process ID";
+const PIDS: &str = "expected a process ID, or several separated by commas";
 const AGE: &str = "expected an age in milliseconds";
 const SIZE: &str = "expected a size in bytes";
 
@@ -213,8 +214,19 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
             Long("version") => return Ok(Parsed::Version),
             Short('p') | Long("pid") => {
                 // pid_t is a signed int, so anything above i32::MAX is no PID.
-                let n = next_number(&mut p, &flag, 1, i32::MAX as u64, PID)?;
-                raw.pid = u32::try_from(n).ok();
+                let v = value(&mut p)?;
+                let list = text(&flag, &v)?;
+                let expected = if list.contains(',') { PIDS } else { PID };
+                let mut pids: Vec<u32> = Vec::new();
+                for part in list.split(',') {
+                    let n = number(&flag, OsStr::new(part), 1, i32::MAX as u64, expected)
+                        .map_err(|_| invalid(&flag, &v, expected))?;
+                    let pid = n as u32;
+                    if !pids.contains(&pid) {
+                        pids.push(pid);
+                    }
+                }
+                raw.pids = Some(pids);
             }
             Short('t') | Long("trace") => raw.trace = true,
             Short('a') | Long("show-allocs") => raw.show_allocs = true,
@@ -302,10 +314,14 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
 
 /// Cross-flag checks and defaults, done once after all flags are seen.
 fn validate(raw: Raw) -> Result<Options, String> {
-    let target = match (raw.pid, raw.command) {
+    let target = match (raw.pids, raw.command) {
         // BCC silently lets -c win; refusing is less surprising.
         (Some(_), Some(_)) => return Err("-p and -c cannot be used together".to_owned()),
-        (Some(pid), None) => Target::Pid(pid),
+        // One stack id can mean different code in different processes.
+        (Some(pids), None) if pids.len() > 1 && raw.combined_only => {
+            return Err("--combined-only works with one process only".to_owned())
+        }
+        (Some(pids), None) => Target::Pids(pids),
         (None, Some(cmd)) => Target::Command(cmd),
         (None, None) => Target::Kernel,
     };
@@ -523,8 +539,8 @@ mod tests {
             (&["-p", "42"][..], &["--pid", "42"][..]),
             (&["-p42"], &["--pid=42"]),
         ] {
-            assert_eq!(opts(short).target, Target::Pid(42));
-            assert_eq!(opts(long).target, Target::Pid(42));
+            assert_eq!(opts(short).target, Target::Pids(vec![42]));
+            assert_eq!(opts(long).target, Target::Pids(vec![42]));
         }
         let bools: [(&str, &str, Getter<bool>); 3] = [
             ("-t", "--trace", |o| o.trace),
@@ -581,14 +597,14 @@ mod tests {
         let o = opts(&["-ap", "123", "10"]);
         assert_eq!(
             (o.show_allocs, o.target, o.interval_s),
-            (true, Target::Pid(123), 10)
+            (true, Target::Pids(vec![123]), 10)
         );
         let o = opts(&["-tav", "-p123"]);
         assert!(o.trace && o.show_allocs && o.verbose);
-        assert_eq!(o.target, Target::Pid(123));
+        assert_eq!(o.target, Target::Pids(vec![123]));
         let o = opts(&["-as10"]);
         assert_eq!((o.show_allocs, o.sample_rate), (true, 10));
-        assert_eq!(opts(&["-p=5"]).target, Target::Pid(5));
+        assert_eq!(opts(&["-p=5"]).target, Target::Pids(vec![5]));
     }
 
     #[test]
@@ -598,7 +614,7 @@ mod tests {
         let o = opts(&["-p", "2614", "-s", "10", "5", "3"]);
         assert_eq!(
             (o.target, o.sample_rate, o.interval_s, o.count),
-            (Target::Pid(2614), 10, 5, Some(3))
+            (Target::Pids(vec![2614]), 10, 5, Some(3))
         );
         // Flags may follow positionals, as with argparse.
         let o = opts(&["2", "-a"]);
@@ -626,11 +642,20 @@ mod tests {
             err(&["-p", "2147483648"]),
             "invalid value '2147483648' for -p: expected a process ID"
         );
-        assert_eq!(opts(&["-p", "2147483647"]).target, Target::Pid(2147483647));
+        assert_eq!(opts(&["-p", "2147483647"]).target, Target::Pids(vec![2147483647]));
         assert!(err(&["-p", "+5"]).starts_with("invalid value '+5' for -p"));
         assert!(err(&["-p", " 5"]).starts_with("invalid value ' 5' for -p"));
         assert!(err(&["-p", "0x10"]).starts_with("invalid value '0x10' for -p"));
         assert!(err(&["-p", ""]).starts_with("invalid value '' for -p"));
+        assert_eq!(opts(&["-p", "3,1,2,1"]).target, Target::Pids(vec![3, 1, 2]), "in order, once each");
+        for bad in ["1,,2", "1,", ",1", "1,x", "1, 2", "1,0"] {
+            assert_eq!(
+                err(&["-p", bad]),
+                format!("invalid value '{bad}' for -p: expected a process ID, or several separated by commas")
+            );
+        }
+        assert_eq!(err(&["-p", "1,2", "--combined-only"]), "--combined-only works with one process only");
+        assert_eq!(opts(&["-p", "1,1", "--combined-only"]).target, Target::Pids(vec![1]));
 
         assert_eq!(
             err(&["-s", "0"]),
@@ -705,7 +730,7 @@ mod tests {
         let o = opts(&["-z", "16", "-Z", "16"]);
         assert_eq!((o.min_size, o.max_size), (Some(16), Some(16)));
         // Later occurrences win, as with argparse.
-        assert_eq!(opts(&["-p", "1", "-p", "2"]).target, Target::Pid(2));
+        assert_eq!(opts(&["-p", "1", "-p", "2"]).target, Target::Pids(vec![2]));
     }
 
     #[test]

@@ -13,14 +13,19 @@ pub struct Allocation {
     pub addr: u64,
     pub size: u64,
     pub timestamp_ns: u64,
-    /// Negative: the stack could not be stored.
-    pub stack_id: i64,
+    /// 64-bit hash of the stack; 0: it could not be stored.
+    pub stack_id: u64,
+    /// The process that made it (0 in kernel mode).
+    pub tgid: u32,
 }
 
-/// The outstanding allocations of one stack.
+/// The outstanding allocations of one stack in one process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StackTotal {
-    pub stack_id: i64,
+    pub stack_id: u64,
+    /// Stack ids are shared by all processes, but the same addresses mean
+    /// other code in another process.
+    pub tgid: u32,
     pub bytes: u64,
     pub count: u64,
     /// (address, size) of each allocation, kept only for -a.
@@ -32,7 +37,7 @@ pub struct StackTotal {
 /// time). Nothing per allocation is kept, so a million outstanding blocks
 /// cost a hash map entry per stack, not per block.
 pub struct Aggregator {
-    by_stack: HashMap<i64, StackTotal>,
+    by_stack: HashMap<(u32, u64), StackTotal>,
     now_ns: u64,
     min_age_ns: u64,
 }
@@ -51,8 +56,8 @@ impl Aggregator {
         if !self.is_old_enough(a) {
             return;
         }
-        let stack_id = a.stack_id.max(-1);
-        let total = self.by_stack.entry(stack_id).or_insert_with(|| StackTotal { stack_id, ..Default::default() });
+        let (stack_id, tgid) = (a.stack_id, a.tgid);
+        let total = self.by_stack.entry((tgid, stack_id)).or_insert_with(|| StackTotal { stack_id, tgid, ..Default::default() });
         total.bytes = total.bytes.saturating_add(a.size);
         total.count += 1;
     }
@@ -67,8 +72,8 @@ impl Aggregator {
 /// the other measure, then by stack id, so output is stable.
 pub fn top(mut stacks: Vec<StackTotal>, sort: &SortKey, top: usize) -> Vec<StackTotal> {
     let key = |s: &StackTotal| match sort {
-        SortKey::Size => (s.bytes, s.count, s.stack_id),
-        SortKey::Count => (s.count, s.bytes, s.stack_id),
+        SortKey::Size => (s.bytes, s.count, s.stack_id, s.tgid),
+        SortKey::Count => (s.count, s.bytes, s.stack_id, s.tgid),
     };
     stacks.retain(|s| s.count > 0);
     stacks.sort_unstable_by_key(|s| std::cmp::Reverse(key(s)));
@@ -112,7 +117,7 @@ impl Losses {
             (self.inflight_full, "allocations (per-thread map full)"),
             (self.missed_returns, "calls whose return was missed"),
             (self.untracked_calls, "calls to allocator functions memleak cannot size"),
-            (self.stacks_lost, "stack captures (stack map full or hash collision)"),
+            (self.stacks_lost, "stack captures (stack map full)"),
             (self.combined_map_full, "stack totals (combined map full)"),
             (self.events_dropped, "trace events (ring buffer full)"),
             (self.recursion_misses, "probe hits (BPF recursion)"),
@@ -144,13 +149,15 @@ pub struct PrintedStack<'a> {
 ///         80 bytes in 5 allocations from stack
 ///                 main+0x6d [allocs]
 /// ```
-/// followed by a blank line after each stack.
+/// followed by a blank line after each stack. With several processes
+/// traced (`show_pids`), each stack line ends with ` in pid PID`.
 pub fn write_report(
     out: &mut impl Write,
     time: &str,
     top: usize,
     stacks: &[PrintedStack<'_>],
     show_allocs: bool,
+    show_pids: bool,
     losses: &Losses,
 ) -> io::Result<()> {
     writeln!(out, "[{time}] Top {top} stacks with outstanding allocations:")?;
@@ -160,7 +167,11 @@ pub fn write_report(
                 writeln!(out, "\taddr = {addr:x} size = {size}")?;
             }
         }
-        writeln!(out, "\t{} bytes in {} allocations from stack", s.total.bytes, s.total.count)?;
+        write!(out, "\t{} bytes in {} allocations from stack", s.total.bytes, s.total.count)?;
+        if show_pids {
+            write!(out, " in pid {}", s.total.tgid)?;
+        }
+        writeln!(out)?;
         for frame in &s.frames {
             writeln!(out, "\t\t{frame}")?;
         }
@@ -176,13 +187,13 @@ pub fn write_report(
 mod tests {
     use super::*;
 
-    fn alloc(addr: u64, size: u64, ts: u64, stack_id: i64) -> Allocation {
-        Allocation { addr, size, timestamp_ns: ts, stack_id }
+    fn alloc(addr: u64, size: u64, ts: u64, stack_id: u64) -> Allocation {
+        Allocation { addr, size, timestamp_ns: ts, stack_id, tgid: 7 }
     }
 
     #[test]
     fn aggregates_per_stack_and_filters_by_age() {
-        let allocs = vec![alloc(0x10, 16, 0, 1), alloc(0x20, 16, 0, 1), alloc(0x30, 100, 0, 2), alloc(0x40, 5, 950, 2), alloc(0x50, 7, 0, -17)];
+        let allocs = vec![alloc(0x10, 16, 0, 1), alloc(0x20, 16, 0, 1), alloc(0x30, 100, 0, 2), alloc(0x40, 5, 950, 2), alloc(0x50, 7, 0, 0)];
         let mut agg = Aggregator::new(1000, 100);
         for a in &allocs {
             agg.add(a);
@@ -190,27 +201,27 @@ mod tests {
         let mut totals = agg.finish();
         totals.sort_by_key(|t| t.stack_id);
         assert_eq!(totals.len(), 3);
-        assert_eq!((totals[0].stack_id, totals[0].bytes, totals[0].count), (-1, 7, 1));
+        assert_eq!((totals[0].stack_id, totals[0].bytes, totals[0].count), (0, 7, 1), "lost stacks");
         assert_eq!((totals[1].bytes, totals[1].count), (32, 2));
         assert_eq!((totals[2].bytes, totals[2].count), (100, 1), "the young allocation is skipped");
     }
 
     #[test]
     fn top_is_ascending_and_truncated() {
-        let t = |id, bytes, count| StackTotal { stack_id: id, bytes, count, allocs: vec![] };
+        let t = |id, bytes, count| StackTotal { stack_id: id, bytes, count, ..Default::default() };
         let stacks = vec![t(1, 10, 5), t(2, 30, 1), t(3, 20, 9), t(4, 0, 0)];
-        let by_size: Vec<i64> = top(stacks.clone(), &SortKey::Size, 2).iter().map(|s| s.stack_id).collect();
+        let by_size: Vec<u64> = top(stacks.clone(), &SortKey::Size, 2).iter().map(|s| s.stack_id).collect();
         assert_eq!(by_size, vec![3, 2]);
-        let by_count: Vec<i64> = top(stacks, &SortKey::Count, 10).iter().map(|s| s.stack_id).collect();
+        let by_count: Vec<u64> = top(stacks, &SortKey::Count, 10).iter().map(|s| s.stack_id).collect();
         assert_eq!(by_count, vec![2, 1, 3], "empty stacks are dropped");
     }
 
     #[test]
     fn layout_matches_the_example_document() {
-        let total = StackTotal { stack_id: 1, bytes: 32, count: 2, allocs: vec![(0x948cf0, 16), (0x948cd0, 16)] };
+        let total = StackTotal { stack_id: 1, bytes: 32, count: 2, allocs: vec![(0x948cf0, 16), (0x948cd0, 16)], tgid: 0 };
         let stacks = vec![PrintedStack { total: &total, frames: vec!["main+0x6d [allocs]".into(), "[unknown] [libc.so.6]".into()] }];
         let mut out = Vec::new();
-        write_report(&mut out, "11:16:33", 10, &stacks, true, &Losses::default()).unwrap();
+        write_report(&mut out, "11:16:33", 10, &stacks, true, false, &Losses::default()).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "[11:16:33] Top 10 stacks with outstanding allocations:\n\
@@ -226,7 +237,7 @@ mod tests {
     fn losses_line_only_when_something_was_lost() {
         assert_eq!(Losses::default().line(), None);
         let l = Losses { allocs_map_full: 12, stacks_lost: 3, ..Default::default() };
-        assert_eq!(l.line().unwrap(), "lost: 12 allocations (allocs map full), 3 stack captures (stack map full or hash collision)");
+        assert_eq!(l.line().unwrap(), "lost: 12 allocations (allocs map full), 3 stack captures (stack map full)");
     }
 
     #[test]

@@ -15,27 +15,55 @@ use crate::target::{self, Child, ChildEvent};
 use crate::tracepoints;
 use crate::tracer::{Attach, Tracer};
 
-/// Names for the addresses of a stack: a process's, or the kernel's.
+/// Names for the addresses of a stack: each traced process's, or the
+/// kernel's.
 enum Symbolizer {
-    Process(ProcessSymbolizer),
+    Processes(Vec<(u32, ProcessSymbolizer)>),
     Kernel(KernelSymbolizer),
 }
 
 impl Symbolizer {
     fn refresh(&mut self) {
-        if let Symbolizer::Process(p) = self {
-            p.refresh();
+        if let Symbolizer::Processes(list) = self {
+            for (_, p) in list {
+                p.refresh();
+            }
         }
     }
 
-    fn frame(&mut self, ip: u64) -> String {
+    fn process(&mut self, pid: u32) -> Option<&mut ProcessSymbolizer> {
         match self {
-            Symbolizer::Process(p) => p.symbolize(ip).to_string(),
+            Symbolizer::Processes(list) => list.iter_mut().find(|(p, _)| *p == pid).map(|(_, s)| s),
+            Symbolizer::Kernel(_) => None,
+        }
+    }
+
+    /// `ip` of a stack recorded in process `tgid` (0: the kernel, or
+    /// unknown: --combined-only totals, kept for a single process).
+    fn frame(&mut self, tgid: u32, ip: u64) -> String {
+        match self {
+            Symbolizer::Processes(list) if list.len() == 1 => list[0].1.symbolize(ip).to_string(),
+            Symbolizer::Processes(_) => match self.process(tgid) {
+                Some(p) => p.symbolize(ip).to_string(),
+                None => format!("{ip:#x}"),
+            },
             // kptr_restrict hides kallsyms' addresses: show raw ones.
             Symbolizer::Kernel(k) if k.addresses_hidden() => format!("{ip:#x}"),
             Symbolizer::Kernel(k) => k.symbolize(ip).to_string(),
         }
     }
+}
+
+/// One traced process and what is known of it.
+struct Traced {
+    pid: u32,
+    /// The files whose functions have probes for it.
+    objects: Vec<allocator::Allocator>,
+    /// Becomes readable when it exits (None for -c's child, whose exit
+    /// comes as SIGCHLD).
+    pidfd: Option<OwnedFd>,
+    watch: Watch,
+    exited: bool,
 }
 
 /// How a run ended, for main's exit code.
@@ -156,46 +184,36 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
     let signals = block_signals()?;
     let out = io::stdout();
 
-    // The target: an existing process, a command held before exec, or the
+    // The targets: existing processes, a command held before exec, or the
     // kernel.
-    let mut command_path = None;
-    let (pid, mut child, allocator) = match &opts.target {
-        Target::Pid(pid) => {
-            target::check_pid(*pid)?;
-            let allocator = allocator::for_process(*pid, opts.obj.as_deref())?;
-            (Some(*pid), None, Some(allocator))
+    let mut child = None;
+    let mut traced: Vec<Traced> = Vec::new();
+    match &opts.target {
+        Target::Pids(pids) => {
+            for &pid in pids {
+                target::check_pid(pid)?;
+                let allocator = allocator::for_process(pid, opts.obj.as_deref())?;
+                let objects = traced_objects(allocator, || allocator::for_process(pid, Some("c")), Some(exe_paths(pid)));
+                traced.push(Traced { pid, objects, pidfd: target::pidfd_open(pid), watch: Watch::default(), exited: false });
+            }
         }
         Target::Command(argv) => {
             let program = argv.first().ok_or_else(|| "empty command".to_string())?;
             let path = target::resolve_command(program)?;
             let allocator = allocator::for_executable(&path, opts.obj.as_deref())?;
-            let child = Child::spawn_held(&path, argv)?;
-            command_path = Some(path);
-            (Some(child.pid), Some(child), Some(allocator))
+            let started = Child::spawn_held(&path, argv)?;
+            let pid = started.pid;
+            let objects = traced_objects(allocator, || allocator::for_executable(&path, Some("c")), Some((path.clone(), path.clone())));
+            // -c's own exec of the command is expected; any later one is news.
+            let watch = Watch { execs_seen: 1, ..Watch::default() };
+            traced.push(Traced { pid, objects, pidfd: None, watch, exited: false });
+            child = Some(started);
         }
-        Target::Kernel => (None, None, None),
-    };
-    let mut objects = match allocator {
-        Some(allocator) => {
-            let libc = || match &opts.target {
-                Target::Pid(pid) => allocator::for_process(*pid, Some("c")),
-                Target::Command(_) => match &command_path {
-                    Some(path) => allocator::for_executable(path, Some("c")),
-                    None => Err(String::new()),
-                },
-                Target::Kernel => Err(String::new()),
-            };
-            let exe = match (&opts.target, &command_path) {
-                (Target::Command(_), Some(path)) => Some((path.clone(), path.clone())),
-                _ => pid.map(|p| exe_paths(p)),
-            };
-            traced_objects(allocator, libc, exe)
-        }
-        None => Vec::new(),
-    };
-    let kernel_plan = match pid {
-        Some(_) => None,
-        None => {
+        Target::Kernel => {}
+    }
+    let kernel_plan = match traced.is_empty() {
+        false => None,
+        true => {
             let tracefs = tracepoints::tracefs(|note| crate::verbose!("{note}"))?;
             // MEMLEAK_NO_BTF=1 takes the path of kernels without BTF.
             let force_format = std::env::var_os("MEMLEAK_NO_BTF").is_some();
@@ -216,10 +234,10 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         None
     };
 
-    let attach = match (&kernel_plan, pid) {
-        (Some(plan), _) => Attach::Kernel { plan },
-        (None, Some(pid)) => Attach::User { pid, objects: &objects },
-        _ => return Err(Failure::Fatal("nothing to trace".into())),
+    let targets: Vec<(u32, Vec<allocator::Allocator>)> = traced.iter().map(|t| (t.pid, t.objects.clone())).collect();
+    let attach = match &kernel_plan {
+        Some(plan) => Attach::Kernel { plan },
+        None => Attach::User { targets: &targets },
     };
     let started = Tracer::start(opts, attach, on_event);
     let mut tracer = match started {
@@ -231,9 +249,13 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             return Err(e.into());
         }
     };
-    match pid {
-        Some(pid) => writeln!(out.lock(), "Attaching to pid {pid}, Ctrl+C to quit.")?,
-        None => writeln!(out.lock(), "Attaching to kernel allocators, Ctrl+C to quit.")?,
+    match traced.as_slice() {
+        [] => writeln!(out.lock(), "Attaching to kernel allocators, Ctrl+C to quit.")?,
+        [one] => writeln!(out.lock(), "Attaching to pid {}, Ctrl+C to quit.", one.pid)?,
+        many => {
+            let pids: Vec<String> = many.iter().map(|t| t.pid.to_string()).collect();
+            writeln!(out.lock(), "Attaching to pids {}, Ctrl+C to quit.", pids.join(", "))?
+        }
     }
     if let Some(c) = &mut child {
         if let Err(e) = c.release(&opts_command_name(opts)) {
@@ -242,29 +264,21 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         }
     }
 
-    let mut symbolizer = match pid {
-        Some(pid) => Symbolizer::Process(ProcessSymbolizer::new(pid)),
-        None => {
-            let kernel = KernelSymbolizer::load().map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
-            if kernel.addresses_hidden() {
-                eprintln!("memleak: kernel addresses are hidden (kernel.kptr_restrict); frames are shown as raw addresses");
-            }
-            Symbolizer::Kernel(kernel)
+    let mut symbolizer = if traced.is_empty() {
+        let kernel = KernelSymbolizer::load().map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+        if kernel.addresses_hidden() {
+            eprintln!("memleak: kernel addresses are hidden (kernel.kptr_restrict); frames are shown as raw addresses");
         }
+        Symbolizer::Kernel(kernel)
+    } else {
+        Symbolizer::Processes(traced.iter().map(|t| (t.pid, ProcessSymbolizer::new(t.pid))).collect())
     };
-    let pidfd = match (pid, &child) {
-        (Some(pid), None) => target::pidfd_open(pid),
-        _ => None,
-    };
-
-    // -c's own exec of the command is expected; any later one is news.
-    let mut watch = Watch { execs_seen: u64::from(child.is_some()), fork_reported: false };
 
     let interval = Duration::from_secs(opts.interval_s);
     let mut next_report = Instant::now() + interval;
     let mut reports = 0u64;
-    // How often the target's memory map is re-read, so that a report made
-    // after the target exited can still be symbolized.
+    // How often the targets' memory maps are re-read, so that a report
+    // made after a target exited can still be symbolized.
     const MAPS_REFRESH: Duration = Duration::from_millis(500);
     let mut next_refresh = Instant::now() + MAPS_REFRESH;
 
@@ -277,8 +291,11 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         if let Some(fd) = tracer.ring_fd() {
             fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
         }
-        if let Some(fd) = &pidfd {
-            fds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        let first_pidfd = fds.len();
+        for t in traced.iter().filter(|t| !t.exited) {
+            if let Some(fd) = &t.pidfd {
+                fds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            }
         }
         // SAFETY: fds is a valid array of pollfd.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
@@ -296,7 +313,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                         for event in c.poll() {
                             match event {
                                 ChildEvent::Exiting => {
-                                    if let Symbolizer::Process(p) = &mut symbolizer {
+                                    if let Some(p) = symbolizer.process(c.pid) {
                                         p.refresh();
                                         p.prefetch();
                                     }
@@ -311,41 +328,59 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                 _ => stop = stop.or(Some(Outcome::Done)),
             }
         }
-        let target_gone = match &pidfd {
-            Some(_) => fds.last().map(|p| p.revents & libc::POLLIN != 0).unwrap_or(false),
-            None => match (pid, &child) {
-                (Some(pid), None) => Instant::now() >= next_refresh && !target::is_alive(pid),
-                _ => false,
-            },
-        };
-        if let (true, None, Some(pid)) = (target_gone, &stop, pid) {
-            stop = Some(Outcome::TargetExited(pid));
+        // Which processes went away: their pidfd became readable, or
+        // (without pidfds, before Linux 5.3) /proc says so.
+        let refresh_due = Instant::now() >= next_refresh;
+        let mut polled = fds[first_pidfd..].iter();
+        let mut gone_now = Vec::new();
+        for t in traced.iter_mut().filter(|t| !t.exited) {
+            let gone = match &t.pidfd {
+                Some(_) => polled.next().is_some_and(|p| p.revents & libc::POLLIN != 0),
+                None => child.is_none() && refresh_due && !target::is_alive(t.pid),
+            };
+            if gone {
+                t.exited = true;
+                gone_now.push(t.pid);
+            }
         }
-        if Instant::now() >= next_refresh {
-            if let (Some(pid), true) = (pid, stop.is_none()) {
-                watch.check(pid, opts, &mut tracer, &mut objects)?;
+        let alive = traced.iter().filter(|t| !t.exited).count();
+        if alive > 0 {
+            // The last one's exit ends the run and is told then.
+            for pid in gone_now {
+                eprintln!("memleak: process {pid} exited; its allocations stay in the report");
+            }
+        }
+        if stop.is_none() && child.is_none() && !traced.is_empty() && alive == 0 {
+            let last = traced.iter().map(|t| t.pid).last().unwrap_or(0);
+            stop = Some(Outcome::TargetExited(last));
+        }
+        if refresh_due {
+            if stop.is_none() {
+                for t in traced.iter_mut().filter(|t| !t.exited) {
+                    t.watch.check(t.pid, opts, &mut tracer, &mut t.objects)?;
+                }
             }
             symbolizer.refresh();
             next_refresh = Instant::now() + MAPS_REFRESH;
         }
-        if let (Some(outcome), Some(pid)) = (&stop, pid) {
-            if matches!(outcome, Outcome::Done) {
-                watch.check(pid, opts, &mut tracer, &mut objects)?;
-                symbolizer.refresh();
+        if let Some(Outcome::Done) = &stop {
+            for t in traced.iter_mut().filter(|t| !t.exited) {
+                t.watch.check(t.pid, opts, &mut tracer, &mut t.objects)?;
             }
+            symbolizer.refresh();
         }
         if let Some(outcome) = stop {
             // The final report first: detaching takes the kernel about
             // 0.1 s per probe (an RCU grace period each), which the user
             // should not wait for before seeing the numbers.
             tracer.consume_events();
-            print_report(opts, &tracer, &mut symbolizer, &mut out.lock())?;
+            print_report(opts, &tracer, &mut symbolizer, traced.len() > 1, &mut out.lock())?;
             tracer.detach();
             break outcome;
         }
         if Instant::now() >= next_report {
             symbolizer.refresh();
-            print_report(opts, &tracer, &mut symbolizer, &mut out.lock())?;
+            print_report(opts, &tracer, &mut symbolizer, traced.len() > 1, &mut out.lock())?;
             reports += 1;
             if opts.count.is_some_and(|c| reports >= c) {
                 tracer.detach();
@@ -361,6 +396,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
 }
 
 /// What memleak noticed of the traced process's exec and fork.
+#[derive(Default)]
 struct Watch {
     execs_seen: u64,
     fork_reported: bool,
@@ -371,7 +407,7 @@ impl Watch {
     /// nothing any more, and the new program may use another allocator. A
     /// fork starts a process that is not traced: said once.
     fn check(&mut self, pid: u32, opts: &Options, tracer: &mut Tracer, objects: &mut Vec<allocator::Allocator>) -> Result<(), String> {
-        let (execs, forks, exec_ns) = tracer.notices();
+        let abi::Notices { execs, forks, exec_ns } = tracer.notices(pid);
         if forks > 0 && !self.fork_reported {
             self.fork_reported = true;
             eprintln!("memleak: process {pid} forked; its children are not traced");
@@ -451,7 +487,7 @@ fn opts_command_name(opts: &Options) -> String {
     }
 }
 
-fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut Symbolizer, out: &mut impl Write) -> Result<(), Failure> {
+fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut Symbolizer, show_pids: bool, out: &mut impl Write) -> Result<(), Failure> {
     let started = Instant::now();
     let mut read = 0;
     let now = monotonic_ns();
@@ -466,10 +502,10 @@ fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut Symbolizer, ou
     let mut top = report::top(totals, &opts.sort, opts.top);
     // -a: a second pass collects the blocks of the stacks shown only.
     if opts.show_allocs && !opts.combined_only {
-        let shown: std::collections::HashMap<i64, usize> = top.iter().enumerate().map(|(i, s)| (s.stack_id, i)).collect();
+        let shown: std::collections::HashMap<(u32, u64), usize> = top.iter().enumerate().map(|(i, s)| ((s.tgid, s.stack_id), i)).collect();
         let agg = report::Aggregator::new(now, min_age);
         tracer.for_each_allocation(|a| {
-            if let Some(&i) = shown.get(&a.stack_id.max(-1)) {
+            if let Some(&i) = shown.get(&(a.tgid, a.stack_id)) {
                 if agg.is_old_enough(a) {
                     top[i].allocs.push((a.addr, a.size));
                 }
@@ -483,14 +519,14 @@ fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut Symbolizer, ou
         .iter()
         .map(|total| {
             let frames = match tracer.stack(total.stack_id) {
-                Some(ips) => ips.iter().map(|&ip| symbolizer.frame(ip)).collect(),
-                None if total.stack_id < 0 => vec!["[stack lost]".to_string()],
+                Some(ips) => ips.iter().map(|&ip| symbolizer.frame(total.tgid, ip)).collect(),
+                None if total.stack_id == abi::LOST_STACK => vec!["[stack lost]".to_string()],
                 None => vec!["[stack unavailable]".to_string()],
             };
             PrintedStack { total, frames }
         })
         .collect();
-    report::write_report(out, &report::clock_time(), opts.top, &printed, opts.show_allocs && !opts.combined_only, &tracer.losses())?;
+    report::write_report(out, &report::clock_time(), opts.top, &printed, opts.show_allocs && !opts.combined_only, show_pids, &tracer.losses())?;
     crate::verbose!("report of {read} outstanding allocations took {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
     Ok(())
 }

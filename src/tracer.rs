@@ -55,22 +55,12 @@ fn use_uprobe_multi(release: (u32, u32)) -> bool {
     release >= (6, 6) && std::env::var_os("MEMLEAK_NO_UPROBE_MULTI").is_none()
 }
 
-const USER_PROGRAMS: &[&str] = &[
-    "alloc_exit",
-    "malloc_enter",
-    "calloc_enter",
-    "realloc_enter",
-    "reallocarr_enter",
-    "free_enter",
-    "memalign_p_enter",
-    "aligned_enter",
-    "valloc_enter",
-    "memalign_enter",
-    "pvalloc_enter",
-    "mmap_enter",
-    "munmap_enter",
-    "mremap_enter",
-];
+/// One entry program per function, and the shared return program.
+fn user_programs() -> Vec<&'static str> {
+    let mut programs = vec!["alloc_exit"];
+    programs.extend(Func::ALL.iter().map(|&f| entry_program(f)));
+    programs
+}
 
 /// Map sizes. Hash maps are not preallocated where the kernel allows it
 /// safely (6.1+, which allocates map elements from BPF's own allocator):
@@ -121,7 +111,8 @@ pub fn kernel_release() -> (u32, u32) {
 /// A loaded, attached set of BPF programs. Field order matters: links and
 /// the ring buffer are dropped before the object they belong to.
 pub struct Tracer {
-    links: Vec<Link>,
+    /// Each with the process it traces (0: the kernel).
+    links: Vec<(u32, Link)>,
     /// Raw tracepoints that notice the traced process's exec and fork.
     watch_links: Vec<Link>,
     ring: Option<RingBuffer>,
@@ -142,10 +133,10 @@ pub struct Tracer {
 
 /// What the tracer attaches to.
 pub enum Attach<'a> {
-    /// Uprobes on the functions of each object for process `pid`: the
-    /// allocator, and possibly the libc that provides the mmap family an
-    /// allocator library (jemalloc, tcmalloc) does not define.
-    User { pid: u32, objects: &'a [Allocator] },
+    /// For each target process, uprobes on the functions of each of its
+    /// objects: the allocator, and possibly the libc that provides the mmap
+    /// family an allocator library (jemalloc, tcmalloc) does not define.
+    User { targets: &'a [(u32, Vec<Allocator>)] },
     /// The kmem (or percpu) tracepoints of `plan`.
     Kernel { plan: &'a tracepoints::Plan },
 }
@@ -168,15 +159,18 @@ impl Tracer {
             ..Default::default()
         };
         let programs: Vec<&'static str> = match &attach {
-            Attach::User { pid, .. } => {
-                cfg.target_tgid = *pid;
+            Attach::User { targets } => {
+                match targets {
+                    [(pid, _)] => cfg.target_tgid = *pid,
+                    _ => cfg.many_targets = 1,
+                }
                 if let Some((dev, ino)) = own_pid_namespace() {
                     crate::verbose!("in PID namespace {ino}: matching PIDs as numbered there");
                     (cfg.pidns_dev, cfg.pidns_ino) = (dev, ino);
                 }
                 // In user mode an address handed out again proves a missed free.
                 cfg.drop_stale = 1;
-                if multi { MULTI_PROGRAMS.to_vec() } else { USER_PROGRAMS.to_vec() }
+                if multi { MULTI_PROGRAMS.to_vec() } else { user_programs() }
             }
             Attach::Kernel { plan } => {
                 cfg.kernel = 1;
@@ -195,7 +189,7 @@ impl Tracer {
             }
         };
         // Load only this run's programs.
-        for prog in USER_PROGRAMS.iter().chain(MULTI_PROGRAMS).chain(tracepoints::EVENTS.iter().map(|e| &e.program)) {
+        for prog in user_programs().iter().chain(MULTI_PROGRAMS).chain(tracepoints::EVENTS.iter().map(|e| &e.program)) {
             obj.set_autoload(prog, programs.contains(prog))?;
         }
         for prog in ["empty_enter", "empty_exit", "on_exec", "on_fork"] {
@@ -212,6 +206,12 @@ impl Tracer {
             (None, false) => limits.max_allocs,
         };
         let max_stacks = opts.stack_storage_size.unwrap_or(limits.max_stacks);
+        let processes = match &attach {
+            Attach::User { targets } => targets.len().max(1) as u32,
+            Attach::Kernel { .. } => 1,
+        };
+        obj.set_max_entries("targets", processes)?;
+        obj.set_max_entries("notices", processes)?;
         obj.set_max_entries("allocs", max_allocs)?;
         obj.set_max_entries("stacks", max_stacks)?;
         obj.set_max_entries("combined", if opts.combined_only { max_stacks } else { 1 })?;
@@ -220,7 +220,7 @@ impl Tracer {
             if kernel || limits.preallocate { "preallocated" } else { "allocated as used" }
         );
         if !limits.preallocate && !kernel {
-            for map in ["allocs", "combined", "inflight"] {
+            for map in ["allocs", "combined", "inflight", "stacks"] {
                 obj.set_map_flags(map, libc_bpf_f_no_prealloc())?;
             }
         }
@@ -263,17 +263,27 @@ impl Tracer {
             multi: false,
         };
         match attach {
-            Attach::User { pid, objects } => {
-                let has = |f: Func| objects.iter().any(|o| o.offset(f).is_some());
-                if !has(Func::Malloc) || !has(Func::Free) {
-                    let name = objects.first().map(|o| o.display_path.as_str()).unwrap_or("the allocator");
-                    return Err(format!("{name} does not define malloc and free"));
+            Attach::User { targets } => {
+                for (pid, objects) in targets {
+                    let has = |f: Func| objects.iter().any(|o| o.offset(f).is_some());
+                    if !has(Func::Malloc) || !has(Func::Free) {
+                        let name = objects.first().map(|o| o.display_path.as_str()).unwrap_or("the allocator");
+                        return Err(format!("{name} does not define malloc and free"));
+                    }
+                    for func in Func::STANDARD.iter().filter(|&&f| !has(f)) {
+                        crate::verbose!("no traced object of pid {pid} defines {}; not traced", func.name());
+                    }
                 }
-                for func in Func::STANDARD.iter().filter(|&&f| !has(f)) {
-                    crate::verbose!("no traced object defines {}; not traced", func.name());
+                if targets.len() > 1 {
+                    let map = tracer.obj.map_fd("targets")?;
+                    for (pid, _) in targets {
+                        map.update(pid, &1u8).map_err(|e| format!("cannot fill the targets map: {e}"))?;
+                    }
                 }
                 tracer.multi = multi;
-                tracer.attach_objects(pid, objects)?;
+                for (pid, objects) in targets {
+                    tracer.attach_objects(*pid, objects)?;
+                }
                 for (prog, tp) in [("on_exec", "sched_process_exec"), ("on_fork", "sched_process_fork")] {
                     match tracer.obj.attach_raw_tracepoint(prog, tp) {
                         Ok(link) => tracer.watch_links.push(link),
@@ -300,15 +310,14 @@ impl Tracer {
     /// After the target executed another program: probes on `objects`
     /// instead of the old ones.
     pub fn replace_user_probes(&mut self, pid: u32, objects: &[Allocator]) -> Result<(), String> {
-        self.links.clear();
+        self.links.retain(|(p, _)| *p != pid);
         self.attach_objects(pid, objects)
     }
 
-    /// How often the target executed a program and forked so far, and
+    /// How often process `pid` executed a program and forked so far, and
     /// when (bpf_ktime_get_ns) it last executed one.
-    pub fn notices(&self) -> (u64, u64, u64) {
-        let get = |i: u32| self.notices.lookup::<u32, u64>(&i).unwrap_or(0);
-        (get(abi::NOTICE_EXEC), get(abi::NOTICE_FORK), get(abi::NOTICE_EXEC_TIME))
+    pub fn notices(&self, pid: u32) -> abi::Notices {
+        self.notices.lookup(&pid).unwrap_or_default()
     }
 
     /// Drops the records process `tgid` made before `before_ns` (its memory
@@ -342,7 +351,7 @@ impl Tracer {
                 .obj
                 .attach_tracepoint(def.program, *id)
                 .map_err(|e| format!("cannot attach to tracepoint {}:{}: {}", def.category, def.name, attach_error(&e)))?;
-            self.links.push(link);
+            self.links.push((0, link));
         }
         crate::verbose!("attached {} tracepoints (field offsets from {:?})", self.links.len(), plan.source);
         Ok(())
@@ -373,9 +382,9 @@ impl Tracer {
         let fail = |e: io::Error| format!("cannot attach uprobes in {}: {}", allocator.display_path, attach_error(&e));
         // Returns first, as in attach_function.
         let exit = self.obj.attach_uprobe_multi("exit_multi", pid as i32, &allocator.attach_path, &returns, true).map_err(fail)?;
-        self.links.push(exit);
+        self.links.push((pid, exit));
         let entry = self.obj.attach_uprobe_multi("enter_multi", pid as i32, &allocator.attach_path, &entries, false).map_err(fail)?;
-        self.links.push(entry);
+        self.links.push((pid, entry));
         crate::verbose!("attached {} functions of {} with uprobe_multi links", sites.len(), allocator.display_path);
         Ok(())
     }
@@ -391,7 +400,8 @@ impl Tracer {
                 self.failed_attaches += 1;
             }
         }
-        crate::verbose!("attached {} probes to {}", self.links.len(), allocator.display_path);
+        let attached = self.links.iter().filter(|(p, _)| *p == pid).count();
+        crate::verbose!("attached {attached} probes to {} for pid {pid}", allocator.display_path);
         Ok(())
     }
 
@@ -403,10 +413,10 @@ impl Tracer {
             if self.empty_probes { ("empty_enter", "empty_exit") } else { (entry_program(func), "alloc_exit") };
         if has_return_probe(func) {
             let exit = self.obj.attach_uprobe(exit_prog, pid as i32, &allocator.attach_path, offset, true)?;
-            self.links.push(exit);
+            self.links.push((pid, exit));
         }
         let entry = self.obj.attach_uprobe(entry_prog, pid as i32, &allocator.attach_path, offset, false)?;
-        self.links.push(entry);
+        self.links.push((pid, entry));
         Ok(())
     }
 
@@ -433,7 +443,7 @@ impl Tracer {
         self.allocs
             .dump::<abi::AllocKey, abi::AllocInfo>(|k, v| {
                 n += 1;
-                visit(&Allocation { addr: k.addr, size: v.size, timestamp_ns: v.timestamp_ns, stack_id: v.stack_id as i64 })
+                visit(&Allocation { addr: k.addr, size: v.size, timestamp_ns: v.timestamp_ns, stack_id: v.stack_id, tgid: k.tgid })
             })
             .map_err(|e| format!("cannot read the allocation table: {e}"))?;
         Ok(n)
@@ -444,15 +454,14 @@ impl Tracer {
         let mut out = Vec::new();
         self.combined
             .dump::<u64, abi::CombinedInfo>(|k, v| {
-                let stack_id = if *k == abi::LOST_STACK_KEY { -1 } else { *k as i64 };
-                out.push(StackTotal { stack_id, bytes: v.total_size, count: v.number_of_allocs, allocs: Vec::new() })
+                out.push(StackTotal { stack_id: *k, bytes: v.total_size, count: v.number_of_allocs, ..Default::default() })
             })
             .map_err(|e| format!("cannot read the combined table: {e}"))?;
         Ok(out)
     }
 
-    pub fn stack(&self, stack_id: i64) -> Option<Vec<u64>> {
-        u32::try_from(stack_id).ok().and_then(|id| self.stacks.lookup_stack(id))
+    pub fn stack(&self, stack_id: u64) -> Option<Vec<u64>> {
+        self.stacks.lookup_stack(stack_id)
     }
 
     pub fn losses(&self) -> Losses {

@@ -173,17 +173,20 @@ fn inspect_parts(bytes: &[u8], symbols: Option<&[u8]>) -> Result<ElfInfo, String
     })
 }
 
+/// A traced symbol: (prefix, function, name without version).
+type SymbolKey = (&'static str, Func, String);
+
 /// The best definition seen so far of each traced symbol name.
 #[derive(Default)]
 struct Best {
-    /// (prefix, function, symbol name without version) -> (rank, offset)
-    found: Vec<((&'static str, Func, String), (u8, u64))>,
+    /// Each symbol's best (rank, file offset).
+    found: Vec<(SymbolKey, (u8, u64))>,
     /// Functions seen only as GNU IFUNCs, per prefix.
     ifuncs: Vec<(&'static str, Func)>,
 }
 
 impl Best {
-    fn offer(&mut self, key: (&'static str, Func, String), rank: u8, off: u64) {
+    fn offer(&mut self, key: SymbolKey, rank: u8, off: u64) {
         match self.found.iter_mut().find(|(k, _)| *k == key) {
             Some((_, best)) if rank < best.0 => *best = (rank, off),
             Some(_) => {}

@@ -12,6 +12,7 @@ pub struct Config {
     pub drop_stale: u8,
     pub combined: u8,
     pub kernel: u8,
+    pub many_targets: u8,
     pub page_size: u64,
     pub pidns_dev: u64,
     pub pidns_ino: u64,
@@ -50,8 +51,8 @@ pub struct AllocKey {
 pub struct AllocInfo {
     pub size: u64,
     pub timestamp_ns: u64,
-    pub stack_id: i32,
-    pub pad: u32,
+    /// 64-bit hash of the stack; [`LOST_STACK`]: not stored.
+    pub stack_id: u64,
 }
 
 #[repr(C)]
@@ -61,8 +62,8 @@ pub struct CombinedInfo {
     pub number_of_allocs: u64,
 }
 
-/// Key of the `combined` map for allocations whose stack was lost.
-pub const LOST_STACK_KEY: u64 = u64::MAX;
+/// The stack id of allocations whose stack was lost.
+pub const LOST_STACK: u64 = 0;
 
 pub const EV_ALLOC_ENTER: u32 = 0;
 pub const EV_ALLOC_EXIT: u32 = 1;
@@ -90,10 +91,14 @@ pub const LOSS_INFLIGHT_FULL: usize = 4;
 pub const LOSS_MISSED_RETURN: usize = 5;
 pub const LOSS_UNTRACKED: usize = 6;
 
-/// Indexes of the `notices` array (enum notice).
-pub const NOTICE_EXEC: u32 = 0;
-pub const NOTICE_FORK: u32 = 1;
-pub const NOTICE_EXEC_TIME: u32 = 2;
+/// struct notices: what happened to one traced process.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Notices {
+    pub execs: u64,
+    pub forks: u64,
+    pub exec_ns: u64,
+}
 
 /// Frames per stack in the `stacks` map (MAX_STACK_DEPTH).
 pub const MAX_STACK_DEPTH: usize = 127;
@@ -110,3 +115,5 @@ unsafe impl Pod for CombinedInfo {}
 unsafe impl Pod for Event {}
 unsafe impl Pod for u64 {}
 unsafe impl Pod for u32 {}
+unsafe impl Pod for u8 {}
+unsafe impl Pod for Notices {}

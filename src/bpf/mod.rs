@@ -290,6 +290,17 @@ impl MapFd {
         (ret == 0).then_some(value)
     }
 
+    /// Inserts or replaces one entry.
+    pub fn update<K: Pod, V: Pod>(&self, key: &K, value: &V) -> Result<(), io::Error> {
+        // SAFETY: key and value are Pod of the map's key and value sizes.
+        let ret = unsafe { sys::bpf_map_update_elem(self.fd, (key as *const K).cast(), (value as *const V).cast(), 0) };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(-ret))
+        }
+    }
+
     /// Deletes one entry; false if it was not there.
     pub fn delete<K: Pod>(&self, key: &K) -> bool {
         // SAFETY: key is Pod of the map's key size.
@@ -311,10 +322,10 @@ impl MapFd {
 
     /// Reads a stack of up to MAX_STACK_DEPTH addresses; the list ends at
     /// the first zero.
-    pub fn lookup_stack(&self, id: u32) -> Option<Vec<u64>> {
+    pub fn lookup_stack(&self, id: u64) -> Option<Vec<u64>> {
         let mut ips = [0u64; abi::MAX_STACK_DEPTH];
-        // SAFETY: the stack map's value is MAX_STACK_DEPTH u64s.
-        let ret = unsafe { sys::bpf_map_lookup_elem(self.fd, (&id as *const u32).cast(), ips.as_mut_ptr().cast()) };
+        // SAFETY: the stack map's key is a u64 and its value MAX_STACK_DEPTH u64s.
+        let ret = unsafe { sys::bpf_map_lookup_elem(self.fd, (&id as *const u64).cast(), ips.as_mut_ptr().cast()) };
         if ret != 0 {
             return None;
         }

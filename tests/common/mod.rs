@@ -192,6 +192,8 @@ pub struct Stack {
     pub count: u64,
     pub frames: Vec<String>,
     pub addrs: Vec<(String, u64)>,
+    /// With several processes traced: the one the stack is in.
+    pub pid: Option<u32>,
 }
 
 /// One report: its header and stacks.
@@ -203,6 +205,12 @@ pub struct Report {
 }
 
 impl Report {
+    /// The stacks of process `pid` only (reports of several processes).
+    pub fn of_pid(&self, pid: u32) -> Report {
+        let stacks = self.stacks.iter().filter(|s| s.pid == Some(pid)).cloned().collect();
+        Report { stacks, ..self.clone() }
+    }
+
     /// The stack whose first frame is in `func` (`func+0x...`).
     pub fn by_function(&self, func: &str) -> Option<&Stack> {
         let prefix = format!("{func}+0x");
@@ -230,6 +238,10 @@ pub fn parse_reports(lines: &[String]) -> Vec<Report> {
         } else if let Some(rest) = line.strip_prefix("\t\t") {
             report.stacks.last_mut().expect("frame after stack line").frames.push(rest.to_string());
         } else if let Some(rest) = line.strip_prefix('\t') {
+            let (rest, pid) = match rest.split_once(" in pid ") {
+                Some((head, pid)) => (head, Some(pid.parse().expect("pid"))),
+                None => (rest, None),
+            };
             let words: Vec<&str> = rest.split(' ').collect();
             assert!(rest.ends_with("allocations from stack"), "unexpected line {line:?}");
             report.stacks.push(Stack {
@@ -237,6 +249,7 @@ pub fn parse_reports(lines: &[String]) -> Vec<Report> {
                 count: words[3].parse().expect("count"),
                 frames: Vec::new(),
                 addrs: std::mem::take(&mut pending_addrs),
+                pid,
             });
         } else if line.starts_with("lost: ") {
             report.losses = Some(line.clone());
@@ -279,11 +292,9 @@ pub fn trace_waiting_env(fixture_cmd: &mut Command, args: &[&str], env: &[(&str,
     let mut leaker = Running::spawn(fixture_cmd);
     let ready = leaker.wait_for(Duration::from_secs(10), |l| l.starts_with("ready "));
     let pid: u32 = ready["ready ".len()..].parse().unwrap();
-    // A larger stack map makes stack-id hash collisions (counted losses,
-    // which would spoil exact totals) rarer; issue 7's own hash ends them.
     let mut memleak = Running::spawn(
         Command::new(memleak_bin())
-            .args(["--stack-storage-size", "65536", "-p"])
+            .arg("-p")
             .arg(pid.to_string())
             .args(args)
             .envs(env.iter().copied()),
