@@ -280,7 +280,7 @@ static __always_inline __u64 store_stack(void *ctx)
 	return hash;
 }
 
-static __always_inline void record(void *ctx, __u64 addr, __u64 size, bool drop_stale)
+static __noinline void record(void *ctx, __u64 addr, __u64 size, bool drop_stale)
 {
 	struct alloc_key key = key_of(addr);
 	struct alloc_info info = {
@@ -320,6 +320,17 @@ static __always_inline bool mul_overflows(__u64 nmemb, __u64 size)
 	limit = ~0ULL / size;
 	barrier_var(limit);
 	return nmemb > limit;
+}
+
+/*
+ * The size of nmemb * size elements; SIZE_OVERFLOW when the product wraps,
+ * which makes the call fail (no real allocation has that size either).
+ */
+#define SIZE_OVERFLOW (~0ULL)
+
+static __always_inline __u64 product(__u64 nmemb, __u64 size)
+{
+	return mul_overflows(nmemb, size) ? SIZE_OVERFLOW : nmemb * size;
 }
 
 static __always_inline bool keep_size(__u64 size)
@@ -368,8 +379,8 @@ static __always_inline __u64 return_address(struct pt_regs *ctx)
  * entry at the same or a higher stack pointer with the saved return
  * address is a new call; the previous one's return was missed.
  */
-static __always_inline int enter(struct pt_regs *ctx, __u32 func, __u64 size,
-				 __u64 old_addr, __u64 memptr, bool overflow)
+static __noinline int enter(struct pt_regs *ctx, __u32 func, __u64 size,
+			    __u64 old_addr, __u64 memptr)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u64 sp = PT_REGS_SP(ctx);
@@ -385,7 +396,7 @@ static __always_inline int enter(struct pt_regs *ctx, __u32 func, __u64 size,
 	fresh.ret_addr = return_address(ctx);
 	fresh.func = func;
 	fresh.depth = 1;
-	fresh.skip = overflow || !keep_size(size);
+	fresh.skip = size == SIZE_OVERFLOW || !keep_size(size);
 
 	/* The common case, no call in flight on this thread, costs one
 	 * insert; only an existing entry needs a lookup. */
@@ -419,7 +430,7 @@ static __always_inline int enter(struct pt_regs *ctx, __u32 func, __u64 size,
 	return 0;
 }
 
-static __always_inline int exit_common(struct pt_regs *ctx, __u64 ret)
+static __noinline int exit_common(struct pt_regs *ctx, __u64 ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct inflight *st, call;
@@ -489,70 +500,70 @@ int BPF_URETPROBE(alloc_exit, __u64 ret)
 SEC("uprobe")
 int BPF_UPROBE(malloc_enter, __u64 size)
 {
-	return enter(ctx, F_MALLOC, size, 0, 0, false);
+	return enter(ctx, F_MALLOC, size, 0, 0);
 }
 
 SEC("uprobe")
 int BPF_UPROBE(calloc_enter, __u64 nmemb, __u64 size)
 {
-	return enter(ctx, F_CALLOC, nmemb * size, 0, 0, mul_overflows(nmemb, size));
+	return enter(ctx, F_CALLOC, product(nmemb, size), 0, 0);
 }
 
 SEC("uprobe")
 int BPF_UPROBE(realloc_enter, __u64 ptr, __u64 size)
 {
-	return enter(ctx, F_REALLOC, size, ptr, 0, false);
+	return enter(ctx, F_REALLOC, size, ptr, 0);
 }
 
 SEC("uprobe")
 int BPF_UPROBE(reallocarr_enter, __u64 ptr, __u64 nmemb, __u64 size)
 {
-	return enter(ctx, F_REALLOCARRAY, nmemb * size, ptr, 0, mul_overflows(nmemb, size));
+	return enter(ctx, F_REALLOCARRAY, product(nmemb, size), ptr, 0);
 }
 
 SEC("uprobe")
 int BPF_UPROBE(memalign_p_enter, __u64 memptr, __u64 alignment, __u64 size)
 {
-	return enter(ctx, F_POSIX_MEMALIGN, size, 0, memptr, false);
+	return enter(ctx, F_POSIX_MEMALIGN, size, 0, memptr);
 }
 
 SEC("uprobe")
 int BPF_UPROBE(aligned_enter, __u64 alignment, __u64 size)
 {
-	return enter(ctx, F_ALIGNED_ALLOC, size, 0, 0, false);
+	return enter(ctx, F_ALIGNED_ALLOC, size, 0, 0);
 }
 
 SEC("uprobe")
 int BPF_UPROBE(valloc_enter, __u64 size)
 {
-	return enter(ctx, F_VALLOC, size, 0, 0, false);
+	return enter(ctx, F_VALLOC, size, 0, 0);
 }
 
 SEC("uprobe")
 int BPF_UPROBE(memalign_enter, __u64 alignment, __u64 size)
 {
-	return enter(ctx, F_MEMALIGN, size, 0, 0, false);
+	return enter(ctx, F_MEMALIGN, size, 0, 0);
 }
 
 SEC("uprobe")
 int BPF_UPROBE(pvalloc_enter, __u64 size)
 {
-	return enter(ctx, F_PVALLOC, size, 0, 0, false);
+	return enter(ctx, F_PVALLOC, size, 0, 0);
 }
 
 SEC("uprobe")
 int BPF_UPROBE(mmap_enter, __u64 addr, __u64 length)
 {
-	return enter(ctx, F_MMAP, length, 0, 0, false);
+	return enter(ctx, F_MMAP, length, 0, 0);
 }
 
 SEC("uprobe")
 int BPF_UPROBE(mremap_enter, __u64 old_addr, __u64 old_size, __u64 new_size)
 {
-	return enter(ctx, F_MREMAP, new_size, old_addr, 0, false);
+	return enter(ctx, F_MREMAP, new_size, old_addr, 0);
 }
 
-static __always_inline int free_common(__u32 func, __u64 addr)
+static __noinline int free_common(__u32 func, __u64 addr)
 {
 	if (!addr || !is_target())
 		return 0;
@@ -575,25 +586,25 @@ int BPF_UPROBE(free_enter, __u64 ptr)
 SEC("uprobe")
 int BPF_UPROBE(mallocx_enter, __u64 size)
 {
-	return enter(ctx, F_MALLOCX, size, 0, 0, false);
+	return enter(ctx, F_MALLOCX, size, 0, 0);
 }
 
 SEC("uprobe")
 int BPF_UPROBE(rallocx_enter, __u64 ptr, __u64 size)
 {
-	return enter(ctx, F_RALLOCX, size, ptr, 0, false);
+	return enter(ctx, F_RALLOCX, size, ptr, 0);
 }
 
 SEC("uprobe")
 int BPF_UPROBE(xallocx_enter, __u64 ptr, __u64 size)
 {
-	return enter(ctx, F_XALLOCX, size, ptr, 0, false);
+	return enter(ctx, F_XALLOCX, size, ptr, 0);
 }
 
 SEC("uprobe")
 int BPF_UPROBE(new_enter, __u64 size)
 {
-	return enter(ctx, F_NEW, size, 0, 0, false);
+	return enter(ctx, F_NEW, size, 0, 0);
 }
 
 SEC("uprobe")
@@ -648,39 +659,39 @@ int enter_multi(struct pt_regs *ctx)
 
 	switch (bpf_get_attach_cookie(ctx)) {
 	case F_MALLOC:
-		return enter(ctx, F_MALLOC, a1, 0, 0, false);
+		return enter(ctx, F_MALLOC, a1, 0, 0);
 	case F_CALLOC:
-		return enter(ctx, F_CALLOC, a1 * a2, 0, 0, mul_overflows(a1, a2));
+		return enter(ctx, F_CALLOC, product(a1, a2), 0, 0);
 	case F_REALLOC:
-		return enter(ctx, F_REALLOC, a2, a1, 0, false);
+		return enter(ctx, F_REALLOC, a2, a1, 0);
 	case F_REALLOCARRAY:
-		return enter(ctx, F_REALLOCARRAY, a2 * a3, a1, 0, mul_overflows(a2, a3));
+		return enter(ctx, F_REALLOCARRAY, product(a2, a3), a1, 0);
 	case F_FREE:
 		return free_common(F_FREE, a1);
 	case F_POSIX_MEMALIGN:
-		return enter(ctx, F_POSIX_MEMALIGN, a3, 0, a1, false);
+		return enter(ctx, F_POSIX_MEMALIGN, a3, 0, a1);
 	case F_ALIGNED_ALLOC:
-		return enter(ctx, F_ALIGNED_ALLOC, a2, 0, 0, false);
+		return enter(ctx, F_ALIGNED_ALLOC, a2, 0, 0);
 	case F_VALLOC:
-		return enter(ctx, F_VALLOC, a1, 0, 0, false);
+		return enter(ctx, F_VALLOC, a1, 0, 0);
 	case F_MEMALIGN:
-		return enter(ctx, F_MEMALIGN, a2, 0, 0, false);
+		return enter(ctx, F_MEMALIGN, a2, 0, 0);
 	case F_PVALLOC:
-		return enter(ctx, F_PVALLOC, a1, 0, 0, false);
+		return enter(ctx, F_PVALLOC, a1, 0, 0);
 	case F_MMAP:
-		return enter(ctx, F_MMAP, a2, 0, 0, false);
+		return enter(ctx, F_MMAP, a2, 0, 0);
 	case F_MUNMAP:
 		return free_common(F_MUNMAP, a1);
 	case F_MREMAP:
-		return enter(ctx, F_MREMAP, a3, a1, 0, false);
+		return enter(ctx, F_MREMAP, a3, a1, 0);
 	case F_MALLOCX:
-		return enter(ctx, F_MALLOCX, a1, 0, 0, false);
+		return enter(ctx, F_MALLOCX, a1, 0, 0);
 	case F_RALLOCX:
-		return enter(ctx, F_RALLOCX, a2, a1, 0, false);
+		return enter(ctx, F_RALLOCX, a2, a1, 0);
 	case F_XALLOCX:
-		return enter(ctx, F_XALLOCX, a2, a1, 0, false);
+		return enter(ctx, F_XALLOCX, a2, a1, 0);
 	case F_NEW:
-		return enter(ctx, F_NEW, a1, 0, 0, false);
+		return enter(ctx, F_NEW, a1, 0, 0);
 	case F_DALLOCX:
 	case F_FREE_SIZED:
 	case F_DELETE:

@@ -351,7 +351,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             }
         }
         if stop.is_none() && child.is_none() && !traced.is_empty() && alive == 0 {
-            let last = traced.iter().map(|t| t.pid).last().unwrap_or(0);
+            let last = traced.last().map_or(0, |t| t.pid);
             stop = Some(Outcome::TargetExited(last));
         }
         if refresh_due {

@@ -591,6 +591,29 @@ fn several_processes_all_exit() {
     assert!(stderr.trim_end().ends_with(" exited"), "{stderr}");
 }
 
+/// A program whose file was replaced on disk after it started (an
+/// upgrade): the probes go on the inode it runs, reached through
+/// /proc/PID/map_files, and the report names its functions from it.
+#[test]
+fn program_replaced_after_start() {
+    let statically = fixture_built_with("leaker", "leaker-glibc-static", "gcc", &["-static"]);
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures/leaker-replaced");
+    std::fs::copy(&statically, &path).unwrap();
+    let (mut leaker, pid) = start_waiting(Command::new(&path).arg("--wait"));
+    // Rename something else over it, as package managers do.
+    let other = path.with_extension("new");
+    std::fs::copy("/bin/true", &other).unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    let mut memleak = Running::spawn(Command::new(memleak_bin()).args(["-v", "-o", "0", "-T", "50", "-p", &pid.to_string(), "1"]));
+    memleak.wait_for(Duration::from_secs(30), |l| l.starts_with("Attaching to pid"));
+    leaker.send("go\n");
+    leaker.wait_for(Duration::from_secs(30), |l| l == "done");
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("file deleted, read via map_files"), "{stderr}");
+    assert_leaks(&report, "leaker-replaced", LEAKS);
+}
+
 /// A process under another root with its own copy of libc (a container's
 /// view), traced from outside: the probes go on the copy it really maps.
 #[test]
