@@ -11,6 +11,17 @@ pub enum SortKey {
     Count,
 }
 
+/// How reports are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// BCC's text layout.
+    Classic,
+    /// One `root;...;leaf BYTES` line per stack, for flamegraph tools.
+    Folded,
+    /// One JSON object per report, one per line.
+    Json,
+}
+
 /// What gets traced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -38,6 +49,7 @@ pub struct Options {
     pub max_size: Option<u64>,
     pub obj: Option<String>,
     pub sort: SortKey,
+    pub format: Format,
     pub percpu: bool,
     /// Outstanding allocations the BPF table can hold (None: default).
     pub max_allocs: Option<u32>,
@@ -65,6 +77,7 @@ impl Default for Options {
             max_size: None,
             obj: None,
             sort: SortKey::Size,
+            format: Format::Classic,
             percpu: false,
             max_allocs: None,
             stack_storage_size: None,
@@ -88,6 +101,7 @@ usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]
                [--combined-only] [--wa-missing-free] [-s SAMPLE_RATE]
                [-T TOP] [-z MIN_SIZE] [-Z MAX_SIZE] [-O OBJ] [--sort SORT]
                [--percpu] [--max-allocs N] [--stack-storage-size N]
+               [--folded | --json]
                [-v] [--version] [interval] [count]";
 
 // Everything after the synopsis; argparse layout so it reads like BCC's.
@@ -131,6 +145,9 @@ optional arguments:
                         6.1, where the table is preallocated)
   --stack-storage-size N
                         store at most N distinct stacks (default 10240)
+  --folded              print each report as folded stacks (root;...;leaf
+                        BYTES), the input of flamegraph.pl and inferno
+  --json                print each report as one JSON object per line
   -v, --verbose         print debug messages to stderr
   --version             show program's version number and exit
 
@@ -180,6 +197,7 @@ struct Raw {
     obj: Option<String>,
     sort: Option<SortKey>,
     percpu: bool,
+    format: Option<Format>,
     max_allocs: Option<u32>,
     stack_storage_size: Option<u32>,
     verbose: bool,
@@ -277,6 +295,13 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
                 });
             }
             Long("percpu") => raw.percpu = true,
+            Long("folded") | Long("json") => {
+                let format = if flag == "--json" { Format::Json } else { Format::Folded };
+                if raw.format.is_some_and(|f| f != format) {
+                    return Err("--folded and --json cannot be used together".to_owned());
+                }
+                raw.format = Some(format);
+            }
             // Map sizes: the kernel takes a u32; 1 is useless but legal.
             Long("max-allocs") => {
                 raw.max_allocs = Some(next_number(&mut p, &flag, 1, u32::MAX as u64, WHOLE_AT_LEAST_1)? as u32);
@@ -314,6 +339,9 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
 
 /// Cross-flag checks and defaults, done once after all flags are seen.
 fn validate(raw: Raw) -> Result<Options, String> {
+    if raw.trace && raw.format.is_some() {
+        return Err("-t writes text lines: it cannot be used with --folded or --json".to_owned());
+    }
     let target = match (raw.pids, raw.command) {
         // BCC silently lets -c win; refusing is less surprising.
         (Some(_), Some(_)) => return Err("-p and -c cannot be used together".to_owned()),
@@ -345,6 +373,7 @@ fn validate(raw: Raw) -> Result<Options, String> {
         obj: raw.obj,
         sort: raw.sort.unwrap_or(d.sort),
         percpu: raw.percpu,
+        format: raw.format.unwrap_or(Format::Classic),
         max_allocs: raw.max_allocs,
         stack_storage_size: raw.stack_storage_size,
         verbose: raw.verbose,
@@ -655,6 +684,11 @@ mod tests {
             );
         }
         assert_eq!(err(&["-p", "1,2", "--combined-only"]), "--combined-only works with one process only");
+        assert_eq!(opts(&["--folded"]).format, Format::Folded);
+        assert_eq!(opts(&["--json", "--json"]).format, Format::Json);
+        assert_eq!(opts(&[]).format, Format::Classic);
+        assert_eq!(err(&["--json", "--folded"]), "--folded and --json cannot be used together");
+        assert_eq!(err(&["-t", "--json"]), "-t writes text lines: it cannot be used with --folded or --json");
         assert_eq!(opts(&["-p", "1,1", "--combined-only"]).target, Target::Pids(vec![1]));
 
         assert_eq!(
@@ -862,7 +896,7 @@ mod tests {
         let u = usage();
         assert!(u.starts_with("usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]\n"));
         assert!(u.starts_with(SHORT_USAGE));
-        assert_eq!(SHORT_USAGE.lines().count(), 5);
+        assert_eq!(SHORT_USAGE.lines().count(), 6);
         assert!(!u.ends_with('\n') && !SHORT_USAGE.ends_with('\n'));
         for line in u.lines() {
             assert!(line.len() <= 80, "too wide: {line:?}");
@@ -886,6 +920,8 @@ mod tests {
             "--percpu",
             "--max-allocs N",
             "--stack-storage-size N",
+            "--folded",
+            "--json",
             "-v, --verbose",
             "--version",
             "EXAMPLES:\n\n./memleak -p $(pidof allocs)\n",

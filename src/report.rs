@@ -3,9 +3,11 @@
 //! libbpf or /proc: it gets plain records and symbolized frames.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io::{self, Write};
 
-use crate::cli::SortKey;
+use crate::cli::{Format, SortKey};
+use crate::symbolize::Frame;
 
 /// One outstanding allocation, as read from the BPF map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,23 +112,25 @@ pub struct Losses {
 }
 
 impl Losses {
+    /// (count, JSON key, words for the `lost:` line) of each kind.
+    fn kinds(&self) -> [(u64, &'static str, &'static str); 9] {
+        [
+            (self.allocs_map_full, "allocs_map_full", "allocations (allocs map full)"),
+            (self.inflight_full, "inflight_map_full", "allocations (per-thread map full)"),
+            (self.missed_returns, "missed_returns", "calls whose return was missed"),
+            (self.untracked_calls, "untracked_calls", "calls to allocator functions memleak cannot size"),
+            (self.stacks_lost, "stacks_lost", "stack captures (stack map full)"),
+            (self.combined_map_full, "combined_map_full", "stack totals (combined map full)"),
+            (self.events_dropped, "events_dropped", "trace events (ring buffer full)"),
+            (self.recursion_misses, "recursion_misses", "probe hits (BPF recursion)"),
+            (self.failed_attaches, "failed_attaches", "functions not attached"),
+        ]
+    }
+
     /// `None` when nothing was lost.
     pub fn line(&self) -> Option<String> {
-        let parts: Vec<String> = [
-            (self.allocs_map_full, "allocations (allocs map full)"),
-            (self.inflight_full, "allocations (per-thread map full)"),
-            (self.missed_returns, "calls whose return was missed"),
-            (self.untracked_calls, "calls to allocator functions memleak cannot size"),
-            (self.stacks_lost, "stack captures (stack map full)"),
-            (self.combined_map_full, "stack totals (combined map full)"),
-            (self.events_dropped, "trace events (ring buffer full)"),
-            (self.recursion_misses, "probe hits (BPF recursion)"),
-            (self.failed_attaches, "functions not attached"),
-        ]
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| format!("{n} {what}"))
-        .collect();
+        let parts: Vec<String> =
+            self.kinds().iter().filter(|(n, _, _)| *n > 0).map(|(n, _, what)| format!("{n} {what}")).collect();
         if parts.is_empty() {
             None
         } else {
@@ -135,52 +139,205 @@ impl Losses {
     }
 }
 
-/// One stack ready to print: totals plus its frames, already symbolized.
-pub struct PrintedStack<'a> {
-    pub total: &'a StackTotal,
-    pub frames: Vec<String>,
+/// A frame as the report shows it: resolved, or a bare address when names
+/// are hidden (kernel.kptr_restrict).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shown {
+    Frame(Frame),
+    Address(u64),
+    /// Stands for a stack that cannot be shown: `[stack lost]`.
+    Missing(&'static str),
 }
 
-/// Writes one report in the layout of BCC's example document:
-///
-/// ```text
-/// [11:16:33] Top 10 stacks with outstanding allocations:
-///         addr = 948cd0 size = 16            (with -a)
-///         80 bytes in 5 allocations from stack
-///                 main+0x6d [allocs]
-/// ```
-/// followed by a blank line after each stack. With several processes
-/// traced (`show_pids`), each stack line ends with ` in pid PID`.
-pub fn write_report(
-    out: &mut impl Write,
-    time: &str,
-    top: usize,
-    stacks: &[PrintedStack<'_>],
-    show_allocs: bool,
-    show_pids: bool,
-    losses: &Losses,
-) -> io::Result<()> {
-    writeln!(out, "[{time}] Top {top} stacks with outstanding allocations:")?;
-    for s in stacks {
-        if show_allocs {
-            for (addr, size) in &s.total.allocs {
-                writeln!(out, "\taddr = {addr:x} size = {size}")?;
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shown::Frame(frame) => frame.fmt(f),
+            Shown::Address(a) => write!(f, "{a:#x}"),
+            Shown::Missing(what) => f.write_str(what),
+        }
+    }
+}
+
+impl Shown {
+    /// The frame's name in folded stacks: the function, else the file it
+    /// is in (`[libc.so.6]`), else `[unknown]` or the address. Folded
+    /// stacks separate frames with ';' and end a line with a space and a
+    /// number, so neither a ';' nor a line break may appear in a name.
+    fn folded_name(&self) -> String {
+        let name = match self {
+            Shown::Frame(Frame { symbol: Some(s), .. }) => s.clone(),
+            Shown::Frame(Frame { module: Some(m), .. }) => format!("[{m}]"),
+            Shown::Frame(_) => "[unknown]".to_string(),
+            Shown::Address(a) => format!("{a:#x}"),
+            Shown::Missing(what) => what.to_string(),
+        };
+        name.replace(';', ":").replace('\n', " ")
+    }
+}
+
+/// One stack ready to print: totals plus its frames, already symbolized,
+/// innermost first.
+pub struct PrintedStack<'a> {
+    pub total: &'a StackTotal,
+    pub frames: Vec<Shown>,
+}
+
+/// Everything one report shows.
+pub struct Report<'a> {
+    /// `HH:MM:SS`, local time.
+    pub time: &'a str,
+    /// The -T value, which the classic header prints.
+    pub top: usize,
+    /// In printing order: largest last.
+    pub stacks: &'a [PrintedStack<'a>],
+    /// -a: each stack's blocks.
+    pub show_allocs: bool,
+    /// Several processes are traced: say whose each stack is.
+    pub show_pids: bool,
+    pub losses: &'a Losses,
+}
+
+impl Report<'_> {
+    pub fn write(&self, format: Format, out: &mut impl Write) -> io::Result<()> {
+        match format {
+            Format::Classic => self.write_classic(out)?,
+            Format::Folded => self.write_folded(out)?,
+            Format::Json => self.write_json(out)?,
+        }
+        out.flush()
+    }
+
+    /// The layout of BCC's example document:
+    ///
+    /// ```text
+    /// [11:16:33] Top 10 stacks with outstanding allocations:
+    ///         addr = 948cd0 size = 16            (with -a)
+    ///         80 bytes in 5 allocations from stack
+    ///                 main+0x6d [allocs]
+    /// ```
+    /// followed by a blank line after each stack, then the `lost:` line if
+    /// anything was. With several processes traced each stack line ends
+    /// with ` in pid PID`.
+    fn write_classic(&self, out: &mut impl Write) -> io::Result<()> {
+        writeln!(out, "[{}] Top {} stacks with outstanding allocations:", self.time, self.top)?;
+        for s in self.stacks {
+            if self.show_allocs {
+                for (addr, size) in &s.total.allocs {
+                    writeln!(out, "\taddr = {addr:x} size = {size}")?;
+                }
             }
+            write!(out, "\t{} bytes in {} allocations from stack", s.total.bytes, s.total.count)?;
+            if self.show_pids {
+                write!(out, " in pid {}", s.total.tgid)?;
+            }
+            writeln!(out)?;
+            for frame in &s.frames {
+                writeln!(out, "\t\t{frame}")?;
+            }
+            writeln!(out)?;
         }
-        write!(out, "\t{} bytes in {} allocations from stack", s.total.bytes, s.total.count)?;
-        if show_pids {
-            write!(out, " in pid {}", s.total.tgid)?;
+        if let Some(line) = self.losses.line() {
+            writeln!(out, "{line}")?;
         }
-        writeln!(out)?;
-        for frame in &s.frames {
-            writeln!(out, "\t\t{frame}")?;
-        }
-        writeln!(out)?;
+        Ok(())
     }
-    if let Some(line) = losses.line() {
-        writeln!(out, "{line}")?;
+
+    /// `outermost;...;innermost BYTES` per stack, the input of flamegraph.pl
+    /// and inferno (weights in bytes); with several processes the process
+    /// is the root frame (`pid 123`). Losses go to stderr: the stream must
+    /// stay parseable, and a loss must not pass unsaid.
+    fn write_folded(&self, out: &mut impl Write) -> io::Result<()> {
+        for s in self.stacks {
+            let mut names: Vec<String> = s.frames.iter().rev().map(Shown::folded_name).collect();
+            if self.show_pids {
+                names.insert(0, format!("pid {}", s.total.tgid));
+            }
+            if names.is_empty() {
+                names.push("[no stack]".to_string());
+            }
+            writeln!(out, "{} {}", names.join(";"), s.total.bytes)?;
+        }
+        if let Some(line) = self.losses.line() {
+            eprintln!("memleak: {line}");
+        }
+        Ok(())
     }
-    out.flush()
+
+    /// One object per report, on one line:
+    /// `{"time", "top", "stacks": [{"bytes", "allocations", "pid",
+    /// "frames": [{"symbol", "offset", "module"}, {"address"} or
+    /// {"missing": "[stack lost]"}],
+    /// "allocs": [{"address", "size"}] (with -a)}], "lost": {kind: count}}`,
+    /// stacks largest first, frames innermost first; "lost" lists only
+    /// what was lost.
+    fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
+        let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "null".to_string(), json_str);
+        let stacks: Vec<String> = self
+            .stacks
+            .iter()
+            .rev()
+            .map(|s| {
+                let frames: Vec<String> = s
+                    .frames
+                    .iter()
+                    .map(|frame| match frame {
+                        Shown::Frame(f) => format!(
+                            r#"{{"symbol":{},"offset":{},"module":{}}}"#,
+                            opt(&f.symbol),
+                            f.offset,
+                            opt(&f.module)
+                        ),
+                        Shown::Address(a) => format!(r#"{{"address":{a}}}"#),
+                        Shown::Missing(what) => format!(r#"{{"missing":{}}}"#, json_str(what)),
+                    })
+                    .collect();
+                let mut stack = format!(
+                    r#"{{"bytes":{},"allocations":{},"pid":{},"frames":[{}]"#,
+                    s.total.bytes,
+                    s.total.count,
+                    s.total.tgid,
+                    frames.join(",")
+                );
+                if self.show_allocs {
+                    let blocks: Vec<String> =
+                        s.total.allocs.iter().map(|(a, size)| format!(r#"{{"address":{a},"size":{size}}}"#)).collect();
+                    stack.push_str(&format!(r#","allocs":[{}]"#, blocks.join(",")));
+                }
+                stack.push('}');
+                stack
+            })
+            .collect();
+        let lost: Vec<String> =
+            self.losses.kinds().iter().filter(|(n, _, _)| *n > 0).map(|(n, key, _)| format!(r#""{key}":{n}"#)).collect();
+        writeln!(
+            out,
+            r#"{{"time":{},"top":{},"stacks":[{}],"lost":{{{}}}}}"#,
+            json_str(self.time),
+            self.top,
+            stacks.join(","),
+            lost.join(",")
+        )
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]
@@ -216,21 +373,58 @@ mod tests {
         assert_eq!(by_count, vec![2, 1, 3], "empty stacks are dropped");
     }
 
+    fn example(total: &StackTotal, losses: &Losses, format: Format) -> String {
+        let frame = |symbol: Option<&str>, offset, module: &str| {
+            Shown::Frame(Frame { symbol: symbol.map(str::to_string), offset, module: Some(module.to_string()) })
+        };
+        let stacks = vec![PrintedStack {
+            total,
+            frames: vec![frame(Some("main"), 0x6d, "allocs"), frame(None, 0, "libc.so.6"), Shown::Address(0x10)],
+        }];
+        let report = Report { time: "11:16:33", top: 10, stacks: &stacks, show_allocs: true, show_pids: false, losses };
+        let mut out = Vec::new();
+        report.write(format, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn layout_matches_the_example_document() {
         let total = StackTotal { stack_id: 1, bytes: 32, count: 2, allocs: vec![(0x948cf0, 16), (0x948cd0, 16)], tgid: 0 };
-        let stacks = vec![PrintedStack { total: &total, frames: vec!["main+0x6d [allocs]".into(), "[unknown] [libc.so.6]".into()] }];
-        let mut out = Vec::new();
-        write_report(&mut out, "11:16:33", 10, &stacks, true, false, &Losses::default()).unwrap();
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            example(&total, &Losses::default(), Format::Classic),
             "[11:16:33] Top 10 stacks with outstanding allocations:\n\
              \taddr = 948cf0 size = 16\n\
              \taddr = 948cd0 size = 16\n\
              \t32 bytes in 2 allocations from stack\n\
              \t\tmain+0x6d [allocs]\n\
-             \t\t[unknown] [libc.so.6]\n\n"
+             \t\t[unknown] [libc.so.6]\n\
+             \t\t0x10\n\n"
         );
+    }
+
+    #[test]
+    fn folded_is_root_first_weighted_by_bytes() {
+        let total = StackTotal { stack_id: 1, bytes: 32, count: 2, tgid: 5, ..Default::default() };
+        assert_eq!(example(&total, &Losses::default(), Format::Folded), "0x10;[libc.so.6];main 32\n");
+        let odd = Shown::Frame(Frame { symbol: Some("a;b\nc".into()), offset: 0, module: None });
+        assert_eq!(odd.folded_name(), "a:b c");
+    }
+
+    #[test]
+    fn json_report() {
+        let total = StackTotal { stack_id: 1, bytes: 32, count: 2, allocs: vec![(16, 8)], tgid: 5 };
+        let losses = Losses { stacks_lost: 3, ..Default::default() };
+        assert_eq!(
+            example(&total, &losses, Format::Json),
+            concat!(
+                r#"{"time":"11:16:33","top":10,"stacks":[{"bytes":32,"allocations":2,"pid":5,"frames":["#,
+                r#"{"symbol":"main","offset":109,"module":"allocs"},"#,
+                r#"{"symbol":null,"offset":0,"module":"libc.so.6"},{"address":16}],"#,
+                r#""allocs":[{"address":16,"size":8}]}],"lost":{"stacks_lost":3}}"#,
+                "\n"
+            )
+        );
+        assert_eq!(json_str("a\"b\\c\n\u{1}é"), r#""a\"b\\c\n\u0001é""#);
     }
 
     #[test]

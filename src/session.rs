@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::allocator::{self, Func};
 use crate::bpf::abi;
-use crate::cli::{Options, Target};
-use crate::report::{self, PrintedStack};
+use crate::cli::{Format, Options, Target};
+use crate::report::{self, PrintedStack, Shown};
 use crate::symbolize::{KernelSymbolizer, ProcessSymbolizer};
 use crate::target::{self, Child, ChildEvent};
 use crate::tracepoints;
@@ -40,16 +40,16 @@ impl Symbolizer {
 
     /// `ip` of a stack recorded in process `tgid` (0: the kernel, or
     /// unknown: --combined-only totals, kept for a single process).
-    fn frame(&mut self, tgid: u32, ip: u64) -> String {
+    fn frame(&mut self, tgid: u32, ip: u64) -> Shown {
         match self {
-            Symbolizer::Processes(list) if list.len() == 1 => list[0].1.symbolize(ip).to_string(),
+            Symbolizer::Processes(list) if list.len() == 1 => Shown::Frame(list[0].1.symbolize(ip)),
             Symbolizer::Processes(_) => match self.process(tgid) {
-                Some(p) => p.symbolize(ip).to_string(),
-                None => format!("{ip:#x}"),
+                Some(p) => Shown::Frame(p.symbolize(ip)),
+                None => Shown::Address(ip),
             },
             // kptr_restrict hides kallsyms' addresses: show raw ones.
-            Symbolizer::Kernel(k) if k.addresses_hidden() => format!("{ip:#x}"),
-            Symbolizer::Kernel(k) => k.symbolize(ip).to_string(),
+            Symbolizer::Kernel(k) if k.addresses_hidden() => Shown::Address(ip),
+            Symbolizer::Kernel(k) => Shown::Frame(k.symbolize(ip)),
         }
     }
 }
@@ -249,13 +249,18 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             return Err(e.into());
         }
     };
-    match traced.as_slice() {
-        [] => writeln!(out.lock(), "Attaching to kernel allocators, Ctrl+C to quit.")?,
-        [one] => writeln!(out.lock(), "Attaching to pid {}, Ctrl+C to quit.", one.pid)?,
+    let attaching = match traced.as_slice() {
+        [] => "Attaching to kernel allocators, Ctrl+C to quit.".to_string(),
+        [one] => format!("Attaching to pid {}, Ctrl+C to quit.", one.pid),
         many => {
             let pids: Vec<String> = many.iter().map(|t| t.pid.to_string()).collect();
-            writeln!(out.lock(), "Attaching to pids {}, Ctrl+C to quit.", pids.join(", "))?
+            format!("Attaching to pids {}, Ctrl+C to quit.", pids.join(", "))
         }
+    };
+    // Folded stacks and JSON keep stdout for the data.
+    match opts.format {
+        Format::Classic => writeln!(out.lock(), "{attaching}")?,
+        Format::Folded | Format::Json => eprintln!("memleak: {attaching}"),
     }
     if let Some(c) = &mut child {
         if let Err(e) = c.release(&opts_command_name(opts)) {
@@ -520,13 +525,22 @@ fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut Symbolizer, sh
         .map(|total| {
             let frames = match tracer.stack(total.stack_id) {
                 Some(ips) => ips.iter().map(|&ip| symbolizer.frame(total.tgid, ip)).collect(),
-                None if total.stack_id == abi::LOST_STACK => vec!["[stack lost]".to_string()],
-                None => vec!["[stack unavailable]".to_string()],
+                None if total.stack_id == abi::LOST_STACK => vec![Shown::Missing("[stack lost]")],
+                None => vec![Shown::Missing("[stack unavailable]")],
             };
             PrintedStack { total, frames }
         })
         .collect();
-    report::write_report(out, &report::clock_time(), opts.top, &printed, opts.show_allocs && !opts.combined_only, show_pids, &tracer.losses())?;
+    let losses = tracer.losses();
+    let report = report::Report {
+        time: &report::clock_time(),
+        top: opts.top,
+        stacks: &printed,
+        show_allocs: opts.show_allocs && !opts.combined_only,
+        show_pids,
+        losses: &losses,
+    };
+    report.write(opts.format, out)?;
     crate::verbose!("report of {read} outstanding allocations took {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
     Ok(())
 }

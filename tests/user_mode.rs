@@ -754,3 +754,63 @@ fn memleak_inside_a_pid_namespace() {
     assert_eq!(lines[0], "Attaching to pid 2, Ctrl+C to quit.", "PID 2 in the new namespace");
     assert_all_leaks(&parse_reports(&lines)[0]);
 }
+
+/// memleak -o 0 FLAGS -c leaker, run to the end: (stdout, stderr).
+fn leaker_report_as(flags: &[&str]) -> (String, String) {
+    let out = Command::new(memleak_bin()).args(["-o", "0", "-T", "50"]).args(flags).arg("-c").arg(fixture("leaker")).output().expect("memleak runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    (String::from_utf8(out.stdout).unwrap(), stderr)
+}
+
+/// --folded: one `root;...;leaf BYTES` line per stack, nothing else on
+/// stdout, exact bytes per leaking function, and inferno (installed by
+/// .ci/run) draws a flame graph from it.
+#[test]
+fn folded_output_feeds_a_flame_graph() {
+    let (folded, stderr) = leaker_report_as(&["--folded"]);
+    assert!(stderr.contains("Attaching to pid"), "the banner goes to stderr: {stderr}");
+    for line in folded.lines() {
+        let (stack, bytes) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+        assert!(bytes.parse::<u64>().is_ok() && !stack.is_empty(), "{line:?}");
+    }
+    for &(func, bytes, _) in LEAKS {
+        let want = format!(";main;{func} {bytes}");
+        assert!(folded.lines().any(|l| l.ends_with(&want)), "{want} in:\n{folded}");
+    }
+    let mut inferno = Command::new("inferno-flamegraph")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("inferno-flamegraph runs (.ci/run: cargo install inferno)");
+    use std::io::Write;
+    inferno.stdin.take().unwrap().write_all(folded.as_bytes()).unwrap();
+    let svg = inferno.wait_with_output().unwrap();
+    assert!(svg.status.success());
+    let svg = String::from_utf8_lossy(&svg.stdout);
+    assert!(svg.starts_with("<?xml") && svg.contains("<svg") && svg.contains("leak_mremap"), "{svg}");
+}
+
+/// --json: one object per report that python3's json module reads, with
+/// exact totals and the leaking function as each stack's first frame.
+#[test]
+fn json_output_parses() {
+    let (json, _) = leaker_report_as(&["--json"]);
+    assert_eq!(json.lines().count(), 1, "one report, one line: {json}");
+    let checked = Command::new("python3").args(["-m", "json.tool"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn();
+    let mut checked = checked.expect("python3 runs");
+    use std::io::Write;
+    checked.stdin.take().unwrap().write_all(json.as_bytes()).unwrap();
+    assert!(checked.wait().unwrap().success(), "python3 -m json.tool rejects:\n{json}");
+    // Each stack as "first-frame-symbol bytes allocations", via python.
+    let script = "import json,sys\nr=json.loads(sys.stdin.read())\nassert r['lost']=={}, r['lost']\nfor s in r['stacks']: print(s['frames'][0]['symbol'], s['bytes'], s['allocations'], s['frames'][0]['module'])";
+    let mut py = Command::new("python3").args(["-c", script]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    py.stdin.take().unwrap().write_all(json.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = String::from_utf8(out.stdout).unwrap();
+    for &(func, bytes, count) in LEAKS {
+        let want = format!("{func} {bytes} {count} leaker");
+        assert!(rows.lines().any(|l| l == want), "{want} in:\n{rows}");
+    }
+}
