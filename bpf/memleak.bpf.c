@@ -48,6 +48,20 @@ struct {
 	__type(value, struct stack);
 } stacks SEC(".maps");
 
+/* --unwind=dwarf: stack copies for userspace (sized by userspace). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} samples SEC(".maps");
+
+/* Per-CPU sequence numbers that make unwind sample ids unique. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sample_seq SEC(".maps");
+
 /* Where a stack is captured before it is hashed (too big for the BPF
  * stack). */
 struct {
@@ -270,6 +284,8 @@ static __always_inline __u64 store_stack(void *ctx)
 	hash ^= hash >> 33;
 	hash *= 0xff51afd7ed558ccdULL;
 	hash ^= hash >> 33;
+	/* The top bit marks samples unwound in userspace; 0 a lost stack. */
+	hash &= ~UNWIND_ID_BIT;
 	if (!hash)
 		hash = 1;
 	if (bpf_map_lookup_elem(&stacks, &hash))
@@ -278,6 +294,61 @@ static __always_inline __u64 store_stack(void *ctx)
 	    !bpf_map_lookup_elem(&stacks, &hash))
 		return 0;	/* full */
 	return hash;
+}
+
+/*
+ * --unwind=dwarf: hands userspace the registers and a copy of the user
+ * stack to unwind with the objects' CFI, and returns the id the
+ * allocation is recorded with; 0 when no room was left. A copy near the
+ * top of the stack mapping can fault, so shorter ones are tried.
+ */
+static __always_inline __u64 sample_for_unwind(struct pt_regs *ctx)
+{
+	struct unwind_sample *s;
+	__u32 zero = 0;
+	__u64 *seq, id, sp;
+
+	seq = bpf_map_lookup_elem(&sample_seq, &zero);
+	if (!seq)
+		return 0;
+	s = bpf_ringbuf_reserve(&samples, sizeof(*s), 0);
+	if (!s)
+		return 0;
+	id = UNWIND_ID_BIT | (__u64)bpf_get_smp_processor_id() << 40 |
+	     (*seq & ((1ULL << 40) - 1));
+	*seq += 1;
+	sp = PT_REGS_SP(ctx);
+	s->id = id;
+	s->tgid = current_ids() >> 32;
+	s->regs[0] = PT_REGS_IP(ctx);
+	s->regs[1] = sp;
+#if defined(__TARGET_ARCH_x86)
+	s->regs[2] = ctx->bp;
+	s->regs[3] = 0;
+#else
+	s->regs[2] = ctx->user_regs.regs[29];
+	s->regs[3] = ctx->user_regs.regs[30];
+#endif
+	s->len = 0;
+	/* Fewer bytes each time, down to the first readable size. */
+	if (!bpf_probe_read_user(s->stack, STACK_COPY, (void *)sp))
+		s->len = STACK_COPY;
+	else if (!bpf_probe_read_user(s->stack, STACK_COPY * 3 / 4, (void *)sp))
+		s->len = STACK_COPY * 3 / 4;
+	else if (!bpf_probe_read_user(s->stack, STACK_COPY / 2, (void *)sp))
+		s->len = STACK_COPY / 2;
+	else if (!bpf_probe_read_user(s->stack, STACK_COPY * 3 / 8, (void *)sp))
+		s->len = STACK_COPY * 3 / 8;
+	else if (!bpf_probe_read_user(s->stack, STACK_COPY / 4, (void *)sp))
+		s->len = STACK_COPY / 4;
+	else if (!bpf_probe_read_user(s->stack, STACK_COPY / 8, (void *)sp))
+		s->len = STACK_COPY / 8;
+	else if (!bpf_probe_read_user(s->stack, STACK_COPY / 16, (void *)sp))
+		s->len = STACK_COPY / 16;
+	else if (!bpf_probe_read_user(s->stack, 256, (void *)sp))
+		s->len = 256;
+	bpf_ringbuf_submit(s, 0);
+	return id;
 }
 
 static __noinline void record(void *ctx, __u64 addr, __u64 size, bool drop_stale)
@@ -289,7 +360,10 @@ static __noinline void record(void *ctx, __u64 addr, __u64 size, bool drop_stale
 	};
 	long err;
 
-	info.stack_id = store_stack(ctx);
+	if (cfg.unwind_dwarf)
+		info.stack_id = sample_for_unwind(ctx);
+	else
+		info.stack_id = store_stack(ctx);
 	if (!info.stack_id)
 		count_loss(LOSS_STACK);
 	/* Insert first: only an address still tracked needs more work. */

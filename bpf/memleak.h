@@ -42,6 +42,7 @@ struct config {
 	__u8 combined;		/* keep per-stack totals in BPF (--combined-only) */
 	__u8 kernel;		/* kernel stacks instead of user stacks */
 	__u8 many_targets;	/* several processes: the targets map lists them */
+	__u8 unwind_dwarf;	/* copy the user stack for unwinding in userspace */
 	__u64 page_size;
 	/* memleak's PID namespace when it is not the initial one: PIDs given
 	 * by the user are numbers there. 0: the initial namespace. */
@@ -64,6 +65,26 @@ struct alloc_info {
 };
 
 #define MAX_STACK_DEPTH 127
+
+/* Bytes of user stack copied for DWARF unwinding, from the stack pointer. */
+#define STACK_COPY 8192
+
+/* High bit of a stack id: the stack is unwound in userspace from the
+ * unwind_sample with this id. */
+#define UNWIND_ID_BIT (1ULL << 63)
+
+/*
+ * An allocation's call site for userspace to unwind with the objects'
+ * CFI: registers at the return of the allocator function (x86_64: ip, sp,
+ * bp; arm64: pc, sp, fp, lr) and the stack above the stack pointer.
+ */
+struct unwind_sample {
+	__u64 id;		/* the stack id the allocation was recorded with */
+	__u32 tgid;
+	__u32 len;		/* bytes of stack copied */
+	__u64 regs[4];
+	__u8 stack[STACK_COPY];
+};
 
 /* A stack as bpf_get_stack writes it: addresses, then zeros. */
 struct stack {

@@ -22,6 +22,15 @@ pub enum Format {
     Json,
 }
 
+/// How user stacks are walked (`--unwind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwind {
+    /// Frame pointers, in BPF: cheap, complete where code keeps them.
+    FramePointer,
+    /// A copy of the stack, unwound in userspace with .eh_frame CFI.
+    Dwarf,
+}
+
 /// What gets traced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -50,6 +59,7 @@ pub struct Options {
     pub obj: Option<String>,
     pub sort: SortKey,
     pub format: Format,
+    pub unwind: Unwind,
     pub percpu: bool,
     /// Outstanding allocations the BPF table can hold (None: default).
     pub max_allocs: Option<u32>,
@@ -78,6 +88,7 @@ impl Default for Options {
             obj: None,
             sort: SortKey::Size,
             format: Format::Classic,
+            unwind: Unwind::FramePointer,
             percpu: false,
             max_allocs: None,
             stack_storage_size: None,
@@ -101,7 +112,7 @@ usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]
                [--combined-only] [--wa-missing-free] [-s SAMPLE_RATE]
                [-T TOP] [-z MIN_SIZE] [-Z MAX_SIZE] [-O OBJ] [--sort SORT]
                [--percpu] [--max-allocs N] [--stack-storage-size N]
-               [--folded | --json]
+               [--folded | --json] [--unwind {fp,dwarf}]
                [-v] [--version] [interval] [count]";
 
 // Everything after the synopsis; argparse layout so it reads like BCC's.
@@ -148,6 +159,9 @@ optional arguments:
   --folded              print each report as folded stacks (root;...;leaf
                         BYTES), the input of flamegraph.pl and inferno
   --json                print each report as one JSON object per line
+  --unwind {fp,dwarf}   walk user stacks by frame pointers (fp, default) or
+                        copy them and unwind with the objects' .eh_frame
+                        (dwarf: complete without frame pointers, costlier)
   -v, --verbose         print debug messages to stderr
   --version             show program's version number and exit
 
@@ -198,6 +212,7 @@ struct Raw {
     sort: Option<SortKey>,
     percpu: bool,
     format: Option<Format>,
+    unwind: Option<Unwind>,
     max_allocs: Option<u32>,
     stack_storage_size: Option<u32>,
     verbose: bool,
@@ -295,6 +310,14 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
                 });
             }
             Long("percpu") => raw.percpu = true,
+            Long("unwind") => {
+                let v = value(&mut p)?;
+                raw.unwind = Some(match text(&flag, &v)? {
+                    "fp" => Unwind::FramePointer,
+                    "dwarf" => Unwind::Dwarf,
+                    _ => return Err(invalid(&flag, &v, "expected fp or dwarf")),
+                });
+            }
             Long("folded") | Long("json") => {
                 let format = if flag == "--json" { Format::Json } else { Format::Folded };
                 if raw.format.is_some_and(|f| f != format) {
@@ -342,6 +365,14 @@ fn validate(raw: Raw) -> Result<Options, String> {
     if raw.trace && raw.format.is_some() {
         return Err("-t writes text lines: it cannot be used with --folded or --json".to_owned());
     }
+    if raw.unwind == Some(Unwind::Dwarf) {
+        if raw.pids.is_none() && raw.command.is_none() {
+            return Err("--unwind dwarf walks user stacks: use it with -p or -c".to_owned());
+        }
+        if raw.combined_only {
+            return Err("--unwind dwarf cannot be used with --combined-only (stacks are unwound outside BPF)".to_owned());
+        }
+    }
     let target = match (raw.pids, raw.command) {
         // BCC silently lets -c win; refusing is less surprising.
         (Some(_), Some(_)) => return Err("-p and -c cannot be used together".to_owned()),
@@ -374,6 +405,7 @@ fn validate(raw: Raw) -> Result<Options, String> {
         sort: raw.sort.unwrap_or(d.sort),
         percpu: raw.percpu,
         format: raw.format.unwrap_or(Format::Classic),
+        unwind: raw.unwind.unwrap_or(Unwind::FramePointer),
         max_allocs: raw.max_allocs,
         stack_storage_size: raw.stack_storage_size,
         verbose: raw.verbose,
@@ -689,6 +721,12 @@ mod tests {
         assert_eq!(opts(&[]).format, Format::Classic);
         assert_eq!(err(&["--json", "--folded"]), "--folded and --json cannot be used together");
         assert_eq!(err(&["-t", "--json"]), "-t writes text lines: it cannot be used with --folded or --json");
+        assert_eq!(opts(&["-p", "1"]).unwind, Unwind::FramePointer);
+        assert_eq!(opts(&["-p", "1", "--unwind", "dwarf"]).unwind, Unwind::Dwarf);
+        assert_eq!(opts(&["-p", "1", "--unwind=fp"]).unwind, Unwind::FramePointer);
+        assert_eq!(err(&["-p", "1", "--unwind", "lbr"]), "invalid value 'lbr' for --unwind: expected fp or dwarf");
+        assert!(err(&["--unwind", "dwarf"]).contains("use it with -p or -c"));
+        assert!(err(&["-p", "1", "--unwind", "dwarf", "--combined-only"]).contains("--combined-only"));
         assert_eq!(opts(&["-p", "1,1", "--combined-only"]).target, Target::Pids(vec![1]));
 
         assert_eq!(
@@ -922,6 +960,7 @@ mod tests {
             "--stack-storage-size N",
             "--folded",
             "--json",
+            "--unwind {fp,dwarf}",
             "-v, --verbose",
             "--version",
             "EXAMPLES:\n\n./memleak -p $(pidof allocs)\n",
@@ -940,6 +979,7 @@ mod tests {
                 "--sort" => vec![word, "count"],
                 "-c" => vec![word, "ls"],
                 "-O" => vec![word, "c"],
+                "--unwind" => vec!["-p", "1", word, "fp"],
                 w if ["-p", "-o", "-s", "-T", "-z", "-Z", "--max-allocs", "--stack-storage-size"].contains(&w) => vec![word, "1"],
                 _ => vec![word],
             };

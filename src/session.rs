@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use crate::allocator::{self, Func};
 use crate::bpf::abi;
 use crate::cli::{Format, Options, Target};
-use crate::report::{self, PrintedStack, Shown};
+use crate::report::{self, Allocation, PrintedStack, Shown};
+use crate::symbolize::unwind;
+use std::collections::HashMap;
 use crate::symbolize::{KernelSymbolizer, ProcessSymbolizer};
 use crate::target::{self, Child, ChildEvent};
 use crate::tracepoints;
@@ -279,6 +281,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         Symbolizer::Processes(traced.iter().map(|t| (t.pid, ProcessSymbolizer::new(t.pid))).collect())
     };
 
+    let mut unwound = Unwound::default();
     let interval = Duration::from_secs(opts.interval_s);
     let mut next_report = Instant::now() + interval;
     let mut reports = 0u64;
@@ -293,7 +296,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         // Rounded up: a zero timeout before the deadline would spin.
         let timeout_ms = wake.saturating_duration_since(now).as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         let mut fds = vec![libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-        if let Some(fd) = tracer.ring_fd() {
+        for fd in [tracer.ring_fd(), tracer.samples_fd()].into_iter().flatten() {
             fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
         }
         let first_pidfd = fds.len();
@@ -309,6 +312,8 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         if let Some(e) = output_error.borrow_mut().take() {
             return Err(Failure::Output(e));
         }
+        // Stack copies are unwound while the process and its maps are there.
+        unwound.drain(&mut tracer, &mut symbolizer);
 
         let mut stop = None;
         for sig in read_signals(&signals) {
@@ -318,6 +323,8 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                         for event in c.poll() {
                             match event {
                                 ChildEvent::Exiting => {
+                                    // Its last stack copies, while its maps are there.
+                                    unwound.drain(&mut tracer, &mut symbolizer);
                                     if let Some(p) = symbolizer.process(c.pid) {
                                         p.refresh();
                                         p.prefetch();
@@ -379,13 +386,13 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             // 0.1 s per probe (an RCU grace period each), which the user
             // should not wait for before seeing the numbers.
             tracer.consume_events();
-            print_report(opts, &tracer, &mut symbolizer, traced.len() > 1, &mut out.lock())?;
+            print_report(opts, &mut tracer, &mut symbolizer, &mut unwound, traced.len() > 1, &mut out.lock())?;
             tracer.detach();
             break outcome;
         }
         if Instant::now() >= next_report {
             symbolizer.refresh();
-            print_report(opts, &tracer, &mut symbolizer, traced.len() > 1, &mut out.lock())?;
+            print_report(opts, &mut tracer, &mut symbolizer, &mut unwound, traced.len() > 1, &mut out.lock())?;
             reports += 1;
             if opts.count.is_some_and(|c| reports >= c) {
                 tracer.detach();
@@ -492,8 +499,56 @@ fn opts_command_name(opts: &Options) -> String {
     }
 }
 
-fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut Symbolizer, show_pids: bool, out: &mut impl Write) -> Result<(), Failure> {
+/// Stacks unwound in userspace (--unwind dwarf), by their 64-bit hash, and
+/// which hash each BPF sample id became.
+#[derive(Default)]
+struct Unwound {
+    by_sample: HashMap<u64, u64>,
+    stacks: HashMap<u64, Vec<u64>>,
+}
+
+impl Unwound {
+    /// Unwinds every stack copy waiting in the tracer.
+    fn drain(&mut self, tracer: &mut Tracer, symbolizer: &mut Symbolizer) {
+        let samples = tracer.take_samples();
+        if !samples.is_empty() {
+            // Libraries mapped since the last look (a new process's own
+            // libc, a dlopen) must be known to walk through them.
+            symbolizer.refresh();
+        }
+        for sample in samples {
+            let [ip, sp, fp, lr] = sample.regs;
+            let regs = unwind::Registers { ip, sp, fp, lr };
+            let ips = match symbolizer.process(sample.tgid) {
+                Some(p) => p.unwind(regs, &sample.stack, abi::MAX_STACK_DEPTH),
+                None => vec![ip],
+            };
+            let hash = unwind::stack_hash(&ips);
+            self.stacks.entry(hash).or_insert(ips);
+            self.by_sample.insert(sample.id, hash);
+        }
+    }
+
+    /// The stack id to group an allocation by: a sample's id becomes the
+    /// hash of its unwound stack (lost if its copy never arrived).
+    fn resolve(&self, stack_id: u64) -> u64 {
+        if stack_id & abi::UNWIND_ID_BIT == 0 {
+            return stack_id;
+        }
+        self.by_sample.get(&stack_id).copied().unwrap_or(abi::LOST_STACK)
+    }
+}
+
+fn print_report(
+    opts: &Options,
+    tracer: &mut Tracer,
+    symbolizer: &mut Symbolizer,
+    unwound: &mut Unwound,
+    show_pids: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
     let started = Instant::now();
+    unwound.drain(tracer, symbolizer);
     let mut read = 0;
     let now = monotonic_ns();
     let min_age = opts.older_ms.saturating_mul(1_000_000);
@@ -501,7 +556,17 @@ fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut Symbolizer, sh
         tracer.combined()?
     } else {
         let mut agg = report::Aggregator::new(now, min_age);
-        read = tracer.for_each_allocation(|a| agg.add(a))?;
+        let mut live_samples = std::collections::HashSet::new();
+        read = tracer.for_each_allocation(|a| {
+            if a.stack_id & abi::UNWIND_ID_BIT != 0 {
+                live_samples.insert(a.stack_id);
+            }
+            agg.add(&Allocation { stack_id: unwound.resolve(a.stack_id), ..*a })
+        })?;
+        // Samples whose blocks were freed are done with.
+        if !unwound.by_sample.is_empty() {
+            unwound.by_sample.retain(|id, _| live_samples.contains(id));
+        }
         agg.finish()
     };
     let mut top = report::top(totals, &opts.sort, opts.top);
@@ -510,7 +575,7 @@ fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut Symbolizer, sh
         let shown: std::collections::HashMap<(u32, u64), usize> = top.iter().enumerate().map(|(i, s)| ((s.tgid, s.stack_id), i)).collect();
         let agg = report::Aggregator::new(now, min_age);
         tracer.for_each_allocation(|a| {
-            if let Some(&i) = shown.get(&(a.tgid, a.stack_id)) {
+            if let Some(&i) = shown.get(&(a.tgid, unwound.resolve(a.stack_id))) {
                 if agg.is_old_enough(a) {
                     top[i].allocs.push((a.addr, a.size));
                 }
@@ -523,7 +588,8 @@ fn print_report(opts: &Options, tracer: &Tracer, symbolizer: &mut Symbolizer, sh
     let printed: Vec<PrintedStack<'_>> = top
         .iter()
         .map(|total| {
-            let frames = match tracer.stack(total.stack_id) {
+            let stack = unwound.stacks.get(&total.stack_id).cloned().or_else(|| tracer.stack(total.stack_id));
+            let frames = match stack {
                 Some(ips) => ips.iter().map(|&ip| symbolizer.frame(total.tgid, ip)).collect(),
                 None if total.stack_id == abi::LOST_STACK => vec![Shown::Missing("[stack lost]")],
                 None => vec![Shown::Missing("[stack unavailable]")],

@@ -5,7 +5,7 @@ use std::io;
 
 use crate::allocator::{Allocator, Func};
 use crate::bpf::{self, abi, Link, MapFd, Object, RingBuffer};
-use crate::cli::Options;
+use crate::cli::{Options, Unwind};
 use crate::report::{Allocation, Losses, StackTotal};
 use crate::tracepoints;
 
@@ -116,6 +116,8 @@ pub struct Tracer {
     /// Raw tracepoints that notice the traced process's exec and fork.
     watch_links: Vec<Link>,
     ring: Option<RingBuffer>,
+    /// --unwind dwarf: stack copies, queued by the ring buffer's callback.
+    samples: Option<(RingBuffer, SampleQueue)>,
     obj: Object,
     allocs: MapFd,
     stacks: MapFd,
@@ -129,6 +131,33 @@ pub struct Tracer {
     /// `make bench` only: attach programs that do nothing, to measure the
     /// cost of the probes themselves (MEMLEAK_BENCH_EMPTY_PROBES=1).
     empty_probes: bool,
+}
+
+/// Raw unwind samples (struct unwind_sample) waiting for userspace.
+type SampleQueue = std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>;
+
+/// One stack copy to unwind (struct unwind_sample).
+pub struct UnwindSample {
+    /// The stack id its allocation was recorded with.
+    pub id: u64,
+    pub tgid: u32,
+    /// ip, sp, fp, and lr on arm64.
+    pub regs: [u64; 4],
+    pub stack: Vec<u8>,
+}
+
+impl UnwindSample {
+    fn parse(bytes: &[u8]) -> Option<UnwindSample> {
+        let u64_at = |i: usize| bytes.get(i..i + 8).map(|b| u64::from_ne_bytes(b.try_into().unwrap()));
+        let u32_at = |i: usize| bytes.get(i..i + 4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()));
+        let len = u32_at(12)? as usize;
+        Some(UnwindSample {
+            id: u64_at(0)?,
+            tgid: u32_at(8)?,
+            regs: [u64_at(16)?, u64_at(24)?, u64_at(32)?, u64_at(40)?],
+            stack: bytes.get(48..48 + len.min(abi::STACK_COPY))?.to_vec(),
+        })
+    }
 }
 
 /// What the tracer attaches to.
@@ -155,6 +184,7 @@ impl Tracer {
             sample_every: opts.sample_rate.max(1),
             trace: opts.trace as u8,
             combined: opts.combined_only as u8,
+            unwind_dwarf: u8::from(opts.unwind == Unwind::Dwarf),
             page_size: page_size() as u64,
             ..Default::default()
         };
@@ -228,6 +258,9 @@ impl Tracer {
         // one page when nothing is streamed.
         let page = page_size();
         obj.set_max_entries("events", if opts.trace { 1 << 20 } else { page })?;
+        // Room for about 500 stack copies between two reads.
+        let dwarf = opts.unwind == Unwind::Dwarf && !kernel;
+        obj.set_max_entries("samples", if dwarf { 8 << 20 } else { page })?;
         obj.load().map_err(load_error)?;
 
         let allocs = obj.map_fd("allocs")?;
@@ -246,11 +279,20 @@ impl Tracer {
             )?),
             None => None,
         };
+        let samples = if dwarf {
+            let queue = SampleQueue::default();
+            let sink = queue.clone();
+            let ring = RingBuffer::new(obj.map_fd("samples")?, Box::new(move |bytes: &[u8]| sink.borrow_mut().push(bytes.to_vec())))?;
+            Some((ring, queue))
+        } else {
+            None
+        };
 
         let mut tracer = Tracer {
             links: Vec::new(),
             watch_links: Vec::new(),
             ring,
+            samples,
             obj,
             allocs,
             stacks,
@@ -434,6 +476,19 @@ impl Tracer {
         if let Some(ring) = &mut self.ring {
             ring.consume();
         }
+    }
+
+    /// The fd that polls readable when stack copies wait (--unwind dwarf).
+    pub fn samples_fd(&self) -> Option<i32> {
+        self.samples.as_ref().map(|(r, _)| r.epoll_fd())
+    }
+
+    /// Every stack copy waiting, oldest first.
+    pub fn take_samples(&mut self) -> Vec<UnwindSample> {
+        let Some((ring, queue)) = &mut self.samples else { return Vec::new() };
+        ring.consume();
+        let raw = std::mem::take(&mut *queue.borrow_mut());
+        raw.iter().filter_map(|b| UnwindSample::parse(b)).collect()
     }
 
     /// Hands every outstanding allocation to `visit`, in one batched pass

@@ -814,3 +814,55 @@ fn json_output_parses() {
         assert!(rows.lines().any(|l| l == want), "{want} in:\n{rows}");
     }
 }
+
+/// The chain deep.c leaks from, innermost first; between compare and
+/// sort_pair lie glibc's qsort frames.
+const DEEP_CHAIN: &[&str] = &["compare", "sort_pair", "level3", "level2", "level1", "main"];
+
+/// deep.c built with -O2 -fomit-frame-pointer, traced with `unwind`.
+fn deep_report(unwind: &str) -> Report {
+    let program = fixture_built_with("deep", "deep-nofp", "gcc", &["-O2", "-fomit-frame-pointer"]);
+    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-o", "0", "--unwind", unwind, "-c"]).arg(&program));
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stderr}");
+    let report = parse_reports(&lines).into_iter().next().unwrap_or_else(|| panic!("no report: {lines:#?}"));
+    // -O2 unrolls level1's loop: up to three call sites, one stack each.
+    let from_compare: Vec<&Stack> = report.stacks.iter().filter(|s| s.frames[0].starts_with("compare+0x")).collect();
+    let bytes: u64 = from_compare.iter().map(|s| s.bytes).sum();
+    let count: u64 = from_compare.iter().map(|s| s.count).sum();
+    assert_eq!((bytes, count), (144, 3), "{report:#?}\n{stderr}");
+    report
+}
+
+/// Code without frame pointers, through a libc callback: DWARF unwinding
+/// gives the whole chain up to main (and on to _start); frame-pointer
+/// walking still gives exact totals and the leaking function.
+#[test]
+fn dwarf_unwinding_without_frame_pointers() {
+    let report = deep_report("dwarf");
+    for stack in report.stacks.iter().filter(|s| s.frames[0].starts_with("compare+0x")) {
+        let names: Vec<&str> = stack.frames.iter().map(|f| f.split("+0x").next().unwrap_or("")).collect();
+        let mut at = 0;
+        for want in DEEP_CHAIN {
+            let found = names[at..].iter().position(|n| n == want).unwrap_or_else(|| panic!("{want} after {at} in {names:?}"));
+            at += found + 1;
+        }
+        assert!(stack.frames[1].ends_with("[libc.so.6]"), "qsort's frames: {names:?}");
+        assert!(stack.frames.iter().all(|f| f.ends_with("[deep-nofp]") || f.ends_with("[libc.so.6]")), "{names:?}");
+    }
+    let frame_pointers = deep_report("fp");
+    let fp_frames = frame_pointers.stacks.iter().map(|s| s.frames.len()).max().unwrap_or(0);
+    let dwarf_frames = report.stacks.iter().map(|s| s.frames.len()).min().unwrap_or(0);
+    assert!(fp_frames < dwarf_frames, "fp {fp_frames} frames, dwarf {dwarf_frames}");
+}
+
+/// DWARF unwinding of ordinary code (with frame pointers) by -p gives the
+/// same exact totals and leaking functions as frame-pointer walking.
+#[test]
+fn dwarf_unwinding_keeps_exact_totals() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["--unwind", "dwarf", "-o", "0", "-T", "50", "1"], &[]);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_all_leaks(&report);
+    assert_eq!(report.losses, None);
+}

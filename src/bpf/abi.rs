@@ -13,6 +13,7 @@ pub struct Config {
     pub combined: u8,
     pub kernel: u8,
     pub many_targets: u8,
+    pub unwind_dwarf: u8,
     pub page_size: u64,
     pub pidns_dev: u64,
     pub pidns_ino: u64,
@@ -99,6 +100,12 @@ pub struct Notices {
     pub forks: u64,
     pub exec_ns: u64,
 }
+
+/// Bytes of user stack in an unwind sample (STACK_COPY).
+pub const STACK_COPY: usize = 8192;
+
+/// High bit of a stack id: unwound in userspace (UNWIND_ID_BIT).
+pub const UNWIND_ID_BIT: u64 = 1 << 63;
 
 /// Frames per stack in the `stacks` map (MAX_STACK_DEPTH).
 pub const MAX_STACK_DEPTH: usize = 127;

@@ -7,6 +7,7 @@ pub mod demangle;
 pub mod elf;
 pub mod kallsyms;
 pub mod proc_maps;
+pub mod unwind;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -66,6 +67,8 @@ pub struct ProcessSymbolizer {
     maps: Vec<MapEntry>,
     /// Parsed files, failures included (`None`) so they are tried once.
     cache: HashMap<FileKey, Option<ElfSymbols>>,
+    /// Their call frame information, read on the first unwind through them.
+    cfi: HashMap<FileKey, Option<unwind::CfiTable>>,
 }
 
 impl ProcessSymbolizer {
@@ -76,6 +79,7 @@ impl ProcessSymbolizer {
             maps_text: String::new(),
             maps: Vec::new(),
             cache: HashMap::new(),
+            cfi: HashMap::new(),
         };
         s.refresh();
         s
@@ -124,6 +128,31 @@ impl ProcessSymbolizer {
             },
             None => Frame::unknown(module),
         }
+    }
+
+    /// The return addresses of a stack copied at `regs.sp` (see
+    /// [`unwind::unwind`]), through this process's mappings.
+    pub fn unwind(&mut self, regs: unwind::Registers, stack: &[u8], max: usize) -> Vec<u64> {
+        // Load every table the walk may need first: the walk borrows them.
+        let mut wanted = Vec::new();
+        for e in self.maps.iter().filter(|e| e.is_executable() && e.is_file()) {
+            let key = (e.dev_major, e.dev_minor, e.inode);
+            if !self.cfi.contains_key(&key) && !wanted.iter().any(|(k, _)| *k == key) {
+                wanted.push((key, e.clone()));
+            }
+        }
+        let pid = self.pid;
+        for (key, entry) in wanted {
+            let table = open_mapped(pid, &entry).and_then(|bytes| unwind::CfiTable::parse(&bytes));
+            self.cfi.insert(key, table);
+        }
+        let (maps, cfi) = (&self.maps, &self.cfi);
+        unwind::unwind(regs, stack, max, |ip| {
+            let e = proc_maps::find(maps, ip).filter(|e| e.is_file())?;
+            let table = cfi.get(&(e.dev_major, e.dev_minor, e.inode))?.as_ref()?;
+            let vaddr = table.vaddr_of((ip - e.start).checked_add(e.offset)?)?;
+            Some((table, vaddr))
+        })
     }
 
     /// Parses (and caches) every executable file mapping now, so that the
