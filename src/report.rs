@@ -266,7 +266,8 @@ impl Report<'_> {
 
     /// One object per report, on one line:
     /// `{"time", "top", "stacks": [{"bytes", "allocations", "pid",
-    /// "frames": [{"symbol", "offset", "module"}, {"address"} or
+    /// "frames": [{"symbol", "offset", "module", and "file", "line" where
+    /// known, "inlined": true for inlined functions}, {"address"} or
     /// {"missing": "[stack lost]"}],
     /// "allocs": [{"address", "size"}] (with -a)}], "lost": {kind: count}}`,
     /// stacks largest first, frames innermost first; "lost" lists only
@@ -282,12 +283,22 @@ impl Report<'_> {
                     .frames
                     .iter()
                     .map(|frame| match frame {
-                        Shown::Frame(f) => format!(
-                            r#"{{"symbol":{},"offset":{},"module":{}}}"#,
-                            opt(&f.symbol),
-                            f.offset,
-                            opt(&f.module)
-                        ),
+                        Shown::Frame(f) => {
+                            let mut frame = format!(
+                                r#"{{"symbol":{},"offset":{},"module":{}"#,
+                                opt(&f.symbol),
+                                f.offset,
+                                opt(&f.module)
+                            );
+                            if let Some((file, line)) = &f.source {
+                                frame.push_str(&format!(r#","file":{},"line":{line}"#, json_str(file)));
+                            }
+                            if f.inlined {
+                                frame.push_str(r#","inlined":true"#);
+                            }
+                            frame.push('}');
+                            frame
+                        }
                         Shown::Address(a) => format!(r#"{{"address":{a}}}"#),
                         Shown::Missing(what) => format!(r#"{{"missing":{}}}"#, json_str(what)),
                     })
@@ -375,7 +386,7 @@ mod tests {
 
     fn example(total: &StackTotal, losses: &Losses, format: Format) -> String {
         let frame = |symbol: Option<&str>, offset, module: &str| {
-            Shown::Frame(Frame { symbol: symbol.map(str::to_string), offset, module: Some(module.to_string()) })
+            Shown::Frame(Frame { symbol: symbol.map(str::to_string), offset, module: Some(module.to_string()), ..Frame::default() })
         };
         let stacks = vec![PrintedStack {
             total,
@@ -406,7 +417,7 @@ mod tests {
     fn folded_is_root_first_weighted_by_bytes() {
         let total = StackTotal { stack_id: 1, bytes: 32, count: 2, tgid: 5, ..Default::default() };
         assert_eq!(example(&total, &Losses::default(), Format::Folded), "0x10;[libc.so.6];main 32\n");
-        let odd = Shown::Frame(Frame { symbol: Some("a;b\nc".into()), offset: 0, module: None });
+        let odd = Shown::Frame(Frame { symbol: Some("a;b\nc".into()), ..Frame::default() });
         assert_eq!(odd.folded_name(), "a:b c");
     }
 

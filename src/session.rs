@@ -40,19 +40,22 @@ impl Symbolizer {
         }
     }
 
-    /// `ip` of a stack recorded in process `tgid` (0: the kernel, or
-    /// unknown: --combined-only totals, kept for a single process).
-    fn frame(&mut self, tgid: u32, ip: u64) -> Shown {
-        match self {
-            Symbolizer::Processes(list) if list.len() == 1 => Shown::Frame(list[0].1.symbolize(ip)),
+    /// The frames of `ip` in a stack recorded in process `tgid` (0: the
+    /// kernel, or unknown: --combined-only totals, kept for a single
+    /// process): functions inlined there first, with source lines where
+    /// debug info has them.
+    fn frames(&mut self, tgid: u32, ip: u64) -> Vec<Shown> {
+        let frames = match self {
+            Symbolizer::Processes(list) if list.len() == 1 => list[0].1.symbolize_with_lines(ip),
             Symbolizer::Processes(_) => match self.process(tgid) {
-                Some(p) => Shown::Frame(p.symbolize(ip)),
-                None => Shown::Address(ip),
+                Some(p) => p.symbolize_with_lines(ip),
+                None => return vec![Shown::Address(ip)],
             },
             // kptr_restrict hides kallsyms' addresses: show raw ones.
-            Symbolizer::Kernel(k) if k.addresses_hidden() => Shown::Address(ip),
-            Symbolizer::Kernel(k) => Shown::Frame(k.symbolize(ip)),
-        }
+            Symbolizer::Kernel(k) if k.addresses_hidden() => return vec![Shown::Address(ip)],
+            Symbolizer::Kernel(k) => vec![k.symbolize(ip)],
+        };
+        frames.into_iter().map(Shown::Frame).collect()
     }
 }
 
@@ -590,7 +593,7 @@ fn print_report(
         .map(|total| {
             let stack = unwound.stacks.get(&total.stack_id).cloned().or_else(|| tracer.stack(total.stack_id));
             let frames = match stack {
-                Some(ips) => ips.iter().map(|&ip| symbolizer.frame(total.tgid, ip)).collect(),
+                Some(ips) => ips.iter().flat_map(|&ip| symbolizer.frames(total.tgid, ip)).collect(),
                 None if total.stack_id == abi::LOST_STACK => vec![Shown::Missing("[stack lost]")],
                 None => vec![Shown::Missing("[stack unavailable]")],
             };

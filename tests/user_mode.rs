@@ -398,8 +398,7 @@ fn cxx_with_allocator(out: &str, flags: &[&str], expect_object: &str) {
     let program = cxx_fixture_built_with("cxxleak", out, flags);
     let (report, _, stderr) = run_to_exit(&program, expect_object);
     let in_program = |s: &Stack| -> String {
-        let own = format!("[{out}]");
-        s.frames.iter().find(|f| f.ends_with(&own) && !f.starts_with("operator new")).cloned().unwrap_or_default()
+        s.frames.iter().find(|f| module_of(f) == Some(out) && !f.starts_with("operator new")).cloned().unwrap_or_default()
     };
     let mut leaks: Vec<(String, u64, u64)> = report
         .stacks
@@ -438,8 +437,7 @@ fn cxx_with_mimalloc() {
 /// How many stacks pass through `module` (the C library's own buffers and
 /// the runtime's pools do not).
 fn stacks_in(report: &Report, module: &str) -> usize {
-    let own = format!("[{module}]");
-    report.stacks.iter().filter(|s| s.frames.iter().any(|f| f.ends_with(&own))).count()
+    report.stacks.iter().filter(|s| s.frames.iter().any(|f| module_of(f) == Some(module))).count()
 }
 
 /// jemalloc's own API: mallocx, rallocx and xallocx allocate (xallocx
@@ -815,9 +813,23 @@ fn json_output_parses() {
     }
 }
 
-/// The chain deep.c leaks from, innermost first; between compare and
-/// sort_pair lie glibc's qsort frames.
-const DEEP_CHAIN: &[&str] = &["compare", "sort_pair", "level3", "level2", "level1", "main"];
+/// The chain deep.c leaks from, innermost first, each with the call it
+/// makes (whose line the frame must show); between compare and sort_pair
+/// lie glibc's qsort frames.
+const DEEP_CHAIN: &[(&str, &str)] = &[
+    ("compare", "sink = malloc(48);"),
+    ("sort_pair", "qsort(v, 2,"),
+    ("level3", "sort_pair();"),
+    ("level2", "level3();"),
+    ("level1", "level2();"),
+    ("main", "level1();"),
+];
+
+/// The line of deep.c holding `text`.
+fn deep_line(text: &str) -> usize {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/deep.c")).unwrap();
+    src.lines().position(|l| l.contains(text)).unwrap_or_else(|| panic!("{text} in deep.c")) + 1
+}
 
 /// deep.c built with -O2 -fomit-frame-pointer, traced with `unwind`.
 fn deep_report(unwind: &str) -> Report {
@@ -835,20 +847,23 @@ fn deep_report(unwind: &str) -> Report {
 }
 
 /// Code without frame pointers, through a libc callback: DWARF unwinding
-/// gives the whole chain up to main (and on to _start); frame-pointer
-/// walking still gives exact totals and the leaking function.
+/// gives the whole chain up to main (and on to _start), each frame with
+/// the file and line of its call; frame-pointer walking still gives exact
+/// totals and the leaking function.
 #[test]
 fn dwarf_unwinding_without_frame_pointers() {
     let report = deep_report("dwarf");
     for stack in report.stacks.iter().filter(|s| s.frames[0].starts_with("compare+0x")) {
         let names: Vec<&str> = stack.frames.iter().map(|f| f.split("+0x").next().unwrap_or("")).collect();
         let mut at = 0;
-        for want in DEEP_CHAIN {
+        for (want, call) in DEEP_CHAIN {
             let found = names[at..].iter().position(|n| n == want).unwrap_or_else(|| panic!("{want} after {at} in {names:?}"));
             at += found + 1;
+            let line = format!(" [deep-nofp] deep.c:{}", deep_line(call));
+            assert!(stack.frames[at - 1].ends_with(&line), "{want}: {line} in {:#?}", stack.frames);
         }
-        assert!(stack.frames[1].ends_with("[libc.so.6]"), "qsort's frames: {names:?}");
-        assert!(stack.frames.iter().all(|f| f.ends_with("[deep-nofp]") || f.ends_with("[libc.so.6]")), "{names:?}");
+        assert_eq!(module_of(&stack.frames[1]), Some("libc.so.6"), "qsort's frames: {names:?}");
+        assert!(stack.frames.iter().all(|f| matches!(module_of(f), Some("deep-nofp" | "libc.so.6"))), "{names:?}");
     }
     let frame_pointers = deep_report("fp");
     let fp_frames = frame_pointers.stacks.iter().map(|s| s.frames.len()).max().unwrap_or(0);

@@ -7,6 +7,7 @@ pub mod demangle;
 pub mod elf;
 pub mod kallsyms;
 pub mod proc_maps;
+pub mod source;
 pub mod unwind;
 
 use std::collections::HashMap;
@@ -31,29 +32,43 @@ pub struct Frame {
     pub offset: u64,
     /// File base name (`libc.so.6`), or `kernel` / a kernel module's name.
     pub module: Option<String>,
+    /// Source file (as the compiler recorded it) and line, from DWARF.
+    pub source: Option<(String, u32)>,
+    /// A function inlined into the frame that follows it: it has a name
+    /// and a line but no address of its own.
+    pub inlined: bool,
 }
 
 impl Frame {
     fn unknown(module: Option<String>) -> Frame {
         Frame {
-            symbol: None,
-            offset: 0,
             module,
+            ..Frame::default()
         }
     }
 }
 
 impl fmt::Display for Frame {
-    /// `sym+0xoff [module]`, `[unknown] [module]` or `[unknown]`.
+    /// `sym+0xoff [module]`, `[unknown] [module]` or `[unknown]`, then
+    /// ` file.c:123` when the line is known; an inlined function shows as
+    /// `sym [module] file.c:12 (inlined)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.symbol {
+            Some(s) if self.inlined => f.write_str(s)?,
             Some(s) => write!(f, "{s}+{:#x}", self.offset)?,
             None => f.write_str("[unknown]")?,
         }
-        match &self.module {
-            Some(m) => write!(f, " [{m}]"),
-            None => Ok(()),
+        if let Some(m) = &self.module {
+            write!(f, " [{m}]")?;
         }
+        if let Some((file, line)) = &self.source {
+            let base = file.rsplit('/').next().unwrap_or(file);
+            write!(f, " {base}:{line}")?;
+        }
+        if self.inlined {
+            f.write_str(" (inlined)")?;
+        }
+        Ok(())
     }
 }
 
@@ -69,6 +84,8 @@ pub struct ProcessSymbolizer {
     cache: HashMap<FileKey, Option<ElfSymbols>>,
     /// Their call frame information, read on the first unwind through them.
     cfi: HashMap<FileKey, Option<unwind::CfiTable>>,
+    /// Their DWARF line tables, read when a report first shows them.
+    lines: HashMap<FileKey, Option<source::SourceLines>>,
 }
 
 impl ProcessSymbolizer {
@@ -80,6 +97,7 @@ impl ProcessSymbolizer {
             maps: Vec::new(),
             cache: HashMap::new(),
             cfi: HashMap::new(),
+            lines: HashMap::new(),
         };
         s.refresh();
         s
@@ -125,9 +143,49 @@ impl ProcessSymbolizer {
                 symbol: Some(demangle::demangle(name).into_owned()),
                 offset: off,
                 module,
+                ..Frame::default()
             },
             None => Frame::unknown(module),
         }
+    }
+
+    /// Resolves a return address (every address of a stack is one) with
+    /// source lines where debug info exists: the functions inlined at the
+    /// call first, then the frame of [`Self::symbolize`] with its line.
+    pub fn symbolize_with_lines(&mut self, addr: u64) -> Vec<Frame> {
+        let mut frame = self.symbolize(addr);
+        let Some(entry) = proc_maps::find(&self.maps, addr).filter(|e| e.is_file()).cloned() else {
+            return vec![frame];
+        };
+        let key = (entry.dev_major, entry.dev_minor, entry.inode);
+        let pid = self.pid;
+        let lines = self
+            .lines
+            .entry(key)
+            .or_insert_with(|| open_mapped(pid, &entry).and_then(|bytes| source_lines(&bytes, pid, &entry.path)));
+        let (Some(lines), Some(syms)) = (lines.as_ref(), self.cache.get(&key).and_then(Option::as_ref)) else {
+            return vec![frame];
+        };
+        // The call is the instruction before the return address.
+        let vaddr = (addr - entry.start).checked_add(entry.offset).and_then(|o| syms.file_offset_to_vaddr(o));
+        let found = vaddr.map(|v| lines.lookup(v.wrapping_sub(1))).unwrap_or_default();
+        let Some((outer, inlined)) = found.split_last() else {
+            return vec![frame];
+        };
+        let located = |s: &source::SourceFrame| Some((s.file.clone()?, s.line?));
+        frame.source = located(outer);
+        let mut frames: Vec<Frame> = inlined
+            .iter()
+            .map(|s| Frame {
+                symbol: s.function.as_deref().map(|n| demangle::demangle(n).into_owned()),
+                module: frame.module.clone(),
+                source: located(s),
+                inlined: true,
+                ..Frame::default()
+            })
+            .collect();
+        frames.push(frame);
+        frames
     }
 
     /// The return addresses of a stack copied at `regs.sp` (see
@@ -191,6 +249,14 @@ fn parse_with_debug_file(bytes: &[u8], pid: u32, path: &str) -> Option<ElfSymbol
     Some(match debug {
         Some(debug) if !debug.is_stripped() => syms.with_symbols_of(debug),
         _ => syms,
+    })
+}
+
+/// A mapped file's DWARF lines, or its separate debug file's.
+fn source_lines(bytes: &[u8], pid: u32, path: &str) -> Option<source::SourceLines> {
+    source::SourceLines::parse(bytes).or_else(|| {
+        let (_, debug) = debug_file::find(bytes, path, &format!("/proc/{pid}/root"))?;
+        source::SourceLines::parse(&debug)
     })
 }
 
@@ -259,6 +325,7 @@ impl KernelSymbolizer {
                 symbol: Some(demangle::demangle(s.name).into_owned()),
                 offset: s.offset,
                 module: Some(s.module.unwrap_or("kernel").to_string()),
+                ..Frame::default()
             },
             None => Frame::unknown(None),
         }
@@ -276,6 +343,7 @@ mod tests {
                 symbol: s.map(String::from),
                 offset,
                 module: m.map(String::from),
+                ..Frame::default()
             }
             .to_string()
         };
@@ -287,6 +355,10 @@ mod tests {
         assert_eq!(f(Some("x"), 0xABCDEF, Some("m")), "x+0xabcdef [m]");
         assert_eq!(f(None, 0, Some("libc.so.6")), "[unknown] [libc.so.6]");
         assert_eq!(f(None, 0, None), "[unknown]");
+        let lined = Frame { symbol: Some("leak".into()), offset: 0x16, module: Some("p".into()), source: Some(("/src/p.c".into(), 22)), inlined: false };
+        assert_eq!(lined.to_string(), "leak+0x16 [p] p.c:22");
+        let inlined = Frame { symbol: Some("helper".into()), source: Some(("h.h".into(), 3)), inlined: true, ..lined };
+        assert_eq!(inlined.to_string(), "helper [p] h.h:3 (inlined)");
         assert_eq!(
             f(Some("kfree"), 0x1a, Some("kernel")),
             "kfree+0x1a [kernel]"

@@ -303,6 +303,10 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	measure memleak "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 3600 || die "memleak run failed"
 	measure memleak-s10 "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 -s 10 3600 \
 		|| die "memleak -s 10 run failed"
+	measure dwarf "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 --unwind dwarf 3600 \
+		|| die "memleak --unwind dwarf run failed"
+	measure dwarf-s10 "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 -s 10 --unwind dwarf 3600 \
+		|| die "memleak -s 10 --unwind dwarf run failed"
 done
 
 # memleak stops on SIGINT or SIGTERM alike; SIGTERM, the same signal as for the
@@ -367,6 +371,7 @@ fi
 
 HOST_GLIBC=$(ldd --version 2>/dev/null | awk 'NR == 1 { print $NF }')
 UNTRACED=$(med untraced) FLOOR=$(med floor) ML=$(med memleak) MLS=$(med memleak-s10)
+MLD=$(med dwarf) MLDS=$(med dwarf-s10)
 row() { printf '%-46s %9s %12s %9s  %-15s %s\n' "$@"; }
 line() { printf '%-46s %s\n' "$@"; }
 echo
@@ -376,6 +381,13 @@ row "empty probes (floor)" "$(ns "$FLOOR")" "$(times "$FLOOR" "$UNTRACED")" "1.0
 row "memleak -o 0" "$(ns "$ML")" "$(times "$ML" "$UNTRACED")" "$(ratio "$ML" "$FLOOR")" "$(range memleak)" ""
 row "memleak -o 0 -s 10" "$(ns "$MLS")" "$(times "$MLS" "$UNTRACED")" "$(ratio "$MLS" "$FLOOR")" "$(range memleak-s10)" \
 	"-s 10/full = $(ratio "$MLS" "$ML")"
+# What a stack copy plus its unwinding costs per recorded allocation: the
+# difference to the frame-pointer run, all of it at -s 1, a tenth at -s 10.
+per_sample() { awk -v d="$1" -v f="$2" -v k="$3" 'BEGIN { if (d + 0 > 0 && f + 0 > 0) printf "%+.0f ns per recorded allocation", (d - f) * k; else print "n/a" }'; }
+row "memleak -o 0 --unwind dwarf" "$(ns "$MLD")" "$(times "$MLD" "$UNTRACED")" "$(ratio "$MLD" "$FLOOR")" "$(range dwarf)" \
+	"dwarf/fp = $(ratio "$MLD" "$ML"), $(per_sample "$MLD" "$ML" 1)"
+row "memleak -o 0 -s 10 --unwind dwarf" "$(ns "$MLDS")" "$(times "$MLDS" "$UNTRACED")" "$(ratio "$MLDS" "$FLOOR")" "$(range dwarf-s10)" \
+	"dwarf/fp = $(ratio "$MLDS" "$MLS"), $(per_sample "$MLDS" "$MLS" 10)"
 if [ -n "$ANCHORS_OK" ]; then
 	C_UNTRACED=$(med c-untraced) C_FLOOR=$(med c-floor) C_ML=$(med c-memleak) C_LBT=$(med c-libbpf-tools) C_BCC=$(med bcc)
 	row "anchor chroot (glibc $C_GLIBC): untraced" "$(ns "$C_UNTRACED")" "" "" "$(range c-untraced)" ""

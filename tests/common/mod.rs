@@ -316,6 +316,14 @@ pub fn interrupt(memleak: Running) -> (Report, Option<i32>, Vec<Report>, String)
     (last, code, reports, stderr)
 }
 
+/// The module a frame line names: `main+0x1b [leaker] leaker.c:210` is in
+/// `leaker` (a source line may follow the module).
+pub fn module_of(frame: &str) -> Option<&str> {
+    let start = frame.find(" [")? + 2;
+    let len = frame[start..].find(']')?;
+    Some(&frame[start..start + len])
+}
+
 /// Asserts every documented leak with its exact bytes and count.
 pub fn assert_all_leaks(report: &Report) {
     assert_leaks(report, "leaker", LEAKS);
@@ -323,12 +331,11 @@ pub fn assert_all_leaks(report: &Report) {
 
 /// Asserts `leaks` exactly, for a leaker built as `module`.
 pub fn assert_leaks(report: &Report, module: &str, leaks: &[(&str, u64, u64)]) {
-    let main_frame = format!("[{module}]");
     for &(func, bytes, count) in leaks {
         let stack = report.expect(func);
         assert_eq!((stack.bytes, stack.count), (bytes, count), "{func}: {stack:#?}");
-        assert!(stack.frames[0].ends_with(&main_frame), "{func} in {module}: {stack:#?}");
-        assert!(stack.frames.iter().any(|f| f.starts_with("main+0x") && f.ends_with(&main_frame)), "{func} called from main: {stack:#?}");
+        assert_eq!(module_of(&stack.frames[0]), Some(module), "{func} in {module}: {stack:#?}");
+        assert!(stack.frames.iter().any(|f| f.starts_with("main+0x") && module_of(f) == Some(module)), "{func} called from main: {stack:#?}");
     }
     for stack in &report.stacks {
         let first = stack.frames.first().map(String::as_str).unwrap_or("");

@@ -9,6 +9,7 @@
 #      one stack whose first frame is that function, with the documented
 #      "B bytes in N allocations" and a main+0x... [leaker] frame; no stack
 #      may start in churn or fail (everything they allocate is freed/failed).
+#      The same again with --unwind dwarf (stack copies unwound with CFI).
 #   2. kernel mode: memleak -T 3 1 2 must exit 0 with 2 reports and at least
 #      one [kernel] frame.
 #
@@ -58,13 +59,18 @@ for f in memleak leaker; do
 	[ -x "./$f" ] || { fail "./$f missing or not executable in $(pwd)"; exit 1; }
 done
 
-# ---- 1. user mode, -c, against the static leaker
-echo "== user mode: memleak -o 0 -T 50 -c \"./leaker --exit $LEAKER_STATUS\""
+# ---- 1. user mode, -c, against the static leaker: frame-pointer stacks,
+# then stacks unwound from stack copies with the leaker's .eh_frame
+# user_mode NAME [FLAGS...]
+user_mode() {
+name=$1
+shift
+echo "== user mode: memleak $* -o 0 -T 50 -c \"./leaker --exit $LEAKER_STATUS\""
 t0=$(date +%s)
-timeout "$RUN_TIMEOUT" ./memleak -o 0 -T 50 -c "./leaker --exit $LEAKER_STATUS" >"$OUT/user.out" 2>"$OUT/user.err"
+timeout "$RUN_TIMEOUT" ./memleak "$@" -o 0 -T 50 -c "./leaker --exit $LEAKER_STATUS" >"$OUT/$name.out" 2>"$OUT/$name.err"
 rc=$?
 t1=$(date +%s)
-sed 's/^/  memleak stderr: /' "$OUT/user.err"
+sed 's/^/  memleak stderr: /' "$OUT/$name.err"
 before=$FAILS
 if [ "$rc" = "$LEAKER_STATUS" ]; then
 	pass "memleak -c exit status $rc = the leaker's ($((t1 - t0)) s)"
@@ -95,7 +101,7 @@ reports && /^\t\t/ {
 		nstk[cur]++; bytes[cur] += b; count[cur] += c
 		if (cur == "churn" || cur == "fail")
 			bad[++nbad] = b " bytes in " c " allocations from " line
-	} else if (line ~ /^main\+0x[0-9a-f]+ \[leaker\]$/)
+	} else if (line ~ /^main\+0x[0-9a-f]+ \[leaker\]( |$)/)
 		frommain[cur] = 1
 	next
 }
@@ -114,12 +120,15 @@ END {
 	if (nbad) { for (i = 1; i <= nbad; i++) print "FAIL: freed or failed allocation reported: " bad[i]; fails++ }
 	else print "PASS: no stack starts in churn or fail (all freed/failed)"
 	exit (fails ? 1 : 0)
-}' "$OUT/user.out" >"$OUT/user.checks"
+}' "$OUT/$name.out" >"$OUT/$name.checks"
 awk_rc=$?
-cat "$OUT/user.checks"
-FAILS=$((FAILS + $(grep -c '^FAIL' "$OUT/user.checks")))
+cat "$OUT/$name.checks"
+FAILS=$((FAILS + $(grep -c '^FAIL' "$OUT/$name.checks")))
 [ "$awk_rc" = 0 ] || [ "$FAILS" -gt "$before" ] || fail "report check (awk) exited $awk_rc"
-[ "$FAILS" = "$before" ] || dump user
+[ "$FAILS" = "$before" ] || dump "$name"
+}
+user_mode user
+user_mode user-dwarf --unwind dwarf
 
 # ---- 2. kernel mode smoke: 2 reports one second apart
 echo "== kernel mode: memleak -T 3 1 2"
