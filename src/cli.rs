@@ -60,6 +60,10 @@ pub struct Options {
     pub sort: SortKey,
     pub format: Format,
     pub unwind: Unwind,
+    /// --raw: frames as build ID + file offset, for `memleak symbolize`.
+    pub raw: bool,
+    /// --symfs DIR: unstripped copies of the traced binaries to name frames.
+    pub symfs: Option<String>,
     pub percpu: bool,
     /// Outstanding allocations the BPF table can hold (None: default).
     pub max_allocs: Option<u32>,
@@ -89,6 +93,8 @@ impl Default for Options {
             sort: SortKey::Size,
             format: Format::Classic,
             unwind: Unwind::FramePointer,
+            raw: false,
+            symfs: None,
             percpu: false,
             max_allocs: None,
             stack_storage_size: None,
@@ -104,6 +110,9 @@ pub enum Parsed {
     Run(Options),
     Help,
     Version,
+    /// `memleak symbolize [--symfs DIR] [REPORT]`: name the frames of a
+    /// report made with --raw.
+    Symbolize { symfs: Option<String>, report: Option<String> },
 }
 
 /// The synopsis printed after an error. No trailing newline.
@@ -112,7 +121,8 @@ usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]
                [--combined-only] [--wa-missing-free] [-s SAMPLE_RATE]
                [-T TOP] [-z MIN_SIZE] [-Z MAX_SIZE] [-O OBJ] [--sort SORT]
                [--percpu] [--max-allocs N] [--stack-storage-size N]
-               [--folded | --json] [--unwind {fp,dwarf}]
+               [--folded | --json] [--unwind {fp,dwarf}] [--raw]
+               [--symfs DIR]
                [-v] [--version] [interval] [count]";
 
 // Everything after the synopsis; argparse layout so it reads like BCC's.
@@ -162,6 +172,11 @@ optional arguments:
   --unwind {fp,dwarf}   walk user stacks by frame pointers (fp, default) or
                         copy them and unwind with the objects' .eh_frame
                         (dwarf: complete without frame pointers, costlier)
+  --raw                 print user frames as file, build ID and offset, for
+                        `memleak symbolize --symfs DIR REPORT` to name on
+                        a machine with unstripped copies of the binaries
+  --symfs DIR           name frames from unstripped copies of the binaries
+                        under DIR (same build ID), e.g. a sysroot
   -v, --verbose         print debug messages to stderr
   --version             show program's version number and exit
 
@@ -187,7 +202,13 @@ EXAMPLES:
         Trace roughly every 5th allocation, to reduce overhead
 ./memleak --sort count
         Trace allocations in kernel mode and display a summary of outstanding
-        allocations that are sorted in count order"#;
+        allocations that are sorted in count order
+./memleak -p $(pidof app) --unwind dwarf --folded 10 1 > leaks.folded
+        One report after 10 seconds, with stacks unwound without frame
+        pointers, as folded stacks for a flame graph
+./memleak -p $(pidof app) --raw 10 1 > report.txt   (on the device)
+./memleak symbolize --symfs ./sysroot report.txt    (on your machine)
+        Name the frames of a stripped device from unstripped copies"#;
 
 /// The full `-h` text. No trailing newline.
 pub fn usage() -> String {
@@ -213,6 +234,8 @@ struct Raw {
     percpu: bool,
     format: Option<Format>,
     unwind: Option<Unwind>,
+    raw: bool,
+    symfs: Option<String>,
     max_allocs: Option<u32>,
     stack_storage_size: Option<u32>,
     verbose: bool,
@@ -232,6 +255,10 @@ const SIZE: &str = "expected a size in bytes";
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String> {
     use lexopt::Arg::{Long, Short, Value};
 
+    let args: Vec<OsString> = args.into_iter().collect();
+    if args.first().is_some_and(|a| a == "symbolize") {
+        return parse_symbolize(args.into_iter().skip(1));
+    }
     let mut p = lexopt::Parser::from_args(args);
     let mut raw = Raw::default();
     while let Some(arg) = p.next().map_err(lex_error)? {
@@ -318,6 +345,11 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
                     _ => return Err(invalid(&flag, &v, "expected fp or dwarf")),
                 });
             }
+            Long("raw") => raw.raw = true,
+            Long("symfs") => {
+                let v = value(&mut p)?;
+                raw.symfs = Some(text(&flag, &v)?.to_string());
+            }
             Long("folded") | Long("json") => {
                 let format = if flag == "--json" { Format::Json } else { Format::Folded };
                 if raw.format.is_some_and(|f| f != format) {
@@ -360,10 +392,35 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
     validate(raw).map(Parsed::Run)
 }
 
+/// `memleak symbolize [--symfs DIR] [REPORT]`.
+fn parse_symbolize(args: impl Iterator<Item = OsString>) -> Result<Parsed, String> {
+    use lexopt::Arg::{Long, Short, Value};
+    let mut p = lexopt::Parser::from_args(args);
+    let (mut symfs, mut report) = (None, None);
+    while let Some(arg) = p.next().map_err(lex_error)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Long("symfs") => {
+                let v = value(&mut p)?;
+                symfs = Some(text("--symfs", &v)?.to_string());
+            }
+            Value(v) if report.is_none() => report = Some(text("REPORT", &v)?.to_string()),
+            other => return Err(lex_error(other.unexpected())),
+        }
+    }
+    Ok(Parsed::Symbolize { symfs, report })
+}
+
 /// Cross-flag checks and defaults, done once after all flags are seen.
 fn validate(raw: Raw) -> Result<Options, String> {
     if raw.trace && raw.format.is_some() {
         return Err("-t writes text lines: it cannot be used with --folded or --json".to_owned());
+    }
+    if raw.raw && raw.pids.is_none() && raw.command.is_none() {
+        return Err("--raw is for user stacks: use it with -p or -c".to_owned());
+    }
+    if raw.raw && raw.format.is_some() {
+        return Err("--raw writes the classic layout for memleak symbolize: not with --folded or --json".to_owned());
     }
     if raw.unwind == Some(Unwind::Dwarf) {
         if raw.pids.is_none() && raw.command.is_none() {
@@ -406,6 +463,8 @@ fn validate(raw: Raw) -> Result<Options, String> {
         percpu: raw.percpu,
         format: raw.format.unwrap_or(Format::Classic),
         unwind: raw.unwind.unwrap_or(Unwind::FramePointer),
+        raw: raw.raw,
+        symfs: raw.symfs,
         max_allocs: raw.max_allocs,
         stack_storage_size: raw.stack_storage_size,
         verbose: raw.verbose,
@@ -722,6 +781,14 @@ mod tests {
         assert_eq!(err(&["--json", "--folded"]), "--folded and --json cannot be used together");
         assert_eq!(err(&["-t", "--json"]), "-t writes text lines: it cannot be used with --folded or --json");
         assert_eq!(opts(&["-p", "1"]).unwind, Unwind::FramePointer);
+        assert!(opts(&["-p", "1", "--raw"]).raw);
+        assert!(err(&["--raw"]).contains("use it with -p or -c"));
+        assert!(err(&["-p", "1", "--raw", "--json"]).contains("--raw"));
+        let sym = |a: &[&str]| run(&std::iter::once("symbolize").chain(a.iter().copied()).collect::<Vec<_>>());
+        assert_eq!(sym(&["--symfs", "/d", "r.txt"]), Ok(Parsed::Symbolize { symfs: Some("/d".into()), report: Some("r.txt".into()) }));
+        assert_eq!(sym(&[]), Ok(Parsed::Symbolize { symfs: None, report: None }));
+        assert!(sym(&["a", "b"]).is_err());
+        assert!(sym(&["--bogus"]).is_err());
         assert_eq!(opts(&["-p", "1", "--unwind", "dwarf"]).unwind, Unwind::Dwarf);
         assert_eq!(opts(&["-p", "1", "--unwind=fp"]).unwind, Unwind::FramePointer);
         assert_eq!(err(&["-p", "1", "--unwind", "lbr"]), "invalid value 'lbr' for --unwind: expected fp or dwarf");
@@ -934,7 +1001,7 @@ mod tests {
         let u = usage();
         assert!(u.starts_with("usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]\n"));
         assert!(u.starts_with(SHORT_USAGE));
-        assert_eq!(SHORT_USAGE.lines().count(), 6);
+        assert_eq!(SHORT_USAGE.lines().count(), 7);
         assert!(!u.ends_with('\n') && !SHORT_USAGE.ends_with('\n'));
         for line in u.lines() {
             assert!(line.len() <= 80, "too wide: {line:?}");
@@ -961,6 +1028,8 @@ mod tests {
             "--folded",
             "--json",
             "--unwind {fp,dwarf}",
+            "--raw",
+            "--symfs DIR",
             "-v, --verbose",
             "--version",
             "EXAMPLES:\n\n./memleak -p $(pidof allocs)\n",
@@ -980,6 +1049,8 @@ mod tests {
                 "-c" => vec![word, "ls"],
                 "-O" => vec![word, "c"],
                 "--unwind" => vec!["-p", "1", word, "fp"],
+                "--raw" => vec!["-p", "1", word],
+                "--symfs" => vec![word, "/"],
                 w if ["-p", "-o", "-s", "-T", "-z", "-Z", "--max-allocs", "--stack-storage-size"].contains(&w) => vec![word, "1"],
                 _ => vec![word],
             };

@@ -26,12 +26,27 @@ pub(crate) use verbose;
 mod allocator;
 mod bpf;
 mod cli;
+mod offline;
 mod report;
 mod session;
 mod symbolize;
 mod target;
 mod tracepoints;
 mod tracer;
+
+/// `memleak symbolize`: no BPF, no privileges; errors as for a run.
+fn symbolize_report(symfs: Option<&str>, report: Option<&str>) -> i32 {
+    let stdout = io::stdout();
+    match offline::run(symfs, report, &mut stdout.lock()) {
+        Ok(()) => 0,
+        // A closed stdout (`memleak symbolize r | head`) is not an error.
+        Err(e) if e.contains("Broken pipe") => 0,
+        Err(e) => {
+            eprintln!("memleak: {e}");
+            1
+        }
+    }
+}
 
 fn main() {
     std::process::exit(real_main());
@@ -42,6 +57,7 @@ fn real_main() -> i32 {
         Ok(cli::Parsed::Run(opts)) => opts,
         Ok(cli::Parsed::Help) => return print_or_quiet(&cli::usage()),
         Ok(cli::Parsed::Version) => return print_or_quiet(&format!("memleak {}", env!("CARGO_PKG_VERSION"))),
+        Ok(cli::Parsed::Symbolize { symfs, report }) => return symbolize_report(symfs.as_deref(), report.as_deref()),
         Err(e) => {
             eprintln!("memleak: {e} (see memleak -h)");
             return 2;

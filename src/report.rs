@@ -147,6 +147,9 @@ pub enum Shown {
     Address(u64),
     /// Stands for a stack that cannot be shown: `[stack lost]`.
     Missing(&'static str),
+    /// --raw: where the address is, for `memleak symbolize` to name:
+    /// `[raw] 0xOFFSET BUILDID PATH` (BUILDID `-` when the file has none).
+    Raw { offset: u64, build_id: Option<Vec<u8>>, path: String },
 }
 
 impl fmt::Display for Shown {
@@ -155,9 +158,19 @@ impl fmt::Display for Shown {
             Shown::Frame(frame) => frame.fmt(f),
             Shown::Address(a) => write!(f, "{a:#x}"),
             Shown::Missing(what) => f.write_str(what),
+            Shown::Raw { offset, build_id, path } => {
+                let id: String = match build_id {
+                    Some(id) if !id.is_empty() => id.iter().map(|b| format!("{b:02x}")).collect(),
+                    _ => "-".to_string(),
+                };
+                write!(f, "{RAW_PREFIX}{offset:#x} {id} {path}")
+            }
         }
     }
 }
+
+/// How a --raw frame line starts (after the two tabs of a frame).
+pub const RAW_PREFIX: &str = "[raw] ";
 
 impl Shown {
     /// The frame's name in folded stacks: the function, else the file it
@@ -171,6 +184,7 @@ impl Shown {
             Shown::Frame(_) => "[unknown]".to_string(),
             Shown::Address(a) => format!("{a:#x}"),
             Shown::Missing(what) => what.to_string(),
+            raw @ Shown::Raw { .. } => raw.to_string(),
         };
         name.replace(';', ":").replace('\n', " ")
     }
@@ -301,6 +315,7 @@ impl Report<'_> {
                         }
                         Shown::Address(a) => format!(r#"{{"address":{a}}}"#),
                         Shown::Missing(what) => format!(r#"{{"missing":{}}}"#, json_str(what)),
+                        raw @ Shown::Raw { .. } => format!(r#"{{"raw":{}}}"#, json_str(&raw.to_string())),
                     })
                     .collect();
                 let mut stack = format!(

@@ -10,6 +10,7 @@ use crate::allocator::{self, Func};
 use crate::bpf::abi;
 use crate::cli::{Format, Options, Target};
 use crate::report::{self, Allocation, PrintedStack, Shown};
+use crate::offline;
 use crate::symbolize::unwind;
 use std::collections::HashMap;
 use crate::symbolize::{KernelSymbolizer, ProcessSymbolizer};
@@ -44,7 +45,25 @@ impl Symbolizer {
     /// kernel, or unknown: --combined-only totals, kept for a single
     /// process): functions inlined there first, with source lines where
     /// debug info has them.
-    fn frames(&mut self, tgid: u32, ip: u64) -> Vec<Shown> {
+    fn frames(&mut self, tgid: u32, ip: u64, raw: bool, symfs: Option<&mut offline::Resolver>) -> Vec<Shown> {
+        if raw || symfs.is_some() {
+            let p = match self {
+                Symbolizer::Processes(list) if list.len() == 1 => Some(&mut list[0].1),
+                _ => self.process(tgid),
+            };
+            let place = p.and_then(|p| p.raw(ip));
+            if raw {
+                // Addresses outside any file (JIT code) stay addresses.
+                return vec![match place {
+                    Some((path, build_id, offset)) => Shown::Raw { offset, build_id, path },
+                    None => Shown::Address(ip),
+                }];
+            }
+            let named = place.zip(symfs).and_then(|((path, id, offset), r)| r.frames_from_symfs(offset, id.as_deref(), &path));
+            if let Some(frames) = named {
+                return frames.into_iter().map(Shown::Frame).collect();
+            }
+        }
         let frames = match self {
             Symbolizer::Processes(list) if list.len() == 1 => list[0].1.symbolize_with_lines(ip),
             Symbolizer::Processes(_) => match self.process(tgid) {
@@ -185,6 +204,11 @@ fn format_event(e: &abi::Event) -> String {
 }
 
 pub fn run(opts: &Options) -> Result<Outcome, Failure> {
+    if let Some(dir) = &opts.symfs {
+        if !std::path::Path::new(dir).is_dir() {
+            return Err(format!("--symfs {dir}: not a directory").into());
+        }
+    }
     check_privileges()?;
     let signals = block_signals()?;
     let out = io::stdout();
@@ -285,6 +309,8 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
     };
 
     let mut unwound = Unwound::default();
+    // --symfs: unstripped copies to name frames from, looked up by build ID.
+    let mut symfs = opts.symfs.as_deref().map(|dir| offline::Resolver::new(Some(dir), false));
     let interval = Duration::from_secs(opts.interval_s);
     let mut next_report = Instant::now() + interval;
     let mut reports = 0u64;
@@ -389,13 +415,13 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             // 0.1 s per probe (an RCU grace period each), which the user
             // should not wait for before seeing the numbers.
             tracer.consume_events();
-            print_report(opts, &mut tracer, &mut symbolizer, &mut unwound, traced.len() > 1, &mut out.lock())?;
+            print_report(opts, &mut tracer, &mut symbolizer, &mut symfs, &mut unwound, traced.len() > 1, &mut out.lock())?;
             tracer.detach();
             break outcome;
         }
         if Instant::now() >= next_report {
             symbolizer.refresh();
-            print_report(opts, &mut tracer, &mut symbolizer, &mut unwound, traced.len() > 1, &mut out.lock())?;
+            print_report(opts, &mut tracer, &mut symbolizer, &mut symfs, &mut unwound, traced.len() > 1, &mut out.lock())?;
             reports += 1;
             if opts.count.is_some_and(|c| reports >= c) {
                 tracer.detach();
@@ -546,6 +572,7 @@ fn print_report(
     opts: &Options,
     tracer: &mut Tracer,
     symbolizer: &mut Symbolizer,
+    symfs: &mut Option<offline::Resolver>,
     unwound: &mut Unwound,
     show_pids: bool,
     out: &mut impl Write,
@@ -593,7 +620,7 @@ fn print_report(
         .map(|total| {
             let stack = unwound.stacks.get(&total.stack_id).cloned().or_else(|| tracer.stack(total.stack_id));
             let frames = match stack {
-                Some(ips) => ips.iter().flat_map(|&ip| symbolizer.frames(total.tgid, ip)).collect(),
+                Some(ips) => ips.iter().flat_map(|&ip| symbolizer.frames(total.tgid, ip, opts.raw, symfs.as_mut())).collect(),
                 None if total.stack_id == abi::LOST_STACK => vec![Shown::Missing("[stack lost]")],
                 None => vec![Shown::Missing("[stack unavailable]")],
             };

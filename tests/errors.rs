@@ -97,6 +97,13 @@ fn kernel_thread_pid() {
 }
 
 #[test]
+fn symfs_that_is_not_a_directory() {
+    assert_one_line_error(&["--symfs", "/no/such/dir", "-c", "true"], 1, "--symfs /no/such/dir: not a directory");
+    assert_one_line_error(&["symbolize", "--symfs", "/no/such/dir"], 1, "--symfs /no/such/dir: not a directory");
+    assert_one_line_error(&["symbolize", "/no/such/report"], 1, "cannot read /no/such/report");
+}
+
+#[test]
 fn command_not_found() {
     assert_one_line_error(&["-c", "no-such-command-memleak"], 1, "command not found: no-such-command-memleak");
     assert_one_line_error(&["-c", "/no/such/program"], 1, "No such file");

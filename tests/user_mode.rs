@@ -881,3 +881,50 @@ fn dwarf_unwinding_keeps_exact_totals() {
     assert_all_leaks(&report);
     assert_eq!(report.losses, None);
 }
+
+/// Stacks of a report as comparable text: bytes, count and frames.
+fn stack_texts(report: &Report) -> Vec<String> {
+    let mut all: Vec<String> = report.stacks.iter().map(|s| format!("{} {} {}", s.bytes, s.count, s.frames.join(" | "))).collect();
+    all.sort();
+    all
+}
+
+/// A stripped program traced with --raw (as on a device), then named
+/// offline by `memleak symbolize --symfs DIR` from an unstripped copy,
+/// gives the report that tracing the unstripped program gives.
+#[test]
+fn raw_report_symbolized_offline() {
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("raw");
+    let _ = std::fs::remove_dir_all(&base);
+    let (device, symfs) = (base.join("device"), base.join("symfs"));
+    std::fs::create_dir_all(&device).unwrap();
+    std::fs::create_dir_all(&symfs).unwrap();
+    let unstripped = symfs.join("leaker");
+    std::fs::copy(fixture("leaker"), &unstripped).unwrap();
+    let stripped = device.join("leaker");
+    assert!(Command::new("strip").arg("--strip-all").arg("-o").arg(&stripped).arg(&unstripped).status().unwrap().success());
+
+    let trace = |program: &std::path::Path, extra: &[&str]| -> Vec<String> {
+        let memleak = Running::spawn(Command::new(memleak_bin()).args(["-o", "0", "-T", "50"]).args(extra).arg("-c").arg(format!("{} --exit 3", program.display())));
+        let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+        assert_eq!(code, Some(3), "{stderr}");
+        lines
+    };
+    let raw = trace(&stripped, &["--raw"]);
+    assert!(raw.iter().any(|l| l.starts_with("\t\t[raw] 0x")), "{raw:#?}");
+    let raw_file = base.join("report.raw");
+    std::fs::write(&raw_file, raw.join("\n") + "\n").unwrap();
+    let out = Command::new(memleak_bin()).arg("symbolize").arg("--symfs").arg(&symfs).arg(&raw_file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let offline: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    let offline = parse_reports(&offline).pop().expect("a report");
+    assert_all_leaks(&offline);
+
+    let live = parse_reports(&trace(&unstripped, &[])).pop().expect("a report");
+    assert_eq!(stack_texts(&offline), stack_texts(&live));
+
+    // Live, with the copies at hand (--symfs on the device): the same.
+    let symfs_arg = symfs.display().to_string();
+    let named = parse_reports(&trace(&stripped, &["--symfs", &symfs_arg])).pop().expect("a report");
+    assert_eq!(stack_texts(&named), stack_texts(&live));
+}

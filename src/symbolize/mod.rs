@@ -150,42 +150,32 @@ impl ProcessSymbolizer {
     }
 
     /// Resolves a return address (every address of a stack is one) with
-    /// source lines where debug info exists: the functions inlined at the
-    /// call first, then the frame of [`Self::symbolize`] with its line.
+    /// source lines where debug info exists: see [`frames_at`].
     pub fn symbolize_with_lines(&mut self, addr: u64) -> Vec<Frame> {
-        let mut frame = self.symbolize(addr);
         let Some(entry) = proc_maps::find(&self.maps, addr).filter(|e| e.is_file()).cloned() else {
-            return vec![frame];
+            return vec![self.symbolize(addr)];
         };
+        let module = Some(entry.module_name().to_string());
         let key = (entry.dev_major, entry.dev_minor, entry.inode);
         let pid = self.pid;
+        load_cached(&mut self.cache, pid, &entry);
         let lines = self
             .lines
             .entry(key)
             .or_insert_with(|| open_mapped(pid, &entry).and_then(|bytes| source_lines(&bytes, pid, &entry.path)));
-        let (Some(lines), Some(syms)) = (lines.as_ref(), self.cache.get(&key).and_then(Option::as_ref)) else {
-            return vec![frame];
+        let (Some(syms), Some(offset)) = (self.cache.get(&key).and_then(Option::as_ref), (addr - entry.start).checked_add(entry.offset)) else {
+            return vec![Frame::unknown(module)];
         };
-        // The call is the instruction before the return address.
-        let vaddr = (addr - entry.start).checked_add(entry.offset).and_then(|o| syms.file_offset_to_vaddr(o));
-        let found = vaddr.map(|v| lines.lookup(v.wrapping_sub(1))).unwrap_or_default();
-        let Some((outer, inlined)) = found.split_last() else {
-            return vec![frame];
-        };
-        let located = |s: &source::SourceFrame| Some((s.file.clone()?, s.line?));
-        frame.source = located(outer);
-        let mut frames: Vec<Frame> = inlined
-            .iter()
-            .map(|s| Frame {
-                symbol: s.function.as_deref().map(|n| demangle::demangle(n).into_owned()),
-                module: frame.module.clone(),
-                source: located(s),
-                inlined: true,
-                ..Frame::default()
-            })
-            .collect();
-        frames.push(frame);
-        frames
+        frames_at(syms, lines.as_ref(), module, offset)
+    }
+
+    /// Where `addr` lies: the mapped file's path (as the process sees it),
+    /// its build ID, and the file offset. For `--raw` reports, which are
+    /// symbolized elsewhere.
+    pub fn raw(&mut self, addr: u64) -> Option<(String, Option<Vec<u8>>, u64)> {
+        let entry = proc_maps::find(&self.maps, addr).filter(|e| e.is_file())?.clone();
+        let build_id = load_cached(&mut self.cache, self.pid, &entry).and_then(|s| s.build_id().map(<[u8]>::to_vec));
+        Some((entry.path.clone(), build_id, (addr - entry.start).checked_add(entry.offset)?))
     }
 
     /// The return addresses of a stack copied at `regs.sp` (see
@@ -240,23 +230,72 @@ fn load_cached<'c>(
 /// A mapped file's symbols; for a stripped file, those of its separate
 /// debug file when one is installed (as the process sees the filesystem).
 fn parse_with_debug_file(bytes: &[u8], pid: u32, path: &str) -> Option<ElfSymbols> {
-    let syms = elf::parse(bytes).ok()?;
-    if !syms.is_stripped() {
-        return Some(syms);
-    }
-    let debug = debug_file::find(bytes, path, &format!("/proc/{pid}/root"))
-        .and_then(|(_, debug)| elf::parse(&debug).ok());
-    Some(match debug {
-        Some(debug) if !debug.is_stripped() => syms.with_symbols_of(debug),
-        _ => syms,
-    })
+    symbols_under(bytes, path, &format!("/proc/{pid}/root"))
+}
+
+/// The frames of a return address at `file_offset` in an object with
+/// symbols `syms` (and DWARF `lines`): the functions inlined at the call
+/// first, then the function the address is in, as `sym+0xoff`, each with
+/// the source line of the call (looked up at the address minus one: the
+/// call is the instruction before the return address). Live reports and
+/// `memleak symbolize` both use it, so both print the same frames.
+pub fn frames_at(syms: &ElfSymbols, lines: Option<&source::SourceLines>, module: Option<String>, file_offset: u64) -> Vec<Frame> {
+    let mut frame = match syms.lookup_file_offset(file_offset) {
+        Some((name, off)) => Frame {
+            symbol: Some(demangle::demangle(name).into_owned()),
+            offset: off,
+            module,
+            ..Frame::default()
+        },
+        None => Frame::unknown(module),
+    };
+    let found = match (lines, syms.file_offset_to_vaddr(file_offset)) {
+        (Some(lines), Some(vaddr)) => lines.lookup(vaddr.wrapping_sub(1)),
+        _ => Vec::new(),
+    };
+    let Some((outer, inlined)) = found.split_last() else {
+        return vec![frame];
+    };
+    let located = |s: &source::SourceFrame| Some((s.file.clone()?, s.line?));
+    frame.source = located(outer);
+    let mut frames: Vec<Frame> = inlined
+        .iter()
+        .map(|s| Frame {
+            symbol: s.function.as_deref().map(|n| demangle::demangle(n).into_owned()),
+            module: frame.module.clone(),
+            source: located(s),
+            inlined: true,
+            ..Frame::default()
+        })
+        .collect();
+    frames.push(frame);
+    frames
 }
 
 /// A mapped file's DWARF lines, or its separate debug file's.
 fn source_lines(bytes: &[u8], pid: u32, path: &str) -> Option<source::SourceLines> {
+    source_lines_under(bytes, path, &format!("/proc/{pid}/root"))
+}
+
+/// A file's DWARF lines, or those of its separate debug file under `root`.
+pub fn source_lines_under(bytes: &[u8], path: &str, root: &str) -> Option<source::SourceLines> {
     source::SourceLines::parse(bytes).or_else(|| {
-        let (_, debug) = debug_file::find(bytes, path, &format!("/proc/{pid}/root"))?;
+        let (_, debug) = debug_file::find(bytes, path, root)?;
         source::SourceLines::parse(&debug)
+    })
+}
+
+/// A file's symbols, or for a stripped file its debug file's (under
+/// `root`).
+pub fn symbols_under(bytes: &[u8], path: &str, root: &str) -> Option<ElfSymbols> {
+    let syms = elf::parse(bytes).ok()?;
+    if !syms.is_stripped() {
+        return Some(syms);
+    }
+    let debug = debug_file::find(bytes, path, root).and_then(|(_, debug)| elf::parse(&debug).ok());
+    Some(match debug {
+        Some(debug) if !debug.is_stripped() => syms.with_symbols_of(debug),
+        _ => syms,
     })
 }
 
