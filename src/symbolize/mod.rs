@@ -137,14 +137,8 @@ impl ProcessSymbolizer {
             return Frame::unknown(module);
         };
         // As MapEntry::file_offset, without overflow on a bogus offset.
-        let offset = (addr - entry.start).checked_add(entry.offset);
-        match offset.and_then(|o| syms.lookup_file_offset(o)) {
-            Some((name, off)) => Frame {
-                symbol: Some(demangle::demangle(name).into_owned()),
-                offset: off,
-                module,
-                ..Frame::default()
-            },
+        match (addr - entry.start).checked_add(entry.offset) {
+            Some(offset) => frame_at(syms, module, offset),
             None => Frame::unknown(module),
         }
     }
@@ -240,15 +234,7 @@ fn parse_with_debug_file(bytes: &[u8], pid: u32, path: &str) -> Option<ElfSymbol
 /// call is the instruction before the return address). Live reports and
 /// `memleak symbolize` both use it, so both print the same frames.
 pub fn frames_at(syms: &ElfSymbols, lines: Option<&source::SourceLines>, module: Option<String>, file_offset: u64) -> Vec<Frame> {
-    let mut frame = match syms.lookup_file_offset(file_offset) {
-        Some((name, off)) => Frame {
-            symbol: Some(demangle::demangle(name).into_owned()),
-            offset: off,
-            module,
-            ..Frame::default()
-        },
-        None => Frame::unknown(module),
-    };
+    let mut frame = frame_at(syms, module, file_offset);
     let found = match (lines, syms.file_offset_to_vaddr(file_offset)) {
         (Some(lines), Some(vaddr)) => lines.lookup(vaddr.wrapping_sub(1)),
         _ => Vec::new(),
@@ -270,6 +256,19 @@ pub fn frames_at(syms: &ElfSymbols, lines: Option<&source::SourceLines>, module:
         .collect();
     frames.push(frame);
     frames
+}
+
+/// `sym+0xoff [module]` of a file offset, from the symbol table alone.
+fn frame_at(syms: &ElfSymbols, module: Option<String>, file_offset: u64) -> Frame {
+    match syms.lookup_file_offset(file_offset) {
+        Some((name, off)) => Frame {
+            symbol: Some(demangle::demangle(name).into_owned()),
+            offset: off,
+            module,
+            ..Frame::default()
+        },
+        None => Frame::unknown(module),
+    }
 }
 
 /// A mapped file's DWARF lines, or its separate debug file's.
