@@ -519,6 +519,20 @@ static __noinline int exit_common(struct pt_regs *ctx, __u64 ret)
 		st->depth--;
 		return 0;
 	}
+	/*
+	 * The outermost call returns above its entry stack pointer (x86_64
+	 * pops the return address; arm64 returns at the same one). A return
+	 * below it is a nested call whose entry could not be counted (the
+	 * per-thread map refused it): taking it for the outer call's would
+	 * record the nested result (a failed mmap inside malloc) as a block.
+	 */
+#if defined(__TARGET_ARCH_x86)
+	if (PT_REGS_SP(ctx) <= st->entry_sp)
+		return 0;
+#else
+	if (PT_REGS_SP(ctx) < st->entry_sp)
+		return 0;
+#endif
 	call = *st;
 	bpf_map_delete_elem(&inflight, &tid);
 	if (call.skip)

@@ -250,7 +250,9 @@ impl Tracer {
             if kernel || limits.preallocate { "preallocated" } else { "allocated as used" }
         );
         if !limits.preallocate && !kernel {
-            for map in ["allocs", "combined", "inflight", "stacks"] {
+            // The per-thread call map stays preallocated: it is small, and an
+            // allocation failing under load would lose calls' entries.
+            for map in ["allocs", "combined", "stacks"] {
                 obj.set_map_flags(map, libc_bpf_f_no_prealloc())?;
             }
         }

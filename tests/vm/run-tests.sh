@@ -9,7 +9,9 @@
 #      one stack whose first frame is that function, with the documented
 #      "B bytes in N allocations" and a main+0x... [leaker] frame; no stack
 #      may start in churn or fail (everything they allocate is freed/failed).
-#      The same again with --unwind dwarf (stack copies unwound with CFI).
+#   1b. --unwind dwarf against ./deep (static deep.c, -O2 without frame
+#      pointers): 144 bytes in 3 allocations from compare, each stack
+#      walking through qsort up to main.
 #   2. kernel mode: memleak -T 3 1 2 must exit 0 with 2 reports and at least
 #      one [kernel] frame.
 #
@@ -86,8 +88,8 @@ BEGIN {
 	n = 0
 	for (i = 1; i <= ne; i++) {
 		if (E[i] == "") continue
-		split(E[i], f, ":")
-		n++; fn[n] = f[1]; wb[n] = f[2]; wc[n] = f[3]
+		split(E[i], parts, ":")
+		n++; fn[n] = parts[1]; wb[n] = parts[2]; wc[n] = parts[3]
 	}
 	reports = 0; reset()
 }
@@ -128,7 +130,38 @@ FAILS=$((FAILS + $(grep -c '^FAIL' "$OUT/$name.checks")))
 [ "$FAILS" = "$before" ] || dump "$name"
 }
 user_mode user
-user_mode user-dwarf --unwind dwarf
+
+# ---- 1b. --unwind dwarf against deep (static, -O2 -fomit-frame-pointer):
+# the stacks from compare hold 144 bytes in 3 allocations, and each one
+# walks up through qsort to sort_pair, level3, level2, level1 and main.
+echo "== user mode: memleak --unwind dwarf -o 0 -c ./deep"
+timeout "$RUN_TIMEOUT" ./memleak --unwind dwarf -o 0 -c ./deep >"$OUT/dwarf.out" 2>"$OUT/dwarf.err"
+rc=$?
+before=$FAILS
+if [ "$rc" = 0 ]; then pass "memleak --unwind dwarf exit status 0"; else fail "memleak --unwind dwarf exit status $rc"; fi
+awk '
+/ stacks with outstanding allocations:$/ { reports++; n = 0; b = 0; c = 0; bad = 0; next }
+/^\t[0-9]+ bytes in [0-9]+ allocations from stack/ { sb = $1; sc = $4; depth = 0; inside = 0; next }
+/^\t\t/ {
+	f = $0; sub(/^\t\t/, "", f); sub(/\+0x.*/, "", f)
+	if (depth == 0) inside = (f == "compare")
+	if (inside && depth > 0 && f == want[next_want]) next_want++
+	if (inside && depth == 0) { n++; b += sb; c += sc; next_want = 1 }
+	depth++
+	next
+}
+/^$/ { if (inside && next_want <= 5) bad++; inside = 0; next }
+BEGIN { split("sort_pair level3 level2 level1 main", want, " ") }
+END {
+	if (!reports) { print "FAIL: no report"; exit 1 }
+	if (b == 144 && c == 3) print "PASS: dwarf: compare: 144 bytes in 3 allocations"
+	else print "FAIL: dwarf: compare: " b " bytes in " c " allocations, expected 144 in 3"
+	if (n > 0 && !bad) print "PASS: dwarf: every stack from compare reaches main through sort_pair and level1-3"
+	else print "FAIL: dwarf: " bad " of " n " stacks from compare do not reach main"
+}' "$OUT/dwarf.out" >"$OUT/dwarf.checks"
+cat "$OUT/dwarf.checks"
+FAILS=$((FAILS + $(grep -c '^FAIL' "$OUT/dwarf.checks")))
+[ "$FAILS" = "$before" ] || dump dwarf
 
 # ---- 2. kernel mode smoke: 2 reports one second apart
 echo "== kernel mode: memleak -T 3 1 2"

@@ -38,6 +38,9 @@ VMTEST_DEPS_aarch64 ?= aarch64
 # This directory (tests/vm), wherever make runs from.
 VMTEST_HERE := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 VMTEST_FIXTURE := $(patsubst %/vm,%,$(VMTEST_HERE))/fixtures/leaker.c
+VMTEST_DEEP := $(patsubst %/vm,%,$(VMTEST_HERE))/fixtures/deep.c
+# deep.c as the DWARF check wants it: no frame pointers, optimised.
+VMTEST_DEEP_CFLAGS ?= -static -O2 -g -fomit-frame-pointer -Wall -Werror
 
 # run name -> kernel (x86_64-bookworm), arch (x86_64), fetch spec (x86_64:bookworm)
 vmtest-kernel = $(firstword $(subst +, ,$(1)))
@@ -57,7 +60,7 @@ vmtest-kernels:
 	bash $(VMTEST)/fetch-kernels.sh $(VMTEST_SPECS) >/dev/null
 
 ## vmtest-leakers: static leaker fixtures for the guests (target/vm/leaker-ARCH)
-vmtest-leakers: $(VMTEST_OUT)/leaker-x86_64 $(VMTEST_OUT)/leaker-aarch64
+vmtest-leakers: $(VMTEST_OUT)/leaker-x86_64 $(VMTEST_OUT)/leaker-aarch64 $(VMTEST_OUT)/deep-x86_64 $(VMTEST_OUT)/deep-aarch64
 
 # The guest has no libc: the leaker must be static (glibc's malloc family,
 # with the totals leaker.c documents).
@@ -66,15 +69,21 @@ $(VMTEST_OUT)/leaker-%: $(VMTEST_FIXTURE)
 	$(VMTEST_CC_$*) $(VMTEST_LEAKER_CFLAGS) -o $@ $<
 	@if readelf -lW $@ | grep -qw INTERP; then echo "error: $@ is not static" >&2; rm -f $@; exit 1; fi
 
+$(VMTEST_OUT)/deep-%: $(VMTEST_DEEP)
+	@mkdir -p $(@D)
+	$(VMTEST_CC_$*) $(VMTEST_DEEP_CFLAGS) -o $@ $<
+	@if readelf -lW $@ | grep -qw INTERP; then echo "error: $@ is not static" >&2; rm -f $@; exit 1; fi
+
 # vmtest-RUN: one VM
 define vmtest-run
-vmtest-$(1): $(VMTEST_DEPS_$(call vmtest-arch,$(1))) $(VMTEST_OUT)/leaker-$(call vmtest-arch,$(1)) vmtest-kernels
+vmtest-$(1): $(VMTEST_DEPS_$(call vmtest-arch,$(1))) $(VMTEST_OUT)/leaker-$(call vmtest-arch,$(1)) $(VMTEST_OUT)/deep-$(call vmtest-arch,$(1)) vmtest-kernels
 	@echo "==== vmtest $(1): $(VMTEST_MEMLEAK_$(call vmtest-arch,$(1))) under $(call vmtest-kernel,$(1)) $(call vmtest-flags,$(1))"
 	@start=$$$$(date +%s); \
 	bash $(VMTEST)/run-in-vm.sh -k $(call vmtest-kernel,$(1)) $(call vmtest-flags,$(1)) -t $(VMTEST_TIMEOUT) \
 	  -e RUN_TIMEOUT=$(VMTEST_RUN_TIMEOUT) \
 	  -f $(VMTEST_MEMLEAK_$(call vmtest-arch,$(1))):/vmtest/memleak \
 	  -f $(VMTEST_OUT)/leaker-$(call vmtest-arch,$(1)):/vmtest/leaker \
+	  -f $(VMTEST_OUT)/deep-$(call vmtest-arch,$(1)):/vmtest/deep \
 	  -f $(VMTEST_HERE)/run-tests.sh:/vmtest/run-tests.sh \
 	  -- 'sh run-tests.sh'; \
 	rc=$$$$?; secs=$$$$(( $$$$(date +%s) - start )); \
