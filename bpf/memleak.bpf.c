@@ -258,7 +258,7 @@ static __always_inline void resize(__u64 addr, __u64 size)
  * over whole words, then a final mix) and returns the hash; 0 when it
  * could not be stored.
  */
-static __always_inline __u64 store_stack(void *ctx)
+static __always_inline __u64 store_stack(void *ctx, __u32 *frames)
 {
 	__u64 flags = cfg.kernel ? 0 : BPF_F_USER_STACK;
 	__u64 hash = 0xcbf29ce484222325ULL;
@@ -273,6 +273,7 @@ static __always_inline __u64 store_stack(void *ctx)
 	len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
 	if (len <= 0)
 		return 0;
+	*frames = len / 8;
 	for (i = 0; i < MAX_STACK_DEPTH; i++) {
 		/* The tail is cleared here too: the stored stack ends at
 		 * the first zero, whatever an older kernel left there. */
@@ -360,10 +361,21 @@ static __noinline void record(void *ctx, __u64 addr, __u64 size, bool drop_stale
 	};
 	long err;
 
-	if (cfg.unwind_dwarf)
+	if (cfg.unwind == UNWIND_DWARF) {
 		info.stack_id = sample_for_unwind(ctx);
-	else
-		info.stack_id = store_stack(ctx);
+	} else {
+		__u32 frames = 0;
+		__u64 copy;
+
+		info.stack_id = store_stack(ctx, &frames);
+		/* Frame pointers that stop this soon met code built without
+		 * them: unwind a copy instead, if there is room for one. */
+		if (cfg.unwind == UNWIND_AUTO && frames < AUTO_MIN_FRAMES) {
+			copy = sample_for_unwind(ctx);
+			if (copy)
+				info.stack_id = copy;
+		}
+	}
 	if (!info.stack_id)
 		count_loss(LOSS_STACK);
 	/* Insert first: only an address still tracked needs more work. */

@@ -42,7 +42,7 @@ struct config {
 	__u8 combined;		/* keep per-stack totals in BPF (--combined-only) */
 	__u8 kernel;		/* kernel stacks instead of user stacks */
 	__u8 many_targets;	/* several processes: the targets map lists them */
-	__u8 unwind_dwarf;	/* copy the user stack for unwinding in userspace */
+	__u8 unwind;		/* enum unwind */
 	__u64 page_size;
 	/* memleak's PID namespace when it is not the initial one: PIDs given
 	 * by the user are numbers there. 0: the initial namespace. */
@@ -65,6 +65,16 @@ struct alloc_info {
 };
 
 #define MAX_STACK_DEPTH 127
+
+/* How user stacks are taken. */
+enum unwind {
+	UNWIND_FP,		/* frame pointers, walked by the kernel */
+	UNWIND_DWARF,		/* a copy, unwound in userspace with CFI */
+	UNWIND_AUTO,		/* frame pointers, and a copy when they stop short */
+};
+
+/* --unwind auto: a frame-pointer stack this short is taken as truncated. */
+#define AUTO_MIN_FRAMES 4
 
 /* Bytes of user stack copied for DWARF unwinding, from the stack pointer. */
 #define STACK_COPY 8192

@@ -29,6 +29,8 @@ pub enum Unwind {
     FramePointer,
     /// A copy of the stack, unwound in userspace with .eh_frame CFI.
     Dwarf,
+    /// Frame pointers, and a copy where they stop after a few frames.
+    Auto,
 }
 
 /// What gets traced.
@@ -121,7 +123,7 @@ usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]
                [--combined-only] [--wa-missing-free] [-s SAMPLE_RATE]
                [-T TOP] [-z MIN_SIZE] [-Z MAX_SIZE] [-O OBJ] [--sort SORT]
                [--percpu] [--max-allocs N] [--stack-storage-size N]
-               [--folded | --json] [--unwind {fp,dwarf}] [--raw]
+               [--folded | --json] [--unwind {fp,dwarf,auto}] [--raw]
                [--symfs DIR]
                [-v] [--version] [interval] [count]";
 
@@ -169,9 +171,12 @@ optional arguments:
   --folded              print each report as folded stacks (root;...;leaf
                         BYTES), the input of flamegraph.pl and inferno
   --json                print each report as one JSON object per line
-  --unwind {fp,dwarf}   walk user stacks by frame pointers (fp, default) or
+  --unwind {fp,dwarf,auto}
+                        walk user stacks by frame pointers (fp, default),
                         copy them and unwind with the objects' .eh_frame
-                        (dwarf: complete without frame pointers, costlier)
+                        (dwarf: complete without frame pointers, costlier),
+                        or walk frame pointers and copy where they stop
+                        short (auto)
   --raw                 print user frames as file, build ID and offset, for
                         `memleak symbolize --symfs DIR REPORT` to name on
                         a machine with unstripped copies of the binaries
@@ -342,7 +347,8 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
                 raw.unwind = Some(match text(&flag, &v)? {
                     "fp" => Unwind::FramePointer,
                     "dwarf" => Unwind::Dwarf,
-                    _ => return Err(invalid(&flag, &v, "expected fp or dwarf")),
+                    "auto" => Unwind::Auto,
+                    _ => return Err(invalid(&flag, &v, "expected fp, dwarf or auto")),
                 });
             }
             Long("raw") => raw.raw = true,
@@ -422,12 +428,13 @@ fn validate(raw: Raw) -> Result<Options, String> {
     if raw.raw && raw.format.is_some() {
         return Err("--raw writes the classic layout for memleak symbolize: not with --folded or --json".to_owned());
     }
-    if raw.unwind == Some(Unwind::Dwarf) {
+    if let Some(mode @ (Unwind::Dwarf | Unwind::Auto)) = raw.unwind {
+        let name = if mode == Unwind::Dwarf { "dwarf" } else { "auto" };
         if raw.pids.is_none() && raw.command.is_none() {
-            return Err("--unwind dwarf walks user stacks: use it with -p or -c".to_owned());
+            return Err(format!("--unwind {name} walks user stacks: use it with -p or -c"));
         }
         if raw.combined_only {
-            return Err("--unwind dwarf cannot be used with --combined-only (stacks are unwound outside BPF)".to_owned());
+            return Err(format!("--unwind {name} cannot be used with --combined-only (stacks are unwound outside BPF)"));
         }
     }
     let target = match (raw.pids, raw.command) {
@@ -791,7 +798,9 @@ mod tests {
         assert!(sym(&["--bogus"]).is_err());
         assert_eq!(opts(&["-p", "1", "--unwind", "dwarf"]).unwind, Unwind::Dwarf);
         assert_eq!(opts(&["-p", "1", "--unwind=fp"]).unwind, Unwind::FramePointer);
-        assert_eq!(err(&["-p", "1", "--unwind", "lbr"]), "invalid value 'lbr' for --unwind: expected fp or dwarf");
+        assert_eq!(opts(&["-c", "ls", "--unwind", "auto"]).unwind, Unwind::Auto);
+        assert!(err(&["--unwind", "auto"]).contains("--unwind auto walks user stacks"));
+        assert_eq!(err(&["-p", "1", "--unwind", "lbr"]), "invalid value 'lbr' for --unwind: expected fp, dwarf or auto");
         assert!(err(&["--unwind", "dwarf"]).contains("use it with -p or -c"));
         assert!(err(&["-p", "1", "--unwind", "dwarf", "--combined-only"]).contains("--combined-only"));
         assert_eq!(opts(&["-p", "1,1", "--combined-only"]).target, Target::Pids(vec![1]));
@@ -1027,7 +1036,7 @@ mod tests {
             "--stack-storage-size N",
             "--folded",
             "--json",
-            "--unwind {fp,dwarf}",
+            "--unwind {fp,dwarf,auto}",
             "--raw",
             "--symfs DIR",
             "-v, --verbose",

@@ -184,7 +184,11 @@ impl Tracer {
             sample_every: opts.sample_rate.max(1),
             trace: opts.trace as u8,
             combined: opts.combined_only as u8,
-            unwind_dwarf: u8::from(opts.unwind == Unwind::Dwarf),
+            unwind: match opts.unwind {
+                Unwind::FramePointer => 0,
+                Unwind::Dwarf => 1,
+                Unwind::Auto => 2,
+            },
             page_size: page_size() as u64,
             ..Default::default()
         };
@@ -261,7 +265,7 @@ impl Tracer {
         let page = page_size();
         obj.set_max_entries("events", if opts.trace { 1 << 20 } else { page })?;
         // Room for about 500 stack copies between two reads.
-        let dwarf = opts.unwind == Unwind::Dwarf && !kernel;
+        let dwarf = opts.unwind != Unwind::FramePointer && !kernel;
         obj.set_max_entries("samples", if dwarf { 8 << 20 } else { page })?;
         obj.load().map_err(load_error)?;
 

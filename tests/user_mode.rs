@@ -846,13 +846,9 @@ fn deep_report(unwind: &str) -> Report {
     report
 }
 
-/// Code without frame pointers, through a libc callback: DWARF unwinding
-/// gives the whole chain up to main (and on to _start), each frame with
-/// the file and line of its call; frame-pointer walking still gives exact
-/// totals and the leaking function.
-#[test]
-fn dwarf_unwinding_without_frame_pointers() {
-    let report = deep_report("dwarf");
+/// Every stack from compare in `report` walks the whole chain up to main,
+/// through qsort in libc, each frame with the file and line of its call.
+fn assert_deep_chain(report: &Report) {
     for stack in report.stacks.iter().filter(|s| s.frames[0].starts_with("compare+0x")) {
         let names: Vec<&str> = stack.frames.iter().map(|f| f.split("+0x").next().unwrap_or("")).collect();
         let mut at = 0;
@@ -865,21 +861,36 @@ fn dwarf_unwinding_without_frame_pointers() {
         assert_eq!(module_of(&stack.frames[1]), Some("libc.so.6"), "qsort's frames: {names:?}");
         assert!(stack.frames.iter().all(|f| matches!(module_of(f), Some("deep-nofp" | "libc.so.6"))), "{names:?}");
     }
+}
+
+/// Code without frame pointers, through a libc callback: DWARF unwinding
+/// gives the whole chain up to main (and on to _start), each frame with
+/// the file and line of its call, and so does auto, where frame pointers
+/// stop after one frame; frame-pointer walking still gives exact totals
+/// and the leaking function.
+#[test]
+fn dwarf_unwinding_without_frame_pointers() {
+    let report = deep_report("dwarf");
+    assert_deep_chain(&report);
+    assert_deep_chain(&deep_report("auto"));
     let frame_pointers = deep_report("fp");
     let fp_frames = frame_pointers.stacks.iter().map(|s| s.frames.len()).max().unwrap_or(0);
     let dwarf_frames = report.stacks.iter().map(|s| s.frames.len()).min().unwrap_or(0);
     assert!(fp_frames < dwarf_frames, "fp {fp_frames} frames, dwarf {dwarf_frames}");
 }
 
-/// DWARF unwinding of ordinary code (with frame pointers) by -p gives the
-/// same exact totals and leaking functions as frame-pointer walking.
+/// DWARF unwinding (and auto) of ordinary code (with frame pointers) by
+/// -p gives the same exact totals and leaking functions as frame-pointer
+/// walking.
 #[test]
 fn dwarf_unwinding_keeps_exact_totals() {
-    let (_leaker, memleak) = trace_waiting_leaker(&["--unwind", "dwarf", "-o", "0", "-T", "50", "1"], &[]);
-    let (report, code, _, stderr) = interrupt(memleak);
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_all_leaks(&report);
-    assert_eq!(report.losses, None);
+    for mode in ["dwarf", "auto"] {
+        let (_leaker, memleak) = trace_waiting_leaker(&["--unwind", mode, "-o", "0", "-T", "50", "1"], &[]);
+        let (report, code, _, stderr) = interrupt(memleak);
+        assert_eq!(code, Some(0), "{mode}: {stderr}");
+        assert_all_leaks(&report);
+        assert_eq!(report.losses, None, "{mode}");
+    }
 }
 
 /// Stacks of a report as comparable text: bytes, count and frames.

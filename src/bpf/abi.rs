@@ -13,7 +13,8 @@ pub struct Config {
     pub combined: u8,
     pub kernel: u8,
     pub many_targets: u8,
-    pub unwind_dwarf: u8,
+    /// enum unwind: 0 frame pointers, 1 dwarf, 2 auto.
+    pub unwind: u8,
     pub page_size: u64,
     pub pidns_dev: u64,
     pub pidns_ino: u64,
