@@ -140,9 +140,10 @@ impl Resolver {
 
     /// Build ID -> file, for every ELF file under symfs (walked once).
     fn index(&mut self) -> &HashMap<String, PathBuf> {
-        if self.by_build_id.is_none() {
+        let symfs = &self.symfs;
+        self.by_build_id.get_or_insert_with(|| {
             let mut map = HashMap::new();
-            if let Some(dir) = &self.symfs {
+            if let Some(dir) = symfs {
                 walk(dir, 0, &mut |path| {
                     let Ok(bytes) = std::fs::read(path) else { return };
                     if bytes.starts_with(b"\x7fELF") {
@@ -152,9 +153,8 @@ impl Resolver {
                     }
                 });
             }
-            self.by_build_id = Some(map);
-        }
-        self.by_build_id.as_ref().expect("just built")
+            map
+        })
     }
 }
 
