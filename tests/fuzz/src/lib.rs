@@ -10,12 +10,14 @@
 // main crate's src/symbolize/ directory.
 #[path = "../../../src/symbolize"]
 pub mod symbolize {
+    pub mod debug_file;
     pub mod elf;
     pub mod kallsyms;
     pub mod proc_maps;
+    pub mod unwind;
 }
 
-use symbolize::{elf, kallsyms, proc_maps};
+use symbolize::{debug_file, elf, kallsyms, proc_maps, unwind};
 
 /// Addresses worth probing for any parsed table: edges and a few taken
 /// from the input itself.
@@ -45,6 +47,19 @@ pub fn check_proc_maps(data: &[u8]) {
 }
 
 pub fn check_elf(data: &[u8]) {
+    // The debug-link notes and the call frame information come from the
+    // same untrusted file.
+    let _ = debug_file::links(data);
+    if let Some(cfi) = unwind::CfiTable::parse(data) {
+        // Walk a "stack" made of the input itself, every address mapped
+        // to this table, from registers taken from the input.
+        let word = |i: usize| data.get(i * 8..i * 8 + 8).map_or(i as u64, |b| u64::from_le_bytes(b.try_into().unwrap()));
+        let regs = unwind::Registers { ip: word(0), sp: word(1), fp: word(2), lr: word(3) };
+        let _ = unwind::unwind(regs, data, 64, |ip| Some((&cfi, ip)));
+        for off in probes(data, [data.len() as u64]) {
+            let _ = cfi.vaddr_of(off);
+        }
+    }
     let Ok(syms) = elf::parse(data) else { return };
     for off in probes(data, [data.len() as u64]) {
         let _ = syms.lookup_file_offset(off);
