@@ -159,7 +159,7 @@ impl CfiTable {
         self.loads
             .iter()
             .find(|(off, _, size)| file_offset >= *off && file_offset - off < *size)
-            .map(|(off, vaddr, _)| file_offset - off + vaddr)
+            .and_then(|(off, vaddr, _)| (file_offset - off).checked_add(*vaddr))
     }
 
     fn rule(&self, vaddr: u64) -> Option<Rule> {
