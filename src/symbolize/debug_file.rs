@@ -12,6 +12,8 @@ use goblin::container::{Ctx, Endian};
 use goblin::elf::section_header::SHT_PROGBITS;
 use goblin::elf::{Elf, ProgramHeader, SectionHeader};
 
+use super::elf::{c_str, section_bytes};
+
 /// The directory debug files are installed under (libc6-dbg and the
 /// like).
 const DEBUG_DIR: &str = "/usr/lib/debug";
@@ -46,13 +48,13 @@ pub fn links(bytes: &[u8]) -> DebugLinks {
     let build_id = super::elf::find_build_id(bytes, &phdrs, &shdrs, le);
     let names = shdrs
         .get(usize::from(header.e_shstrndx))
-        .and_then(|s| section(bytes, s));
+        .and_then(|s| section_bytes(bytes, s));
     let debuglink = names.and_then(|names| {
         shdrs
             .iter()
             .filter(|s| s.sh_type == SHT_PROGBITS)
-            .find(|s| name_at(names, s.sh_name) == Some(".gnu_debuglink"))
-            .and_then(|s| parse_debuglink(section(bytes, s)?, le))
+            .find(|s| c_str(names, s.sh_name) == Some(".gnu_debuglink"))
+            .and_then(|s| parse_debuglink(section_bytes(bytes, s)?, le))
     });
     DebugLinks {
         build_id,
@@ -124,18 +126,6 @@ pub fn crc32(data: &[u8]) -> u32 {
         t
     });
     !data.iter().fold(!0u32, |c, &b| table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8))
-}
-
-fn section<'a>(bytes: &'a [u8], sh: &SectionHeader) -> Option<&'a [u8]> {
-    let start = usize::try_from(sh.sh_offset).ok()?;
-    let len = usize::try_from(sh.sh_size).ok()?;
-    bytes.get(start..start.checked_add(len)?)
-}
-
-fn name_at(table: &[u8], off: usize) -> Option<&str> {
-    let tail = table.get(off..)?;
-    let end = tail.iter().position(|&b| b == 0)?;
-    std::str::from_utf8(&tail[..end]).ok()
 }
 
 #[cfg(test)]

@@ -337,7 +337,7 @@ fn to_usize(x: u64) -> Result<usize, String> {
     usize::try_from(x).map_err(|_| format!("offset {x:#x} too large"))
 }
 
-fn section_bytes<'a>(bytes: &'a [u8], sh: &SectionHeader) -> Option<&'a [u8]> {
+pub(crate) fn section_bytes<'a>(bytes: &'a [u8], sh: &SectionHeader) -> Option<&'a [u8]> {
     let start = usize::try_from(sh.sh_offset).ok()?;
     let len = usize::try_from(sh.sh_size).ok()?;
     bytes.get(start..start.checked_add(len)?)
@@ -345,7 +345,7 @@ fn section_bytes<'a>(bytes: &'a [u8], sh: &SectionHeader) -> Option<&'a [u8]> {
 
 /// The NUL-terminated UTF-8 string at `off`; `None` if out of bounds,
 /// unterminated or not UTF-8 (such a name is skipped, not the whole table).
-fn c_str(table: &[u8], off: usize) -> Option<&str> {
+pub(crate) fn c_str(table: &[u8], off: usize) -> Option<&str> {
     let tail = table.get(off..)?;
     let end = tail.iter().position(|&b| b == 0)?;
     std::str::from_utf8(&tail[..end]).ok()
