@@ -361,12 +361,15 @@ static __noinline void record(void *ctx, __u64 addr, __u64 size, bool drop_stale
 	};
 	long err;
 
-	if (cfg.unwind == UNWIND_DWARF) {
+	if (cfg.unwind == UNWIND_DWARF)
 		info.stack_id = sample_for_unwind(ctx);
-	} else {
+	if (!info.stack_id) {
 		__u32 frames = 0;
 		__u64 copy;
 
+		/* No room for a copy: frame pointers are better than nothing. */
+		if (cfg.unwind == UNWIND_DWARF)
+			count_loss(LOSS_COPY_FALLBACK);
 		info.stack_id = store_stack(ctx, &frames);
 		/* Frame pointers that stop this soon met code built without
 		 * them: unwind a copy instead, if there is room for one. */
@@ -374,6 +377,8 @@ static __noinline void record(void *ctx, __u64 addr, __u64 size, bool drop_stale
 			copy = sample_for_unwind(ctx);
 			if (copy)
 				info.stack_id = copy;
+			else
+				count_loss(LOSS_COPY_FALLBACK);
 		}
 	}
 	if (!info.stack_id)

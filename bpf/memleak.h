@@ -137,6 +137,7 @@ enum loss {
 	LOSS_INFLIGHT_FULL,	/* per-thread call state map full */
 	LOSS_MISSED_RETURN,	/* an entry whose return never came */
 	LOSS_UNTRACKED,		/* calls to allocator functions memleak cannot size */
+	LOSS_COPY_FALLBACK,	/* stack copies refused (ring full): frame pointers used */
 	NR_LOSSES,
 };
 

@@ -107,19 +107,21 @@ pub struct Losses {
     pub inflight_full: u64,
     pub missed_returns: u64,
     pub untracked_calls: u64,
+    pub copy_fallbacks: u64,
     pub recursion_misses: u64,
     pub failed_attaches: u64,
 }
 
 impl Losses {
     /// (count, JSON key, words for the `lost:` line) of each kind.
-    fn kinds(&self) -> [(u64, &'static str, &'static str); 9] {
+    fn kinds(&self) -> [(u64, &'static str, &'static str); 10] {
         [
             (self.allocs_map_full, "allocs_map_full", "allocations (allocs map full)"),
             (self.inflight_full, "inflight_map_full", "allocations (per-thread map full)"),
             (self.missed_returns, "missed_returns", "calls whose return was missed"),
             (self.untracked_calls, "untracked_calls", "calls to allocator functions memleak cannot size"),
             (self.stacks_lost, "stacks_lost", "stack captures (stack map full)"),
+            (self.copy_fallbacks, "copy_fallbacks", "stack copies (ring buffer full; frame pointers used)"),
             (self.combined_map_full, "combined_map_full", "stack totals (combined map full)"),
             (self.events_dropped, "events_dropped", "trace events (ring buffer full)"),
             (self.recursion_misses, "recursion_misses", "probe hits (BPF recursion)"),

@@ -317,7 +317,9 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
     // How often the targets' memory maps are re-read, so that a report
     // made after a target exited can still be symbolized.
     const MAPS_REFRESH: Duration = Duration::from_millis(500);
-    let mut next_refresh = Instant::now() + MAPS_REFRESH;
+    // The first look comes soon: a command has only just been executed,
+    // and its loader maps the libraries after exec returns to us.
+    let mut next_refresh = Instant::now() + Duration::from_millis(20);
 
     let outcome = loop {
         let now = Instant::now();

@@ -535,6 +535,7 @@ impl Tracer {
             inflight_full: sum(abi::LOSS_INFLIGHT_FULL),
             missed_returns: sum(abi::LOSS_MISSED_RETURN),
             untracked_calls: sum(abi::LOSS_UNTRACKED),
+            copy_fallbacks: sum(abi::LOSS_COPY_FALLBACK),
             recursion_misses: self.programs.iter().map(|p| self.obj.recursion_misses(p)).sum(),
             failed_attaches: self.failed_attaches,
         }

@@ -92,6 +92,7 @@ pub const LOSS_EVENTS: usize = 3;
 pub const LOSS_INFLIGHT_FULL: usize = 4;
 pub const LOSS_MISSED_RETURN: usize = 5;
 pub const LOSS_UNTRACKED: usize = 6;
+pub const LOSS_COPY_FALLBACK: usize = 7;
 
 /// struct notices: what happened to one traced process.
 #[repr(C)]
