@@ -116,7 +116,7 @@ impl ProcessSymbolizer {
             return false;
         }
         if text != self.maps_text {
-            self.maps = proc_maps::parse(&text);
+            self.maps = merge_maps(proc_maps::parse(&text), &self.maps);
             self.maps_text = text;
         }
         true
@@ -258,6 +258,20 @@ pub fn frames_at(syms: &ElfSymbols, lines: Option<&source::SourceLines>, module:
     frames
 }
 
+/// A new snapshot of a process's mappings, plus the earlier mappings it no
+/// longer shows where nothing else took their place. Addresses recorded
+/// while a library was mapped stay nameable after it is unmapped, and a
+/// snapshot read while the process tears down its address space at exit
+/// does not erase what its stacks point into.
+fn merge_maps(new: Vec<MapEntry>, old: &[MapEntry]) -> Vec<MapEntry> {
+    let overlaps = |o: &MapEntry| new.iter().any(|n| n.start < o.end && o.start < n.end);
+    let kept: Vec<MapEntry> = old.iter().filter(|o| !overlaps(o)).cloned().collect();
+    let mut merged = new;
+    merged.extend(kept);
+    merged.sort_by_key(|e| e.start);
+    merged
+}
+
 /// `sym+0xoff [module]` of a file offset, from the symbol table alone.
 fn frame_at(syms: &ElfSymbols, module: Option<String>, file_offset: u64) -> Frame {
     match syms.lookup_file_offset(file_offset) {
@@ -373,6 +387,21 @@ impl KernelSymbolizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_maps_keep_what_was_unmapped() {
+        let old = proc_maps::parse(
+            "1000-2000 r-xp 00000000 fe:00 7 /usr/bin/prog\n3000-4000 r-xp 00000000 fe:00 8 /usr/lib/libgone.so\n",
+        );
+        let new = proc_maps::parse("1000-2000 r-xp 00000000 fe:00 7 /usr/bin/prog\n3800-5000 rw-p 00000000 00:00 0\n");
+        let merged = merge_maps(new, &old);
+        // libgone overlaps the new anonymous mapping: the new one wins.
+        assert_eq!(merged.iter().map(|e| e.start).collect::<Vec<_>>(), vec![0x1000, 0x3800]);
+        let teardown = proc_maps::parse("1000-2000 r-xp 00000000 fe:00 7 /usr/bin/prog\n");
+        let merged = merge_maps(teardown, &old);
+        assert_eq!(merged.len(), 2, "{merged:?}");
+        assert_eq!(proc_maps::find(&merged, 0x3500).map(|e| e.path.as_str()), Some("/usr/lib/libgone.so"));
+    }
 
     #[test]
     fn frame_display() {
