@@ -111,7 +111,7 @@ fn command_not_found() {
 
 #[test]
 fn object_without_malloc() {
-    let leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait"));
+    let leaker = ready_leaker();
     let pid = leaker.child.id().to_string();
     assert_one_line_error(&["-p", &pid, "-O", "/bin/true"], 1, "does not define malloc");
     assert_one_line_error(&["-p", &pid, "-O", "libnosuch.so"], 1, "libnosuch.so");
@@ -150,7 +150,7 @@ fn zombie_pid() {
 
 #[test]
 fn object_that_is_not_elf_or_is_truncated() {
-    let leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait"));
+    let leaker = ready_leaker();
     let pid = leaker.child.id().to_string();
     assert_one_line_error(&["-p", &pid, "-O", "/etc/passwd"], 1, "not an ELF file");
     let truncated = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libc-truncated.so");
@@ -163,7 +163,7 @@ fn object_that_is_not_elf_or_is_truncated() {
 fn unreadable_proc_entries() {
     // Allowed to load BPF (CAP_BPF, CAP_PERFMON) but not to read another
     // user's /proc/PID/maps: one clear line, not a crash.
-    let leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait"));
+    let leaker = ready_leaker();
     let pid = leaker.child.id().to_string();
     let stderr = as_nobody(&["--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"], &["-p", &pid]);
     assert!(stderr.contains("Permission denied"), "{stderr}");

@@ -169,7 +169,7 @@ fn target_exit_gives_a_symbolized_final_report_and_an_error() {
 #[test]
 fn closed_stdout_exits_quietly() {
     // `memleak | head -1`: the reader goes away after the first line.
-    let leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait"));
+    let leaker = ready_leaker();
     let pid = leaker.child.id();
     let out = Command::new("sh")
         .arg("-c")
@@ -183,7 +183,7 @@ fn closed_stdout_exits_quietly() {
 
 #[test]
 fn pipefail_status_of_memleak_is_zero() {
-    let leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait"));
+    let leaker = ready_leaker();
     let pid = leaker.child.id();
     let out = Command::new("bash")
         .arg("-c")

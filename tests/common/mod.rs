@@ -92,6 +92,14 @@ pub fn stripped_copy(built: &std::path::Path, out: &str, debug_file: bool) -> Pa
     path
 }
 
+/// The leaker started with --wait, once it said "ready": its exec is over
+/// and its libraries are mapped, so memleak -p sees the whole process.
+pub fn ready_leaker() -> Running {
+    let mut leaker = Running::spawn(Command::new(fixture("leaker")).arg("--wait"));
+    leaker.wait_for(Duration::from_secs(10), |l| l.starts_with("ready "));
+    leaker
+}
+
 /// A running process whose stdout lines arrive on a channel.
 pub struct Running {
     pub child: Child,
