@@ -148,8 +148,8 @@ pub struct UnwindSample {
 
 impl UnwindSample {
     fn parse(bytes: &[u8]) -> Option<UnwindSample> {
-        let u64_at = |i: usize| bytes.get(i..i + 8).map(|b| u64::from_ne_bytes(b.try_into().unwrap()));
-        let u32_at = |i: usize| bytes.get(i..i + 4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()));
+        let u64_at = |i: usize| bytes.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes);
+        let u32_at = |i: usize| bytes.get(i..i + 4).and_then(|b| b.try_into().ok()).map(u32::from_ne_bytes);
         let len = u32_at(12)? as usize;
         Some(UnwindSample {
             id: u64_at(0)?,
