@@ -33,6 +33,25 @@ pub enum Unwind {
     Auto,
 }
 
+/// Fast paths turned off with `--fallback` (to compare, to test the
+/// slower path a kernel without the feature takes, or to work around a
+/// problem). Each is on by default where the kernel supports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fallbacks {
+    /// `entry`: probe each function at its first instruction, not at the
+    /// first one the kernel can emulate.
+    pub entry_sites: bool,
+    /// `links`: one uprobe link per function, not uprobe_multi links.
+    pub single_links: bool,
+    /// `sums`: copy every allocation out at report time instead of summing
+    /// per stack in the kernel.
+    pub copy_report: bool,
+}
+
+impl Fallbacks {
+    pub const NAMES: &'static str = "entry, links or sums";
+}
+
 /// What gets traced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -62,6 +81,7 @@ pub struct Options {
     pub sort: SortKey,
     pub format: Format,
     pub unwind: Unwind,
+    pub fallbacks: Fallbacks,
     /// --raw: frames as build ID + file offset, for `memleak symbolize`.
     pub raw: bool,
     /// --symfs DIR: unstripped copies of the traced binaries to name frames.
@@ -95,6 +115,7 @@ impl Default for Options {
             sort: SortKey::Size,
             format: Format::Classic,
             unwind: Unwind::FramePointer,
+            fallbacks: Fallbacks::default(),
             raw: false,
             symfs: None,
             percpu: false,
@@ -124,7 +145,7 @@ usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]
                [-T TOP] [-z MIN_SIZE] [-Z MAX_SIZE] [-O OBJ] [--sort SORT]
                [--percpu] [--max-allocs N] [--stack-storage-size N]
                [--folded | --json] [--unwind {fp,dwarf,auto}] [--raw]
-               [--symfs DIR]
+               [--symfs DIR] [--fallback LIST]
                [-v] [--version] [interval] [count]";
 
 // Everything after the synopsis; argparse layout so it reads like BCC's.
@@ -182,6 +203,11 @@ optional arguments:
                         a machine with unstripped copies of the binaries
   --symfs DIR           name frames from unstripped copies of the binaries
                         under DIR (same build ID), e.g. a sysroot
+  --fallback LIST       turn off fast paths, comma-separated: entry (probe
+                        functions at their first instruction), links (one
+                        uprobe link per function), sums (copy every
+                        allocation out for each report); -v says which
+                        paths a run uses
   -v, --verbose         print debug messages to stderr
   --version             show program's version number and exit
 
@@ -239,6 +265,7 @@ struct Raw {
     percpu: bool,
     format: Option<Format>,
     unwind: Option<Unwind>,
+    fallbacks: Fallbacks,
     raw: bool,
     symfs: Option<String>,
     max_allocs: Option<u32>,
@@ -350,6 +377,17 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
                     "auto" => Unwind::Auto,
                     _ => return Err(invalid(&flag, &v, "expected fp, dwarf or auto")),
                 });
+            }
+            Long("fallback") => {
+                let v = value(&mut p)?;
+                for name in text(&flag, &v)?.split(',') {
+                    match name {
+                        "entry" => raw.fallbacks.entry_sites = true,
+                        "links" => raw.fallbacks.single_links = true,
+                        "sums" => raw.fallbacks.copy_report = true,
+                        _ => return Err(invalid(&flag, &v, &format!("expected {} (comma-separated)", Fallbacks::NAMES))),
+                    }
+                }
             }
             Long("raw") => raw.raw = true,
             Long("symfs") => {
@@ -470,6 +508,7 @@ fn validate(raw: Raw) -> Result<Options, String> {
         percpu: raw.percpu,
         format: raw.format.unwrap_or(Format::Classic),
         unwind: raw.unwind.unwrap_or(Unwind::FramePointer),
+        fallbacks: raw.fallbacks,
         raw: raw.raw,
         symfs: raw.symfs,
         max_allocs: raw.max_allocs,
@@ -802,6 +841,12 @@ mod tests {
         assert!(err(&["--unwind", "auto"]).contains("--unwind auto walks user stacks"));
         assert_eq!(err(&["-p", "1", "--unwind", "lbr"]), "invalid value 'lbr' for --unwind: expected fp, dwarf or auto");
         assert!(err(&["--unwind", "dwarf"]).contains("use it with -p or -c"));
+        assert_eq!(opts(&["--fallback", "sums,entry"]).fallbacks, Fallbacks { entry_sites: true, single_links: false, copy_report: true });
+        assert_eq!(opts(&["--fallback=links"]).fallbacks, Fallbacks { single_links: true, ..Fallbacks::default() });
+        assert_eq!(
+            err(&["--fallback", "entry,fast"]),
+            "invalid value 'entry,fast' for --fallback: expected entry, links or sums (comma-separated)"
+        );
         assert!(err(&["-p", "1", "--unwind", "dwarf", "--combined-only"]).contains("--combined-only"));
         assert_eq!(opts(&["-p", "1,1", "--combined-only"]).target, Target::Pids(vec![1]));
 
@@ -1039,6 +1084,7 @@ mod tests {
             "--unwind {fp,dwarf,auto}",
             "--raw",
             "--symfs DIR",
+            "--fallback LIST",
             "-v, --verbose",
             "--version",
             "EXAMPLES:\n\n./memleak -p $(pidof allocs)\n",
@@ -1060,6 +1106,7 @@ mod tests {
                 "--unwind" => vec!["-p", "1", word, "fp"],
                 "--raw" => vec!["-p", "1", word],
                 "--symfs" => vec![word, "/"],
+                "--fallback" => vec![word, "entry,links,sums"],
                 w if ["-p", "-o", "-s", "-T", "-z", "-Z", "--max-allocs", "--stack-storage-size"].contains(&w) => vec![word, "1"],
                 _ => vec![word],
             };

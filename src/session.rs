@@ -278,6 +278,16 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             return Err(e.into());
         }
     };
+    if !opts.combined_only {
+        crate::verbose!(
+            "reports {}",
+            match (tracer.keeps_stack_sums(), opts.older_ms) {
+                (true, 0) => "read the per-stack sums BPF keeps",
+                (true, _) => "copy every allocation out, to filter by age (-o 0 reads per-stack sums instead)",
+                (false, _) => "copy every allocation out",
+            }
+        );
+    }
     let attaching = match traced.as_slice() {
         [] => "Attaching to kernel allocators, Ctrl+C to quit.".to_string(),
         [one] => format!("Attaching to pid {}, Ctrl+C to quit.", one.pid),
@@ -584,8 +594,13 @@ fn print_report(
     let mut read = 0;
     let now = monotonic_ns();
     let min_age = opts.older_ms.saturating_mul(1_000_000);
+    // Without an age limit, the sums BPF keeps per stack are the report.
+    let sums = if opts.combined_only || min_age > 0 { None } else { tracer.stack_sums()? };
     let totals = if opts.combined_only {
         tracer.combined()?
+    } else if let Some(totals) = sums {
+        read = totals.iter().map(|t| t.count as usize).sum();
+        totals
     } else {
         let mut agg = report::Aggregator::new(now, min_age);
         let mut live_samples = std::collections::HashSet::new();

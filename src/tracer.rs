@@ -49,10 +49,18 @@ fn is_mandatory(func: Func) -> bool {
 /// With uprobe_multi: one program for all entries, one for all returns.
 const MULTI_PROGRAMS: &[&str] = &["enter_multi", "exit_multi"];
 
-/// uprobe_multi links exist since Linux 6.6; MEMLEAK_NO_UPROBE_MULTI=1
-/// forces the one-link-per-function path older kernels take.
-fn use_uprobe_multi(release: (u32, u32)) -> bool {
-    release >= (6, 6) && std::env::var_os("MEMLEAK_NO_UPROBE_MULTI").is_none()
+/// uprobe_multi links exist since Linux 6.6; `--fallback links` forces the
+/// one-link-per-function path older kernels take.
+fn use_uprobe_multi(release: (u32, u32), opts: &Options) -> bool {
+    release >= (6, 6) && !opts.fallbacks.single_links
+}
+
+/// Per-stack sums kept up to date by BPF make a report cost one read per
+/// stack instead of one per outstanding allocation. They need final stack
+/// ids (unwind sample ids are resolved in userspace) and one process (the
+/// sums are keyed by stack only). `--fallback sums` turns them off.
+fn keep_stack_sums(opts: &Options, processes: usize) -> bool {
+    opts.combined_only || (!opts.fallbacks.copy_report && opts.unwind == Unwind::FramePointer && processes == 1)
 }
 
 /// One entry program per function, and the shared return program.
@@ -128,6 +136,14 @@ pub struct Tracer {
     programs: Vec<&'static str>,
     /// Uprobes through uprobe_multi links (Linux 6.6+).
     multi: bool,
+    combined_only: bool,
+    /// `--fallback entry`: probe functions at their first instruction.
+    entry_sites: bool,
+    /// BPF keeps per-stack sums (the combined map), for the process
+    /// `sums_tgid` (0: the kernel); stale once an exec dropped records.
+    stack_sums: bool,
+    sums_stale: bool,
+    sums_tgid: u32,
     /// `make bench` only: attach programs that do nothing, to measure the
     /// cost of the probes themselves (MEMLEAK_BENCH_EMPTY_PROBES=1).
     empty_probes: bool,
@@ -176,14 +192,16 @@ impl Tracer {
         let limits = Limits::for_kernel(release);
         let empty_probes = std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some();
         // The empty programs exist only as one-link-per-function programs.
-        let multi = use_uprobe_multi(release) && !empty_probes;
-        let mut obj = Object::open()?;
+        let multi = use_uprobe_multi(release, opts) && !empty_probes;
         let mut cfg = abi::Config {
             min_size: opts.min_size.unwrap_or(0),
             max_size: opts.max_size.unwrap_or(u64::MAX),
             sample_every: opts.sample_rate.max(1),
             trace: opts.trace as u8,
-            combined: opts.combined_only as u8,
+            combined: keep_stack_sums(opts, match &attach {
+                Attach::User { targets } => targets.len(),
+                Attach::Kernel { .. } => 1,
+            }) as u8,
             unwind: match opts.unwind {
                 Unwind::FramePointer => 0,
                 Unwind::Dwarf => 1,
@@ -222,17 +240,6 @@ impl Tracer {
                     .collect()
             }
         };
-        // Load only this run's programs.
-        for prog in user_programs().iter().chain(MULTI_PROGRAMS).chain(tracepoints::EVENTS.iter().map(|e| &e.program)) {
-            obj.set_autoload(prog, programs.contains(prog))?;
-        }
-        for prog in ["empty_enter", "empty_exit", "on_exec", "on_fork"] {
-            obj.set_autoload(prog, matches!(attach, Attach::User { .. }))?;
-        }
-        obj.set_config(&cfg)?;
-        // Kernel mode traces the kernel's allocator, so BPF maps that
-        // allocate on update would trace themselves (and trip the recursion
-        // guard): there every map is preallocated.
         let kernel = matches!(attach, Attach::Kernel { .. });
         let max_allocs = match (opts.max_allocs, kernel) {
             (Some(n), _) => n,
@@ -244,30 +251,47 @@ impl Tracer {
             Attach::User { targets } => targets.len().max(1) as u32,
             Attach::Kernel { .. } => 1,
         };
-        obj.set_max_entries("targets", processes)?;
-        obj.set_max_entries("notices", processes)?;
-        obj.set_max_entries("allocs", max_allocs)?;
-        obj.set_max_entries("stacks", max_stacks)?;
-        obj.set_max_entries("combined", if opts.combined_only { max_stacks } else { 1 })?;
         crate::verbose!(
             "room for {max_allocs} outstanding allocations and {max_stacks} stacks ({})",
             if kernel || limits.preallocate { "preallocated" } else { "allocated as used" }
         );
-        if !limits.preallocate && !kernel {
-            // The per-thread call map stays preallocated: it is small, and an
-            // allocation failing under load would lose calls' entries.
-            for map in ["allocs", "combined", "stacks"] {
-                obj.set_map_flags(map, libc_bpf_f_no_prealloc())?;
-            }
-        }
-        // A ring buffer must be a power-of-two number of pages; keep it at
-        // one page when nothing is streamed.
-        let page = page_size();
-        obj.set_max_entries("events", if opts.trace { 1 << 20 } else { page })?;
-        // Room for about 500 stack copies between two reads.
         let dwarf = opts.unwind != Unwind::FramePointer && !kernel;
-        obj.set_max_entries("samples", if dwarf { 8 << 20 } else { page })?;
-        obj.load().map_err(load_error)?;
+        let configure = || -> Result<Object, String> {
+            let mut obj = Object::open()?;
+            // Load only this run's programs.
+            for prog in user_programs().iter().chain(MULTI_PROGRAMS).chain(tracepoints::EVENTS.iter().map(|e| &e.program)) {
+                obj.set_autoload(prog, programs.contains(prog))?;
+            }
+            for prog in ["empty_enter", "empty_exit", "on_exec", "on_fork"] {
+                obj.set_autoload(prog, !kernel)?;
+            }
+            obj.set_config(&cfg)?;
+            obj.set_max_entries("targets", processes)?;
+            obj.set_max_entries("notices", processes)?;
+            obj.set_max_entries("allocs", max_allocs)?;
+            obj.set_max_entries("stacks", max_stacks)?;
+            // One more for the allocations whose stack was lost.
+            obj.set_max_entries("combined", if cfg.combined != 0 { max_stacks.saturating_add(1) } else { 1 })?;
+            if !limits.preallocate && !kernel {
+                // The per-thread call map stays preallocated: it is small, and an
+                // allocation failing under load would lose calls' entries.
+                // Kernel mode traces the kernel's allocator, so BPF maps that
+                // allocate on update would trace themselves (and trip the
+                // recursion guard): there every map is preallocated.
+                for map in ["allocs", "combined", "stacks"] {
+                    obj.set_map_flags(map, libc_bpf_f_no_prealloc())?;
+                }
+            }
+            // A ring buffer must be a power-of-two number of pages; keep it at
+            // one page when nothing is streamed.
+            let page = page_size();
+            obj.set_max_entries("events", if opts.trace { 1 << 20 } else { page })?;
+            // Room for about 500 stack copies between two reads.
+            obj.set_max_entries("samples", if dwarf { 8 << 20 } else { page })?;
+            obj.load().map_err(load_error)?;
+            Ok(obj)
+        };
+        let obj = configure()?;
 
         let allocs = obj.map_fd("allocs")?;
         let stacks = obj.map_fd("stacks")?;
@@ -309,6 +333,11 @@ impl Tracer {
             programs,
             empty_probes,
             multi: false,
+            combined_only: opts.combined_only,
+            entry_sites: opts.fallbacks.entry_sites,
+            stack_sums: cfg.combined != 0,
+            sums_stale: false,
+            sums_tgid: cfg.target_tgid,
         };
         match attach {
             Attach::User { targets } => {
@@ -369,9 +398,10 @@ impl Tracer {
     }
 
     /// Drops the records process `tgid` made before `before_ns` (its memory
-    /// is gone: it executed a new program). Per-stack totals are cleared:
-    /// they cannot be split by time.
-    pub fn forget_process(&self, tgid: u32, before_ns: u64) -> Result<usize, String> {
+    /// is gone: it executed a new program). Per-stack totals cannot be split
+    /// by time: with --combined-only they start over, otherwise reports stop
+    /// using them.
+    pub fn forget_process(&mut self, tgid: u32, before_ns: u64) -> Result<usize, String> {
         let mut keys = Vec::new();
         self.allocs
             .dump::<abi::AllocKey, abi::AllocInfo>(|k, v| {
@@ -381,6 +411,7 @@ impl Tracer {
             })
             .map_err(|e| format!("cannot read the allocation table: {e}"))?;
         let dropped = keys.iter().filter(|k| self.allocs.delete(*k)).count();
+        self.sums_stale = true;
         let mut stacks = Vec::new();
         self.combined.dump::<u64, abi::CombinedInfo>(|k, _| stacks.push(*k)).map_err(|e| format!("cannot read the combined table: {e}"))?;
         for k in &stacks {
@@ -405,9 +436,12 @@ impl Tracer {
         Ok(())
     }
 
-    /// The functions to probe: one per address (glibc's aligned_alloc is
-    /// memalign under another name; two probes would see each call twice).
-    fn probe_sites(allocator: &Allocator) -> Vec<(Func, u64)> {
+    /// The functions to probe and where: one probe per function (glibc's
+    /// aligned_alloc is memalign under another name; two probes would see
+    /// each call twice), past the entry where the kernel then emulates the
+    /// probed instruction instead of single-stepping it (unless
+    /// `--fallback entry`).
+    fn probe_sites(&self, allocator: &Allocator) -> Vec<(Func, u64)> {
         let mut sites: Vec<(Func, u64)> = Vec::new();
         for &(func, offset) in &allocator.offsets {
             if let Some((first, _)) = sites.iter().find(|(_, o)| *o == offset) {
@@ -418,12 +452,27 @@ impl Tracer {
             }
             sites.push((func, offset));
         }
+        let moved: Vec<String> = sites
+            .iter()
+            .filter(|(_, entry)| allocator.site(*entry) != *entry)
+            .map(|(func, entry)| format!("{}+{}", func.name(), allocator.site(*entry) - entry))
+            .collect();
+        if !moved.is_empty() {
+            if self.entry_sites {
+                crate::verbose!("probing every function at its entry (--fallback entry)");
+            } else {
+                crate::verbose!("probed past the entry, at an instruction the kernel emulates: {}", moved.join(", "));
+                for (_, offset) in &mut sites {
+                    *offset = allocator.site(*offset);
+                }
+            }
+        }
         sites
     }
 
     /// Two links in all: every entry, every return.
     fn attach_user_multi(&mut self, pid: u32, allocator: &Allocator) -> Result<(), String> {
-        let sites = Self::probe_sites(allocator);
+        let sites = self.probe_sites(allocator);
         let cookie = |&(f, o): &(Func, u64)| (o, f as u64);
         let returns: Vec<(u64, u64)> = sites.iter().filter(|(f, _)| has_return_probe(*f)).map(cookie).collect();
         let entries: Vec<(u64, u64)> = sites.iter().map(cookie).collect();
@@ -438,7 +487,7 @@ impl Tracer {
     }
 
     fn attach_user(&mut self, pid: u32, allocator: &Allocator) -> Result<(), String> {
-        for (func, offset) in Self::probe_sites(allocator) {
+        for (func, offset) in self.probe_sites(allocator) {
             if let Err(e) = self.attach_function(pid, allocator, func, offset) {
                 let msg = format!("cannot attach uprobe to {} in {}: {}", func.name(), allocator.display_path, attach_error(&e));
                 if is_mandatory(func) {
@@ -510,6 +559,30 @@ impl Tracer {
         Ok(n)
     }
 
+    pub fn keeps_stack_sums(&self) -> bool {
+        self.stack_sums
+    }
+
+    /// Per-stack totals of every outstanding allocation, as BPF keeps them
+    /// (see [`keep_stack_sums`]); None when it does not, or when they are
+    /// incomplete (their map overflowed, or an exec dropped older records):
+    /// then [`Tracer::for_each_allocation`] gives the exact answer.
+    pub fn stack_sums(&self) -> Result<Option<Vec<StackTotal>>, String> {
+        if !self.stack_sums || self.sums_stale || self.loss(abi::LOSS_COMBINED_FULL) > 0 {
+            return Ok(None);
+        }
+        let mut totals = self.combined()?;
+        for t in &mut totals {
+            t.tgid = self.sums_tgid;
+            // A free that runs between another thread's insert and its sum
+            // update leaves a sum below zero for a moment: none outstanding.
+            if (t.count as i64) < 0 || (t.bytes as i64) < 0 {
+                (t.count, t.bytes) = (0, 0);
+            }
+        }
+        Ok(Some(totals))
+    }
+
     /// Per-stack totals kept in BPF (--combined-only).
     pub fn combined(&self) -> Result<Vec<StackTotal>, String> {
         let mut out = Vec::new();
@@ -525,12 +598,18 @@ impl Tracer {
         self.stacks.lookup_stack(stack_id)
     }
 
+    fn loss(&self, kind: usize) -> u64 {
+        self.losses.lookup_percpu_u64(kind as u32).iter().sum()
+    }
+
     pub fn losses(&self) -> Losses {
-        let sum = |i: usize| self.losses.lookup_percpu_u64(i as u32).iter().sum::<u64>();
+        let sum = |i: usize| self.loss(i);
         Losses {
             allocs_map_full: sum(abi::LOSS_ALLOCS_FULL),
             stacks_lost: sum(abi::LOSS_STACK),
-            combined_map_full: sum(abi::LOSS_COMBINED_FULL),
+            // Otherwise the sums are a shortcut, and reports that cannot
+            // take it copy every allocation out instead: nothing is lost.
+            combined_map_full: if self.combined_only { sum(abi::LOSS_COMBINED_FULL) } else { 0 },
             events_dropped: sum(abi::LOSS_EVENTS),
             inflight_full: sum(abi::LOSS_INFLIGHT_FULL),
             missed_returns: sum(abi::LOSS_MISSED_RETURN),

@@ -28,6 +28,11 @@ pub(crate) struct ElfInfo {
     /// (prefix, functions), for prefixes whose malloc and a release
     /// function are both defined.
     pub families: Vec<(&'static str, Vec<(Func, u64)>)>,
+    /// Where to probe a function other than at its entry: (entry, site)
+    /// file offsets, for x86-64 functions whose first instruction the
+    /// kernel would single-step but a later one it emulates (see
+    /// [`super::x86::probe_site`]).
+    pub sites: Vec<(u64, u64)>,
     /// Functions that exist only as GNU IFUNCs: a uprobe there would hit the
     /// resolver, which runs once at load time, not on every call.
     pub ifuncs: Vec<Func>,
@@ -143,6 +148,7 @@ fn inspect_parts(bytes: &[u8], symbols: Option<&[u8]>) -> Result<ElfInfo, String
             }
         }
     }
+    let sites = best.sites(elf.header.e_machine, bytes);
     let (offsets, ifuncs, families) = best.finish();
     let split = |list: &[&str]| -> Vec<String> {
         list.iter()
@@ -161,6 +167,7 @@ fn inspect_parts(bytes: &[u8], symbols: Option<&[u8]>) -> Result<ElfInfo, String
         runpath: split(&elf.runpaths),
         offsets,
         families,
+        sites,
         ifuncs,
         no_symbols: elf.dynsyms.is_empty() && elf.syms.is_empty(),
         debug_file: None,
@@ -179,19 +186,40 @@ type SymbolKey = (&'static str, Func, String);
 /// The best definition seen so far of each traced symbol name.
 #[derive(Default)]
 struct Best {
-    /// Each symbol's best (rank, file offset).
-    found: Vec<(SymbolKey, (u8, u64))>,
+    /// Each symbol's best (rank, file offset, size).
+    found: Vec<(SymbolKey, (u8, u64, u64))>,
     /// Functions seen only as GNU IFUNCs, per prefix.
     ifuncs: Vec<(&'static str, Func)>,
 }
 
 impl Best {
-    fn offer(&mut self, key: SymbolKey, rank: u8, off: u64) {
+    fn offer(&mut self, key: SymbolKey, rank: u8, off: u64, size: u64) {
         match self.found.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, best)) if rank < best.0 => *best = (rank, off),
+            Some((_, best)) if rank < best.0 => *best = (rank, off, size),
             Some(_) => {}
-            None => self.found.push((key, (rank, off))),
+            None => self.found.push((key, (rank, off, size))),
         }
+    }
+
+    /// (entry, site) offsets of the functions found whose probe belongs
+    /// past their entry; `bytes` is the file the offsets point into.
+    fn sites(&self, machine: u16, bytes: &[u8]) -> Vec<(u64, u64)> {
+        if machine != header::EM_X86_64 {
+            return Vec::new();
+        }
+        let mut sites: Vec<(u64, u64)> = self
+            .found
+            .iter()
+            .filter_map(|&(_, (_, off, size))| {
+                let end = off.checked_add(size)?;
+                let code = bytes.get(usize::try_from(off).ok()?..usize::try_from(end).ok()?)?;
+                let delta = super::x86::probe_site(code) as u64;
+                (delta > 0).then_some((off, off + delta))
+            })
+            .collect();
+        sites.sort_unstable();
+        sites.dedup();
+        sites
     }
 
     /// (standard offsets, standard IFUNC-only functions, prefixed families)
@@ -202,7 +230,7 @@ impl Best {
                 .found
                 .iter()
                 .filter(|((p, _, _), _)| *p == prefix)
-                .map(|((_, f, _), (_, off))| (*f, *off))
+                .map(|((_, f, _), (_, off, _))| (*f, *off))
                 .collect();
             list.sort_by_key(|(f, off)| (*f as u32, *off));
             list.dedup();
@@ -276,7 +304,7 @@ fn consider(elf: &Elf, s: &Sym, name: &str, hidden: bool, best: &mut Best) {
     } else {
         0
     };
-    best.offer((prefix, func, base.to_string()), rank, off);
+    best.offer((prefix, func, base.to_string()), rank, off, s.st_size);
 }
 
 /// File offset of a virtual address, through the executable PT_LOAD segment

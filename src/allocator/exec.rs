@@ -323,6 +323,7 @@ impl Walk {
             reason: "the program's interpreter is musl's loader, which is also its libc"
                 .to_string(),
             offsets: info.traced(),
+            sites: info.sites.clone(),
         }))
     }
 
@@ -345,6 +346,7 @@ impl Walk {
                 display_path: path,
                 reason,
                 offsets: info.traced(),
+            sites: info.sites.clone(),
             });
         }
 
@@ -395,6 +397,7 @@ impl Walk {
             display_path: path,
             reason: format!("{reason}; not loaded at startup, found in the library search path"),
             offsets: info.traced(),
+            sites: info.sites.clone(),
         })
     }
 
@@ -408,6 +411,7 @@ impl Walk {
                 None => reason.to_string(),
             },
             offsets: obj.info.traced(),
+            sites: obj.info.sites.clone(),
         }
     }
 }
@@ -625,6 +629,7 @@ mod tests {
             runpath: vec![],
             offsets: vec![],
             families: vec![],
+            sites: vec![],
             debug_file: None,
             ifuncs: vec![],
             no_symbols: false,

@@ -10,6 +10,8 @@ mod elf;
 mod exec;
 mod link_map;
 mod process;
+/// Uprobe sites the kernel can emulate instead of single-stepping.
+pub(crate) mod x86;
 
 #[cfg(test)]
 mod tests;
@@ -199,9 +201,17 @@ pub struct Allocator {
     /// memalign and aligned_alloc are one function), so several entries may
     /// carry the same offset.
     pub offsets: Vec<(Func, u64)>,
+    /// (entry, site): functions to probe past their entry, at the first
+    /// instruction the kernel emulates instead of single-stepping.
+    pub sites: Vec<(u64, u64)>,
 }
 
 impl Allocator {
+    /// Where to probe the function that starts at file offset `entry`.
+    pub fn site(&self, entry: u64) -> u64 {
+        self.sites.iter().find(|(e, _)| *e == entry).map_or(entry, |(_, site)| *site)
+    }
+
     /// The file offset of `f`, if the object defines it.
     pub fn offset(&self, f: Func) -> Option<u64> {
         self.offsets
@@ -233,6 +243,7 @@ pub fn prefixed_in_executable(read_path: &str, display: &str) -> Option<Allocato
         display_path: display.to_string(),
         reason: format!("the executable defines a prefixed allocator ({}*)", prefixes.join("*, ")),
         offsets,
+        sites: info.sites.clone(),
     })
 }
 

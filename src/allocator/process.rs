@@ -255,6 +255,7 @@ fn with_override(pid: u32, files: &[Mapped], obj: &str) -> Result<Allocator, Str
             display_path: display,
             reason: format!("-O {obj} override; not mapped by pid {pid} (yet)"),
             offsets: info.traced(),
+            sites: info.sites.clone(),
         });
     }
     Err(format!(
@@ -279,6 +280,7 @@ fn found(pid: u32, m: &Mapped, loaded: Loaded, what: String) -> Allocator {
         display_path: m.path.clone(),
         reason,
         offsets: loaded.info.traced(),
+        sites: loaded.info.sites.clone(),
     }
 }
 

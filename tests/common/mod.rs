@@ -292,11 +292,6 @@ pub fn trace_waiting_leaker(args: &[&str], extra: &[&str]) -> (Running, Running)
 /// Like `trace_waiting_leaker`, for any fixture that speaks the same
 /// protocol (prints "ready PID", reads a line, prints "done").
 pub fn trace_waiting(fixture_cmd: &mut Command, args: &[&str]) -> (Running, Running) {
-    trace_waiting_env(fixture_cmd, args, &[])
-}
-
-/// `trace_waiting` with extra environment for memleak.
-pub fn trace_waiting_env(fixture_cmd: &mut Command, args: &[&str], env: &[(&str, &str)]) -> (Running, Running) {
     let mut leaker = Running::spawn(fixture_cmd);
     let ready = leaker.wait_for(Duration::from_secs(10), |l| l.starts_with("ready "));
     let pid: u32 = ready["ready ".len()..].parse().unwrap();
@@ -304,8 +299,7 @@ pub fn trace_waiting_env(fixture_cmd: &mut Command, args: &[&str], env: &[(&str,
         Command::new(memleak_bin())
             .arg("-p")
             .arg(pid.to_string())
-            .args(args)
-            .envs(env.iter().copied()),
+            .args(args),
     );
     memleak.wait_for(Duration::from_secs(30), |l| l.starts_with("Attaching to pid"));
     leaker.send("go\n");
