@@ -273,15 +273,11 @@ static __always_inline __u64 store_stack(void *ctx, __u32 *frames)
 	len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
 	if (len <= 0)
 		return 0;
+	/* bpf_get_stack zeroes the rest of the buffer: the stored stack
+	 * ends at the first zero. */
 	*frames = len / 8;
-	for (i = 0; i < MAX_STACK_DEPTH; i++) {
-		/* The tail is cleared here too: the stored stack ends at
-		 * the first zero, whatever an older kernel left there. */
-		if (i >= len / 8)
-			st->ips[i] = 0;
-		else
-			hash = (hash ^ st->ips[i]) * 0x100000001b3ULL;
-	}
+	for (i = 0; i < MAX_STACK_DEPTH && i < len / 8; i++)
+		hash = (hash ^ st->ips[i]) * 0x100000001b3ULL;
 	hash ^= hash >> 33;
 	hash *= 0xff51afd7ed558ccdULL;
 	hash ^= hash >> 33;
