@@ -253,15 +253,58 @@ static __always_inline void resize(__u64 addr, __u64 size)
 	}
 }
 
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+/* A frame bigger than this ends a frame-pointer walk (see walk_user). */
+#define MAX_FRAME_SIZE (1ULL << 20)
+
+/*
+ * Walks user frame pointers into st->ips (zero after the last frame) and
+ * returns the FNV-1a hash of the addresses. bpf_get_stack's walk goes on
+ * through whatever the outermost frame pointer holds (code built without
+ * frame pointers leaves anything there) until a read faults, and in a VM
+ * that fault costs more than the rest of the walk (1.2 us of it here).
+ * Here each frame must lie above the last, at most MAX_FRAME_SIZE away, as
+ * frames on one stack do, which ends such walks before they fault.
+ */
+static __always_inline __u64 walk_user(struct pt_regs *ctx, struct stack *st)
+{
+	struct {
+		__u64 fp;
+		__u64 ret;
+	} frame;
+	__u64 fp = PT_REGS_FP(ctx), ip = PT_REGS_IP(ctx);
+	__u64 hash = (FNV_OFFSET ^ ip) * FNV_PRIME;
+	int i;
+
+	st->ips[0] = ip;
+	for (i = 1; i < MAX_STACK_DEPTH; i++) {
+		if (!fp || (fp & 7) || bpf_probe_read_user(&frame, sizeof(frame), (void *)fp) || !frame.ret) {
+			st->ips[i] = 0;
+			break;
+		}
+		st->ips[i] = frame.ret;
+		hash = (hash ^ frame.ret) * FNV_PRIME;
+		if (frame.fp <= fp || frame.fp - fp > MAX_FRAME_SIZE) {
+			if (i + 1 < MAX_STACK_DEPTH)
+				st->ips[i + 1] = 0;
+			break;
+		}
+		fp = frame.fp;
+	}
+	return hash;
+}
+
 /*
  * Stores the current stack under a 64-bit hash of its addresses (FNV-1a
  * over whole words, then a final mix) and returns the hash; 0 when it
- * could not be stored.
+ * could not be stored. `frames` is set only where it is needed (--unwind
+ * auto), which takes the kernel's walk.
  */
 static __always_inline __u64 store_stack(void *ctx, __u32 *frames)
 {
 	__u64 flags = cfg.kernel ? 0 : BPF_F_USER_STACK;
-	__u64 hash = 0xcbf29ce484222325ULL;
+	__u64 hash = FNV_OFFSET;
 	struct stack *st;
 	__u32 zero = 0;
 	long len;
@@ -270,14 +313,18 @@ static __always_inline __u64 store_stack(void *ctx, __u32 *frames)
 	st = bpf_map_lookup_elem(&stack_scratch, &zero);
 	if (!st)
 		return 0;
-	len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
-	if (len <= 0)
-		return 0;
-	/* bpf_get_stack zeroes the rest of the buffer: the stored stack
-	 * ends at the first zero. */
-	*frames = len / 8;
-	for (i = 0; i < MAX_STACK_DEPTH && i < len / 8; i++)
-		hash = (hash ^ st->ips[i]) * 0x100000001b3ULL;
+	if (!cfg.kernel && cfg.unwind != UNWIND_AUTO) {
+		hash = walk_user(ctx, st);
+	} else {
+		len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
+		if (len <= 0)
+			return 0;
+		/* bpf_get_stack zeroes the rest of the buffer: the stored
+		 * stack ends at the first zero. */
+		*frames = len / 8;
+		for (i = 0; i < MAX_STACK_DEPTH && i < len / 8; i++)
+			hash = (hash ^ st->ips[i]) * FNV_PRIME;
+	}
 	hash ^= hash >> 33;
 	hash *= 0xff51afd7ed558ccdULL;
 	hash ^= hash >> 33;

@@ -68,7 +68,7 @@ struct alloc_info {
 
 /* How user stacks are taken. */
 enum unwind {
-	UNWIND_FP,		/* frame pointers, walked by the kernel */
+	UNWIND_FP,		/* frame pointers, walked in BPF */
 	UNWIND_DWARF,		/* a copy, unwound in userspace with CFI */
 	UNWIND_AUTO,		/* frame pointers, and a copy when they stop short */
 };

@@ -8,10 +8,14 @@
 //                   allocates 1,000,000 blocks of 32 bytes from 10 distinct
 //                   call sites (100,000 each), prints "held <ns_per_alloc>"
 //                   and keeps them until stdin reaches EOF.
+//   bench libs DIR N  dlopen()s DIR/lib00.so .. lib<N-1>.so, prints
+//                   "ready <pid>" and waits until stdin reaches EOF: a
+//                   process mapping N more libraries, to time attaching.
 //
 // Build: gcc -O2 -fno-omit-frame-pointer -fno-ipa-icf (frame pointers so the
 // tracers can walk user stacks; no identical-code folding so the 10 sites stay
 // 10 distinct functions).
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +107,21 @@ int main(int argc, char **argv)
 			;
 		return 0;
 	}
-	fprintf(stderr, "usage: bench pairs N | bench hold\n");
+	if (argc == 4 && !strcmp(argv[1], "libs")) {
+		char path[4096];
+		for (int i = 0; i < atoi(argv[3]); i++) {
+			snprintf(path, sizeof path, "%s/lib%02d.so", argv[2], i);
+			if (!dlopen(path, RTLD_NOW)) {
+				fprintf(stderr, "bench: %s\n", dlerror());
+				return 1;
+			}
+		}
+		printf("ready %d\n", (int)getpid());
+		fflush(stdout);
+		while (getchar() != EOF)
+			;
+		return 0;
+	}
+	fprintf(stderr, "usage: bench pairs N | bench hold | bench libs DIR N\n");
 	return 2;
 }

@@ -9,7 +9,10 @@
 #   floor no BPF-side work can go below), memleak (-o 0), memleak -s 10, and, if
 #   the anchors are installed, libbpf-tools' memleak and BCC's memleak.py;
 #   a report of 1,000,000 outstanding allocations from 10 stacks;
-#   memleak's peak RSS during that run; the size of the memleak binaries.
+#   memleak's peak RSS during that run; the time from starting a tracer to
+#   its attached line, on a process that maps 50 more libraries; the size of
+#   the memleak binaries. Then each goal of the performance work (issue 8)
+#   with its measure from this run.
 #
 # Needs root (BPF). Environment knobs:
 #   MEMLEAK=path              binary under test (default target/release/memleak)
@@ -32,6 +35,7 @@ ANCHORS=${ANCHORS:-/opt/anchors}
 ENTER=$ANCHORS/enter.sh
 OUT=$ROOT/target/bench          # build output, and the logs of the last run
 HOLD_ALLOCS=1000000             # must match HOLD_SITES * HOLD_PER_SITE in bench.c
+ATTACH_LIBS=50                  # libraries the attach-time workload maps
 
 die() { echo "bench: $*" >&2; exit 1; }
 note() { echo "bench: $*" >&2; }
@@ -47,6 +51,12 @@ gcc -O2 -fno-omit-frame-pointer -fno-ipa-icf -Wall -Wextra -Werror \
 # host's /tmp: a workload copied there runs inside the chroot at the same path.
 WORK=$(mktemp -d /tmp/memleak-bench.XXXXXX)
 cp "$OUT/bench" "$WORK/bench"
+mkdir "$WORK/libs"
+for ((i = 0; i < ATTACH_LIBS; i++)); do
+	printf -v lib 'lib%02d' "$i"
+	echo "int f$i(int x) { return x + $i; }" > "$WORK/libs/$lib.c"
+	gcc -shared -fPIC -O2 -o "$WORK/libs/$lib.so" "$WORK/libs/$lib.c"
+done
 # Run a private copy of memleak: others may rebuild target/release mid-run.
 cp "$MEMLEAK" "$WORK/memleak"
 MEMLEAK_RUN=$WORK/memleak
@@ -60,7 +70,7 @@ cleanup() {
 	wait 2>/dev/null || true
 	rm -rf "$OUT/last-run"
 	cp -r "$WORK" "$OUT/last-run" 2>/dev/null || true
-	rm -f "$OUT/last-run/bench" "$OUT/last-run/memleak" "$OUT"/last-run/*.in   # fifos
+	rm -rf "$OUT/last-run/bench" "$OUT/last-run/memleak" "$OUT/last-run/libs" "$OUT"/last-run/*.in   # fifos
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -255,6 +265,38 @@ stop_idle_run() {
 	wait_exit "$wl" 10
 }
 
+# attach_run NAME PREFIX READY_RE TRACER...: time from starting TRACER on
+# `bench libs` (ATTACH_LIBS libraries mapped) to its READY_RE line, stamped
+# as it is read. Sets ATTACH_S.
+attach_run() {
+	local name=$1 prefix=$2 re=${3#^} a; shift 3
+	ATTACH_S=
+	note "running $name"
+	start_workload "$name" $prefix "$WORK/bench" libs "$WORK/libs" "$ATTACH_LIBS" || { abandon_run "$WL_PID"; return 1; }
+	local wl=$WL_PID argv=()
+	for a in "$@"; do [ "$a" = PID ] && argv+=("$WL_PID") || argv+=("$a"); done
+	local t0=$EPOCHREALTIME
+	"${argv[@]}" > >(while IFS= read -r l; do printf '%s %s\n' "$EPOCHREALTIME" "$l"; done > "$WORK/$name.tracer.out") \
+		2> "$WORK/$name.tracer.err" &
+	local tr=$!
+	PIDS+=("$tr")
+	local deadline=$(( ${EPOCHREALTIME%.*} + 60 ))
+	until grep -Eq -- "^[0-9.]+ $re" "$WORK/$name.tracer.out" 2>/dev/null; do
+		if ! alive "$tr" || [ "${EPOCHREALTIME%.*}" -ge "$deadline" ]; then
+			note "$name: no /$re/ line; see $WORK/$name.tracer.err"
+			abandon_run "$wl" "$tr"
+			return 1
+		fi
+		sleep 0.01
+	done
+	local t1; t1=$(awk -v re="^[0-9.]+ $re" '$0 ~ re { print $1; exit }' "$WORK/$name.tracer.out")
+	ATTACH_S=$(fsub "$t1" "$t0")
+	kill -TERM "$tr" 2>/dev/null || true
+	wait_exit "$tr" 30
+	exec {WL_FD}>&-
+	wait_exit "$wl" 10
+}
+
 # Formatting for the table; a value that is not a number ("failed") passes
 # through, and a ratio involving one is "-".
 num() { [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
@@ -307,6 +349,8 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 		|| die "memleak --unwind dwarf run failed"
 	measure dwarf-s10 "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 -s 10 --unwind dwarf 3600 \
 		|| die "memleak -s 10 --unwind dwarf run failed"
+	attach_run "attach.$ROUND" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID 3600 || die "memleak attach run failed"
+	RES[attach]+="$ATTACH_S "
 done
 
 # memleak stops on SIGINT or SIGTERM alike; SIGTERM, the same signal as for the
@@ -342,11 +386,21 @@ if [ -n "$ANCHORS_OK" ]; then
 		measure c-floor "$PAIRS_TRACED" "$ENTER" "$MEMLEAK_READY" \
 			env MEMLEAK_BENCH_EMPTY_PROBES=1 "$MEMLEAK_RUN" -p PID -o 0 3600 || true
 		measure c-memleak "$PAIRS_TRACED" "$ENTER" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 3600 || true
+		measure c-memleak-s10 "$PAIRS_TRACED" "$ENTER" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 -s 10 3600 || true
 		# stdbuf: libbpf-tools' banner would otherwise sit in a stdio buffer;
 		# "Tracing outstanding ..." comes after the attach. No -o 0 (lbt wants
 		# > 0); its default age filter is 500 ns, i.e. none.
 		measure c-libbpf-tools "$PAIRS_TRACED" "$ENTER" "$LBT_READY" \
 			"$ENTER" stdbuf -oL memleak-libbpf -p PID 3600 || true
+		measure c-libbpf-tools-s10 "$PAIRS_TRACED" "$ENTER" "$LBT_READY" \
+			"$ENTER" stdbuf -oL memleak-libbpf -p PID -s 10 3600 || true
+		# Its "Tracing outstanding" line comes once its probes are attached.
+		if attach_run "c-attach-libbpf-tools.$ROUND" "$ENTER" "Tracing outstanding" \
+			"$ENTER" stdbuf -oL memleak-libbpf -p PID 3600; then
+			RES[c-attach-libbpf-tools]+="$ATTACH_S "
+		else
+			FAILED+=("c-attach-libbpf-tools.$ROUND")
+		fi
 		# BCC compiles for a few seconds and prints its banner *before*
 		# attaching; the name "bcc" makes pairs_run wait for its uprobe fds.
 		measure bcc "$PAIRS_TRACED" "$ENTER" "$MEMLEAK_READY" \
@@ -393,8 +447,12 @@ if [ -n "$ANCHORS_OK" ]; then
 	row "anchor chroot (glibc $C_GLIBC): untraced" "$(ns "$C_UNTRACED")" "" "" "$(range c-untraced)" ""
 	row "  empty probes (floor)" "$(ns "$C_FLOOR")" "$(times "$C_FLOOR" "$C_UNTRACED")" "1.00" "$(range c-floor)" ""
 	row "  memleak -o 0" "$(ns "$C_ML")" "$(times "$C_ML" "$C_UNTRACED")" "$(ratio "$C_ML" "$C_FLOOR")" "$(range c-memleak)" ""
+	C_MLS=$(med c-memleak-s10) C_LBTS=$(med c-libbpf-tools-s10)
+	row "  memleak -o 0 -s 10" "$(ns "$C_MLS")" "$(times "$C_MLS" "$C_UNTRACED")" "$(ratio "$C_MLS" "$C_FLOOR")" "$(range c-memleak-s10)" ""
 	row "  libbpf-tools memleak $LBT_VER" "$(ns "$C_LBT")" "$(times "$C_LBT" "$C_UNTRACED")" "$(ratio "$C_LBT" "$C_FLOOR")" \
 		"$(range c-libbpf-tools)" "memleak/libbpf-tools = $(ratio "$C_ML" "$C_LBT")"
+	row "  libbpf-tools memleak -s 10" "$(ns "$C_LBTS")" "$(times "$C_LBTS" "$C_UNTRACED")" "$(ratio "$C_LBTS" "$C_FLOOR")" \
+		"$(range c-libbpf-tools-s10)" "memleak/libbpf-tools = $(ratio "$C_MLS" "$C_LBTS")"
 	row "  BCC memleak.py $BCC_VER -o 0" "$(ns "$C_BCC")" "$(times "$C_BCC" "$C_UNTRACED")" "$(ratio "$C_BCC" "$C_FLOOR")" \
 		"$(range bcc)" "memleak/BCC = $(ratio "$C_ML" "$C_BCC")"
 else
@@ -408,6 +466,9 @@ if [ -n "$ANCHORS_OK" ]; then
 	line "" "libbpf-tools $(secs "$LBT_REPORT_WALL") signal to exit ($LBT_STACKS stacks); memleak/libbpf-tools = $(ratio "$ML_REPORT_WALL" "$LBT_REPORT_WALL")"
 fi
 line "stop, nothing outstanding (detach + exit)" "memleak $(secs "$ML_STOP")${ANCHORS_OK:+   libbpf-tools $(secs "$LBT_STOP")}"
+ML_ATTACH=$(med attach)
+line "attach, process mapping $ATTACH_LIBS more libraries" \
+	"memleak $(secs "$ML_ATTACH") (start to 'Attaching to pid')${ANCHORS_OK:+   libbpf-tools $(secs "$(med c-attach-libbpf-tools)") (start to 'Tracing outstanding', via the chroot)}"
 line "traced malloc, filling the 1M table" "memleak $(ns "$ML_ALLOC_NS") ns${ANCHORS_OK:+   libbpf-tools $(ns "$LBT_ALLOC_NS") ns}"
 line "memleak peak RSS (VmHWM, 1M outstanding)" \
 	"$(mb $((ML_HWM * 1024))) (before the report: $(mb $((ML_HWM_BEFORE * 1024))))${ANCHORS_OK:+   libbpf-tools $(mb $((LBT_HWM * 1024)))}"
@@ -417,6 +478,21 @@ for bin in "$MEMLEAK" target/x86_64-unknown-linux-musl/release/memleak target/aa
 	if readelf -S "$bin" 2>/dev/null | grep -q '\.symtab'; then strip="not stripped"; else strip=stripped; fi
 	line "binary size ${bin#target/}" "$(mb "$(stat -c %s "$bin")") ($strip)"
 done
+# The goals of the performance work (issue 8), each against this run.
+verdict() { awk -v v="$1" -v lim="$2" 'BEGIN { if (v == "" || v == "-" || v == "failed") print "not measured"; else if (v + 0 <= lim + 0) print "met"; else print "missed" }'; }
+echo
+echo "goals (this run):"
+if [ -n "$ANCHORS_OK" ]; then
+	R_FULL=$(ratio "$C_ML" "$C_LBT") R_S10=$(ratio "$C_MLS" "$C_LBTS")
+	line "  per pair, full accounting <= 0.50 x libbpf-tools" "$R_FULL: $(verdict "$R_FULL" 0.50)"
+	line "  per pair, -s 10 <= 0.25 x libbpf-tools -s 10" "$R_S10: $(verdict "$R_S10" 0.25)"
+else
+	line "  per pair vs libbpf-tools" "not measured (anchors not installed)"
+fi
+line "  report of 1M allocations <= 0.2 s" "$(secs "$ML_REPORT_WALL") signal to exit: $(verdict "$ML_REPORT_WALL" 0.2)"
+line "  RSS with 1M outstanding < 16 MB" "$(mb $((ML_HWM * 1024))): $(verdict "$ML_HWM" 16383)"
+line "  attach, $ATTACH_LIBS more libraries, < 100 ms" "$(secs "$ML_ATTACH"): $(verdict "$ML_ATTACH" 0.0999)"
+echo
 line "load average at start" "$LOAD_AT_START${OTHER_TRACERS:+; other tracers running: $OTHER_TRACERS}"
 [ ${#FAILED[@]} -eq 0 ] || echo "failed runs: ${FAILED[*]} (logs: target/bench/last-run/<run>.tracer.err)"
 echo "(logs: target/bench/last-run/)"

@@ -17,6 +17,10 @@ pub mod symbolize {
     pub mod unwind;
 }
 
+/// The x86-64 decoder that picks probe sites reads the same untrusted files.
+#[path = "../../../src/allocator/x86.rs"]
+pub mod x86;
+
 use symbolize::{debug_file, elf, kallsyms, proc_maps, unwind};
 
 /// Addresses worth probing for any parsed table: edges and a few taken
@@ -50,6 +54,11 @@ pub fn check_elf(data: &[u8]) {
     // The debug-link notes and the call frame information come from the
     // same untrusted file.
     let _ = debug_file::links(data);
+    // Any byte string may be a function's code; decode it from each of
+    // its first offsets.
+    for start in 0..data.len().min(16) {
+        let _ = x86::probe_site(&data[start..]);
+    }
     if let Some(cfi) = unwind::CfiTable::parse(data) {
         // Walk a "stack" made of the input itself, every address mapped
         // to this table, from registers taken from the input.
