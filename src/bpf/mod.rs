@@ -269,6 +269,11 @@ pub struct Link {
     ptr: NonNull<sys::bpf_link>,
 }
 
+// SAFETY: a bpf_link is its own allocation and file descriptor; libbpf keeps
+// no shared state between links, so one may be destroyed on another thread
+// as long as only that thread holds it (which ownership guarantees).
+unsafe impl Send for Link {}
+
 impl Drop for Link {
     fn drop(&mut self) {
         // SAFETY: we own the link.

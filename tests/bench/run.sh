@@ -484,14 +484,14 @@ echo
 echo "goals (this run):"
 if [ -n "$ANCHORS_OK" ]; then
 	R_FULL=$(ratio "$C_ML" "$C_LBT") R_S10=$(ratio "$C_MLS" "$C_LBTS")
-	line "  per pair, full accounting <= 0.50 x libbpf-tools" "$R_FULL: $(verdict "$R_FULL" 0.50)"
-	line "  per pair, -s 10 <= 0.25 x libbpf-tools -s 10" "$R_S10: $(verdict "$R_S10" 0.25)"
+	line "  pair / libbpf-tools (goal <= 0.50)" "$R_FULL: $(verdict "$R_FULL" 0.50)"
+	line "  pair, both -s 10 (goal <= 0.25)" "$R_S10: $(verdict "$R_S10" 0.25)"
 else
 	line "  per pair vs libbpf-tools" "not measured (anchors not installed)"
 fi
-line "  report of 1M allocations <= 0.2 s" "$(secs "$ML_REPORT_WALL") signal to exit: $(verdict "$ML_REPORT_WALL" 0.2)"
-line "  RSS with 1M outstanding < 16 MB" "$(mb $((ML_HWM * 1024))): $(verdict "$ML_HWM" 16383)"
-line "  attach, $ATTACH_LIBS more libraries, < 100 ms" "$(secs "$ML_ATTACH"): $(verdict "$ML_ATTACH" 0.0999)"
+line "  report of 1M allocations (goal <= 0.2 s)" "$(secs "$ML_REPORT_WALL") signal to exit: $(verdict "$ML_REPORT_WALL" 0.2)"
+line "  RSS, 1M outstanding (goal < 16 MB)" "$(mb $((ML_HWM * 1024))): $(verdict "$ML_HWM" 16383)"
+line "  attach, $ATTACH_LIBS more libraries (goal < 100 ms)" "$(secs "$ML_ATTACH"): $(verdict "$ML_ATTACH" 0.0999)"
 echo
 line "load average at start" "$LOAD_AT_START${OTHER_TRACERS:+; other tracers running: $OTHER_TRACERS}"
 [ ${#FAILED[@]} -eq 0 ] || echo "failed runs: ${FAILED[*]} (logs: target/bench/last-run/<run>.tracer.err)"
