@@ -1,15 +1,13 @@
 //! Where in an x86-64 allocator function to place a uprobe so that the
 //! kernel emulates the probed instruction instead of single-stepping it out
-//! of line (about 4 us more per call).
+//! of line (a second trap: 15 us more per call on the dev VM).
 //!
 //! arch/x86/kernel/uprobes.c emulates jcc/jmp/call with a relative
 //! displacement, `nop`, and `push r64`; most other instructions are
 //! single-stepped. glibc 2.36's free starts with `test %rdi,%rdi; je ...`:
 //! a probe on the `je` sees the same argument registers, is reached on
 //! every call, and is emulated. That needs an instruction length decoder,
-//! which is [`insn_len`].
-
-// The attach path does not call into this module yet.
+//! which is `insn_len` (and `decode`, which also classifies).
 
 /// Operand shape of each opcode, one letter per opcode, 16 per row:
 /// `.` nothing, `m` ModRM, `b` imm8, `w` imm16, `z` imm16/32 (66 prefix),
