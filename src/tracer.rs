@@ -49,10 +49,18 @@ fn is_mandatory(func: Func) -> bool {
 /// With uprobe_multi: one program for all entries, one for all returns.
 const MULTI_PROGRAMS: &[&str] = &["enter_multi", "exit_multi"];
 
-/// uprobe_multi links exist since Linux 6.6; `--fallback links` forces the
-/// one-link-per-function path older kernels take.
-fn use_uprobe_multi(release: (u32, u32), opts: &Options) -> bool {
-    release >= (6, 6) && !opts.fallbacks.single_links
+/// uprobe_multi links (Linux 6.6+, probed, not guessed from the version);
+/// `--fallback links` forces the one-link-per-function path older kernels
+/// take.
+fn use_uprobe_multi(opts: &Options) -> bool {
+    if opts.fallbacks.single_links {
+        return false;
+    }
+    let available = bpf::probe_uprobe_multi();
+    if !available {
+        crate::verbose!("no uprobe_multi links that filter by process in this kernel: one link per function");
+    }
+    available
 }
 
 /// Per-stack sums kept up to date by BPF make a report cost one read per
@@ -192,7 +200,7 @@ impl Tracer {
         let limits = Limits::for_kernel(release);
         let empty_probes = std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some();
         // The empty programs exist only as one-link-per-function programs.
-        let multi = use_uprobe_multi(release, opts) && !empty_probes;
+        let multi = !empty_probes && !matches!(attach, Attach::Kernel { .. }) && use_uprobe_multi(opts);
         let mut cfg = abi::Config {
             min_size: opts.min_size.unwrap_or(0),
             max_size: opts.max_size.unwrap_or(u64::MAX),

@@ -42,6 +42,51 @@ fn errno_from(ret: c_int) -> io::Error {
     }
 }
 
+/// Whether the kernel has uprobe_multi links (Linux 6.6+) that filter by
+/// process. libbpf's own probe, done here because libbpf does not export
+/// it: creating a link on the path "/" fails with EBADF where the attach
+/// type exists, and with pid -1 fails with EINVAL only where the first
+/// kernels' filtering by thread instead of by process was fixed (with it,
+/// only the thread named by -p would be traced). No probe is installed.
+pub fn probe_uprobe_multi() -> bool {
+    // r0 = 0; exit
+    // SAFETY: bpf_insn is plain data; zero is a valid value.
+    let mut insns: [sys::bpf_insn; 2] = unsafe { std::mem::zeroed() };
+    insns[0].code = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
+    insns[1].code = 0x95; // BPF_JMP | BPF_EXIT
+    // SAFETY: plain data; zeroed is a valid start, sz set below.
+    let mut opts: sys::bpf_prog_load_opts = unsafe { std::mem::zeroed() };
+    opts.sz = size_of::<sys::bpf_prog_load_opts>() as sys::size_t;
+    opts.expected_attach_type = sys::BPF_TRACE_UPROBE_MULTI;
+    // SAFETY: insns, license and opts outlive the call.
+    let prog = unsafe { sys::bpf_prog_load(sys::BPF_PROG_TYPE_KPROBE, std::ptr::null(), c"GPL".as_ptr(), insns.as_ptr(), 2, &mut opts) };
+    if prog < 0 {
+        return false;
+    }
+    let link_error = |pid: u32| -> i32 {
+        let offset: std::ffi::c_ulong = 0;
+        // SAFETY: plain data; zeroed is a valid start.
+        let mut link: sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+        link.sz = size_of::<sys::bpf_link_create_opts>() as sys::size_t;
+        link.__bindgen_anon_1.uprobe_multi.path = c"/".as_ptr();
+        link.__bindgen_anon_1.uprobe_multi.offsets = &offset;
+        link.__bindgen_anon_1.uprobe_multi.cnt = 1;
+        link.__bindgen_anon_1.uprobe_multi.pid = pid;
+        // SAFETY: prog is our program; path and offset outlive the call.
+        let fd = unsafe { sys::bpf_link_create(prog, -1, sys::BPF_TRACE_UPROBE_MULTI, &link) };
+        if fd >= 0 {
+            // SAFETY: our own descriptor.
+            unsafe { libc::close(fd) };
+            return 0;
+        }
+        -fd
+    };
+    let ok = link_error(0) == libc::EBADF && link_error(u32::MAX) == libc::EINVAL;
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(prog) };
+    ok
+}
+
 /// An opened (and later loaded) BPF object. Closing it detaches nothing by
 /// itself: links are separate and must be dropped first (they borrow it).
 pub struct Object {

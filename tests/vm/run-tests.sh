@@ -129,7 +129,21 @@ FAILS=$((FAILS + $(grep -c '^FAIL' "$OUT/$name.checks")))
 [ "$awk_rc" = 0 ] || [ "$FAILS" -gt "$before" ] || fail "report check (awk) exited $awk_rc"
 [ "$FAILS" = "$before" ] || dump "$name"
 }
-user_mode user
+user_mode user -v
+# The link path memleak probed for must be what this kernel has:
+# uprobe_multi links from Linux 6.6, one link per function before.
+release=$(uname -r)
+major=${release%%.*}; rest=${release#*.}; minor=${rest%%[!0-9]*}
+if [ "$major" -gt 6 ] || { [ "$major" -eq 6 ] && [ "$minor" -ge 6 ]; }; then
+	want="with uprobe_multi links"
+else
+	want="no uprobe_multi links"
+fi
+if grep -q "$want" "$OUT/user.err"; then
+	pass "links: '$want' on Linux $major.$minor"
+else
+	fail "links: no '$want' in memleak -v on Linux $major.$minor"
+fi
 
 # ---- 1b. --unwind dwarf against deep (static, -O2 -fomit-frame-pointer):
 # the stacks from compare hold 144 bytes in 3 allocations, and each one

@@ -20,7 +20,8 @@
 
 VMTEST ?= ../shared/vmtest
 # Runs: KERNEL[+nobtf][+bare]
-VMTEST_RUNS ?= x86_64-bookworm x86_64-bullseye x86_64-bookworm+nobtf x86_64-bookworm+bare aarch64-bookworm
+VMTEST_RUNS ?= x86_64-bookworm x86_64-bullseye x86_64-bookworm+nobtf x86_64-bookworm+bare aarch64-bookworm \
+	x86_64-trixie aarch64-trixie
 # Seconds per VM (boot + both memleak runs); guests are TCG-emulated in CI.
 VMTEST_TIMEOUT ?= 600
 # Per memleak run inside the guest (run-tests.sh RUN_TIMEOUT).
