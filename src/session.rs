@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use crate::symbolize::{KernelSymbolizer, ProcessSymbolizer};
 use crate::target::{self, Child, ChildEvent};
 use crate::tracepoints;
-use crate::tracer::{Attach, Tracer};
+use crate::tracer::{Attach, EventCallback, Tracer};
 
 /// Names for the addresses of a stack: each traced process's, or the
 /// kernel's.
@@ -251,7 +251,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
     };
 
     let output_error: std::rc::Rc<std::cell::RefCell<Option<io::Error>>> = Default::default();
-    let on_event: Option<Box<dyn FnMut(&abi::Event)>> = if opts.trace {
+    let on_event: Option<EventCallback> = if opts.trace {
         let output_error = output_error.clone();
         Some(Box::new(move |e: &abi::Event| {
             let mut out = io::stdout().lock();

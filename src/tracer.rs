@@ -157,6 +157,9 @@ pub struct Tracer {
     empty_probes: bool,
 }
 
+/// What -t hands each traced call to.
+pub type EventCallback = Box<dyn FnMut(&abi::Event)>;
+
 /// Raw unwind samples (struct unwind_sample) waiting for userspace.
 type SampleQueue = std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>;
 
@@ -195,7 +198,7 @@ pub enum Attach<'a> {
 }
 
 impl Tracer {
-    pub fn start(opts: &Options, attach: Attach<'_>, on_event: Option<Box<dyn FnMut(&abi::Event)>>) -> Result<Tracer, String> {
+    pub fn start(opts: &Options, attach: Attach<'_>, on_event: Option<EventCallback>) -> Result<Tracer, String> {
         let release = kernel_release();
         let limits = Limits::for_kernel(release);
         let empty_probes = std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some();
@@ -264,7 +267,7 @@ impl Tracer {
             if kernel || limits.preallocate { "preallocated" } else { "allocated as used" }
         );
         let dwarf = opts.unwind != Unwind::FramePointer && !kernel;
-        let configure = || -> Result<Object, String> {
+        let obj = {
             let mut obj = Object::open()?;
             // Load only this run's programs.
             for prog in user_programs().iter().chain(MULTI_PROGRAMS).chain(tracepoints::EVENTS.iter().map(|e| &e.program)) {
@@ -297,9 +300,8 @@ impl Tracer {
             // Room for about 500 stack copies between two reads.
             obj.set_max_entries("samples", if dwarf { 8 << 20 } else { page })?;
             obj.load().map_err(load_error)?;
-            Ok(obj)
+            obj
         };
-        let obj = configure()?;
 
         let allocs = obj.map_fd("allocs")?;
         let stacks = obj.map_fd("stacks")?;

@@ -445,24 +445,27 @@ impl MapFd {
     }
 }
 
+/// What a ring buffer calls with each record's bytes.
+pub type RecordCallback = Box<dyn FnMut(&[u8])>;
+
 /// The ring buffer of -t events. The callback gets each record's bytes.
 pub struct RingBuffer {
     ptr: NonNull<sys::ring_buffer>,
-    _callback: Box<Box<dyn FnMut(&[u8])>>,
+    _callback: Box<RecordCallback>,
 }
 
 impl RingBuffer {
-    pub fn new(map: MapFd, callback: Box<dyn FnMut(&[u8])>) -> Result<RingBuffer, String> {
+    pub fn new(map: MapFd, callback: RecordCallback) -> Result<RingBuffer, String> {
         unsafe extern "C" fn trampoline(ctx: *mut c_void, data: *mut c_void, size: sys::size_t) -> c_int {
             // SAFETY: ctx is the boxed closure below, alive as long as the
             // ring buffer; data/size describe one record.
-            let callback = unsafe { &mut *(ctx as *mut Box<dyn FnMut(&[u8])>) };
+            let callback = unsafe { &mut *(ctx as *mut RecordCallback) };
             let bytes = unsafe { std::slice::from_raw_parts(data as *const u8, size as usize) };
             callback(bytes);
             0
         }
         let mut callback = Box::new(callback);
-        let ctx: *mut Box<dyn FnMut(&[u8])> = &mut *callback;
+        let ctx: *mut RecordCallback = &mut *callback;
         // SAFETY: map.fd is a ring buffer map; ctx outlives the ring buffer.
         let ptr = unsafe { sys::ring_buffer__new(map.fd, Some(trampoline), ctx.cast(), std::ptr::null()) };
         NonNull::new(ptr)
