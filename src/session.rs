@@ -282,9 +282,9 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         crate::verbose!(
             "reports {}",
             match (tracer.keeps_stack_sums(), opts.older_ms) {
-                (true, 0) => "read the per-stack sums BPF keeps",
-                (true, _) => "copy every allocation out, to filter by age (-o 0 reads per-stack sums instead)",
-                (false, _) => "copy every allocation out",
+                (true, _) => "read the per-stack sums BPF keeps",
+                (false, 0) => "copy every allocation out",
+                (false, _) => "copy every allocation out, to filter by age (-o 0 reads per-stack sums instead)",
             }
         );
     }
@@ -594,8 +594,8 @@ fn print_report(
     let mut read = 0;
     let now = monotonic_ns();
     let min_age = opts.older_ms.saturating_mul(1_000_000);
-    // Without an age limit, the sums BPF keeps per stack are the report.
-    let sums = if opts.combined_only || min_age > 0 { None } else { tracer.stack_sums()? };
+    // The sums BPF keeps per stack (only without an age limit) are the report.
+    let sums = if opts.combined_only { None } else { tracer.stack_sums()? };
     let totals = if opts.combined_only {
         tracer.combined()?
     } else if let Some(totals) = sums {

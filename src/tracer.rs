@@ -65,10 +65,13 @@ fn use_uprobe_multi(opts: &Options) -> bool {
 
 /// Per-stack sums kept up to date by BPF make a report cost one read per
 /// stack instead of one per outstanding allocation. They need final stack
-/// ids (unwind sample ids are resolved in userspace) and one process (the
-/// sums are keyed by stack only). `--fallback sums` turns them off.
+/// ids (unwind sample ids are resolved in userspace), one process (the
+/// sums are keyed by stack only) and no age filter (a sum cannot be split
+/// by age, and keeping it would cost every traced call for nothing).
+/// `--fallback sums` turns them off.
 fn keep_stack_sums(opts: &Options, processes: usize) -> bool {
-    opts.combined_only || (!opts.fallbacks.copy_report && opts.unwind == Unwind::FramePointer && processes == 1)
+    opts.combined_only
+        || (!opts.fallbacks.copy_report && opts.older_ms == 0 && opts.unwind == Unwind::FramePointer && processes == 1)
 }
 
 /// One entry program per function, and the shared return program.
