@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     // libbpf-sys installs libbpf's headers (bpf_helpers.h, bpf_tracing.h)
     // and exports their location because its manifest says links = "bpf".
@@ -21,7 +22,9 @@ fn main() {
     let src = manifest.join("bpf/memleak.bpf.c");
     let obj = out.join("memleak.bpf.o");
     let status = Command::new(&clang)
-        .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror", "-mcpu=v3"])
+        .args([
+            "-target", "bpf", "-O2", "-g", "-Wall", "-Werror", "-mcpu=v3",
+        ])
         .arg(format!("-D__TARGET_ARCH_{arch}"))
         .arg("-I")
         .arg(manifest.join("vendor"))
@@ -35,7 +38,11 @@ fn main() {
         .arg(&obj)
         .status()
         .unwrap_or_else(|e| panic!("cannot run {clang}: {e} (install clang, or set CLANG)"));
-    assert!(status.success(), "{clang} failed to compile {}", src.display());
+    assert!(
+        status.success(),
+        "{clang} failed to compile {}",
+        src.display()
+    );
     // DWARF is only for humans; libbpf needs the .BTF sections, which
     // `strip -g` keeps. Optional: without llvm-strip the binary is larger.
     let strip = clang.replacen("clang", "llvm-strip", 1);
@@ -51,7 +58,13 @@ fn find_clang() -> String {
     if let Ok(clang) = env::var("CLANG") {
         return clang;
     }
-    let works = |name: &str| Command::new(name).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    let works = |name: &str| {
+        Command::new(name)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
     (14..=21)
         .rev()
         .map(|v| format!("clang-{v}"))

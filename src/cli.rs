@@ -135,7 +135,10 @@ pub enum Parsed {
     Version,
     /// `memleak symbolize [--symfs DIR] [REPORT]`: name the frames of a
     /// report made with --raw.
-    Symbolize { symfs: Option<String>, report: Option<String> },
+    Symbolize {
+        symfs: Option<String>,
+        report: Option<String>,
+    },
 }
 
 /// The synopsis printed after an error. No trailing newline.
@@ -385,7 +388,13 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
                         "entry" => raw.fallbacks.entry_sites = true,
                         "links" => raw.fallbacks.single_links = true,
                         "sums" => raw.fallbacks.copy_report = true,
-                        _ => return Err(invalid(&flag, &v, &format!("expected {} (comma-separated)", Fallbacks::NAMES))),
+                        _ => {
+                            return Err(invalid(
+                                &flag,
+                                &v,
+                                &format!("expected {} (comma-separated)", Fallbacks::NAMES),
+                            ))
+                        }
                     }
                 }
             }
@@ -395,7 +404,11 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
                 raw.symfs = Some(text(&flag, &v)?.to_string());
             }
             Long("folded") | Long("json") => {
-                let format = if flag == "--json" { Format::Json } else { Format::Folded };
+                let format = if flag == "--json" {
+                    Format::Json
+                } else {
+                    Format::Folded
+                };
                 if raw.format.is_some_and(|f| f != format) {
                     return Err("--folded and --json cannot be used together".to_owned());
                 }
@@ -403,10 +416,12 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
             }
             // Map sizes: the kernel takes a u32; 1 is useless but legal.
             Long("max-allocs") => {
-                raw.max_allocs = Some(next_number(&mut p, &flag, 1, u32::MAX as u64, WHOLE_AT_LEAST_1)? as u32);
+                raw.max_allocs =
+                    Some(next_number(&mut p, &flag, 1, u32::MAX as u64, WHOLE_AT_LEAST_1)? as u32);
             }
             Long("stack-storage-size") => {
-                raw.stack_storage_size = Some(next_number(&mut p, &flag, 1, u32::MAX as u64, WHOLE_AT_LEAST_1)? as u32);
+                raw.stack_storage_size =
+                    Some(next_number(&mut p, &flag, 1, u32::MAX as u64, WHOLE_AT_LEAST_1)? as u32);
             }
             Short('v') | Long("verbose") => raw.verbose = true,
             // Capped at u32::MAX seconds (136 years) so `Instant + interval`
@@ -464,12 +479,21 @@ fn validate(raw: Raw) -> Result<Options, String> {
         return Err("--raw is for user stacks: use it with -p or -c".to_owned());
     }
     if raw.raw && raw.format.is_some() {
-        return Err("--raw writes the classic layout for memleak symbolize: not with --folded or --json".to_owned());
+        return Err(
+            "--raw writes the classic layout for memleak symbolize: not with --folded or --json"
+                .to_owned(),
+        );
     }
     if let Some(mode @ (Unwind::Dwarf | Unwind::Auto)) = raw.unwind {
-        let name = if mode == Unwind::Dwarf { "dwarf" } else { "auto" };
+        let name = if mode == Unwind::Dwarf {
+            "dwarf"
+        } else {
+            "auto"
+        };
         if raw.pids.is_none() && raw.command.is_none() {
-            return Err(format!("--unwind {name} walks user stacks: use it with -p or -c"));
+            return Err(format!(
+                "--unwind {name} walks user stacks: use it with -p or -c"
+            ));
         }
         if raw.combined_only {
             return Err(format!("--unwind {name} cannot be used with --combined-only (stacks are unwound outside BPF)"));
@@ -808,47 +832,106 @@ mod tests {
             err(&["-p", "2147483648"]),
             "invalid value '2147483648' for -p: expected a process ID"
         );
-        assert_eq!(opts(&["-p", "2147483647"]).target, Target::Pids(vec![2147483647]));
+        assert_eq!(
+            opts(&["-p", "2147483647"]).target,
+            Target::Pids(vec![2147483647])
+        );
         assert!(err(&["-p", "+5"]).starts_with("invalid value '+5' for -p"));
         assert!(err(&["-p", " 5"]).starts_with("invalid value ' 5' for -p"));
         assert!(err(&["-p", "0x10"]).starts_with("invalid value '0x10' for -p"));
         assert!(err(&["-p", ""]).starts_with("invalid value '' for -p"));
-        assert_eq!(opts(&["-p", "3,1,2,1"]).target, Target::Pids(vec![3, 1, 2]), "in order, once each");
+        assert_eq!(
+            opts(&["-p", "3,1,2,1"]).target,
+            Target::Pids(vec![3, 1, 2]),
+            "in order, once each"
+        );
         for bad in ["1,,2", "1,", ",1", "1,x", "1, 2", "1,0"] {
             assert_eq!(
                 err(&["-p", bad]),
                 format!("invalid value '{bad}' for -p: expected a process ID, or several separated by commas")
             );
         }
-        assert_eq!(err(&["-p", "1,2", "--combined-only"]), "--combined-only works with one process only");
+        assert_eq!(
+            err(&["-p", "1,2", "--combined-only"]),
+            "--combined-only works with one process only"
+        );
         assert_eq!(opts(&["--folded"]).format, Format::Folded);
         assert_eq!(opts(&["--json", "--json"]).format, Format::Json);
         assert_eq!(opts(&[]).format, Format::Classic);
-        assert_eq!(err(&["--json", "--folded"]), "--folded and --json cannot be used together");
-        assert_eq!(err(&["-t", "--json"]), "-t writes text lines: it cannot be used with --folded or --json");
+        assert_eq!(
+            err(&["--json", "--folded"]),
+            "--folded and --json cannot be used together"
+        );
+        assert_eq!(
+            err(&["-t", "--json"]),
+            "-t writes text lines: it cannot be used with --folded or --json"
+        );
         assert_eq!(opts(&["-p", "1"]).unwind, Unwind::FramePointer);
         assert!(opts(&["-p", "1", "--raw"]).raw);
         assert!(err(&["--raw"]).contains("use it with -p or -c"));
         assert!(err(&["-p", "1", "--raw", "--json"]).contains("--raw"));
-        let sym = |a: &[&str]| run(&std::iter::once("symbolize").chain(a.iter().copied()).collect::<Vec<_>>());
-        assert_eq!(sym(&["--symfs", "/d", "r.txt"]), Ok(Parsed::Symbolize { symfs: Some("/d".into()), report: Some("r.txt".into()) }));
-        assert_eq!(sym(&[]), Ok(Parsed::Symbolize { symfs: None, report: None }));
+        let sym = |a: &[&str]| {
+            run(&std::iter::once("symbolize")
+                .chain(a.iter().copied())
+                .collect::<Vec<_>>())
+        };
+        assert_eq!(
+            sym(&["--symfs", "/d", "r.txt"]),
+            Ok(Parsed::Symbolize {
+                symfs: Some("/d".into()),
+                report: Some("r.txt".into())
+            })
+        );
+        assert_eq!(
+            sym(&[]),
+            Ok(Parsed::Symbolize {
+                symfs: None,
+                report: None
+            })
+        );
         assert!(sym(&["a", "b"]).is_err());
         assert!(sym(&["--bogus"]).is_err());
-        assert_eq!(opts(&["-p", "1", "--unwind", "dwarf"]).unwind, Unwind::Dwarf);
-        assert_eq!(opts(&["-p", "1", "--unwind=fp"]).unwind, Unwind::FramePointer);
+        assert_eq!(
+            opts(&["-p", "1", "--unwind", "dwarf"]).unwind,
+            Unwind::Dwarf
+        );
+        assert_eq!(
+            opts(&["-p", "1", "--unwind=fp"]).unwind,
+            Unwind::FramePointer
+        );
         assert_eq!(opts(&["-c", "ls", "--unwind", "auto"]).unwind, Unwind::Auto);
         assert!(err(&["--unwind", "auto"]).contains("--unwind auto walks user stacks"));
-        assert_eq!(err(&["-p", "1", "--unwind", "lbr"]), "invalid value 'lbr' for --unwind: expected fp, dwarf or auto");
+        assert_eq!(
+            err(&["-p", "1", "--unwind", "lbr"]),
+            "invalid value 'lbr' for --unwind: expected fp, dwarf or auto"
+        );
         assert!(err(&["--unwind", "dwarf"]).contains("use it with -p or -c"));
-        assert_eq!(opts(&["--fallback", "sums,entry"]).fallbacks, Fallbacks { entry_sites: true, single_links: false, copy_report: true });
-        assert_eq!(opts(&["--fallback=links"]).fallbacks, Fallbacks { single_links: true, ..Fallbacks::default() });
+        assert_eq!(
+            opts(&["--fallback", "sums,entry"]).fallbacks,
+            Fallbacks {
+                entry_sites: true,
+                single_links: false,
+                copy_report: true
+            }
+        );
+        assert_eq!(
+            opts(&["--fallback=links"]).fallbacks,
+            Fallbacks {
+                single_links: true,
+                ..Fallbacks::default()
+            }
+        );
         assert_eq!(
             err(&["--fallback", "entry,fast"]),
             "invalid value 'entry,fast' for --fallback: expected entry, links or sums (comma-separated)"
         );
-        assert!(err(&["-p", "1", "--unwind", "dwarf", "--combined-only"]).contains("--combined-only"));
-        assert_eq!(opts(&["-p", "1,1", "--combined-only"]).target, Target::Pids(vec![1]));
+        assert!(
+            err(&["-p", "1", "--unwind", "dwarf", "--combined-only"]).contains("--combined-only")
+        );
+        assert_eq!(
+            opts(&["-p", "1,1", "--combined-only"]).target,
+            Target::Pids(vec![1])
+        );
 
         assert_eq!(
             err(&["-s", "0"]),
@@ -1107,7 +1190,20 @@ mod tests {
                 "--raw" => vec!["-p", "1", word],
                 "--symfs" => vec![word, "/"],
                 "--fallback" => vec![word, "entry,links,sums"],
-                w if ["-p", "-o", "-s", "-T", "-z", "-Z", "--max-allocs", "--stack-storage-size"].contains(&w) => vec![word, "1"],
+                w if [
+                    "-p",
+                    "-o",
+                    "-s",
+                    "-T",
+                    "-z",
+                    "-Z",
+                    "--max-allocs",
+                    "--stack-storage-size",
+                ]
+                .contains(&w) =>
+                {
+                    vec![word, "1"]
+                }
                 _ => vec![word],
             };
             assert!(run(&arg).is_ok(), "{arg:?}");

@@ -56,8 +56,12 @@ fn real_main() -> i32 {
     let opts = match cli::parse(std::env::args_os().skip(1)) {
         Ok(cli::Parsed::Run(opts)) => opts,
         Ok(cli::Parsed::Help) => return print_or_quiet(&cli::usage()),
-        Ok(cli::Parsed::Version) => return print_or_quiet(&format!("memleak {}", env!("CARGO_PKG_VERSION"))),
-        Ok(cli::Parsed::Symbolize { symfs, report }) => return symbolize_report(symfs.as_deref(), report.as_deref()),
+        Ok(cli::Parsed::Version) => {
+            return print_or_quiet(&format!("memleak {}", env!("CARGO_PKG_VERSION")))
+        }
+        Ok(cli::Parsed::Symbolize { symfs, report }) => {
+            return symbolize_report(symfs.as_deref(), report.as_deref())
+        }
         Err(e) => {
             eprintln!("memleak: {e} (see memleak -h)");
             return 2;

@@ -51,7 +51,10 @@ pub fn run(symfs: Option<&str>, report: Option<&str>, out: &mut impl Write) -> R
     let mut resolver = Resolver::new(symfs, true);
     for line in input.lines() {
         let line = line.map_err(|e| format!("cannot read the report: {e}"))?;
-        let frames = line.strip_prefix("\t\t").and_then(|f| f.strip_prefix(RAW_PREFIX)).map(|raw| resolver.frames(raw));
+        let frames = line
+            .strip_prefix("\t\t")
+            .and_then(|f| f.strip_prefix(RAW_PREFIX))
+            .map(|raw| resolver.frames(raw));
         let written = match frames {
             Some(frames) => frames.iter().try_for_each(|f| writeln!(out, "\t\t{f}")),
             None => writeln!(out, "{line}"),
@@ -68,7 +71,9 @@ fn parse_raw(raw: &str) -> Option<(u64, Option<&str>, &str)> {
     let id = parts.next()?;
     let path = parts.next()?;
     let id = (id != "-").then_some(id);
-    if id.is_some_and(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit())) || path.is_empty() {
+    if id.is_some_and(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()))
+        || path.is_empty()
+    {
         return None;
     }
     Some((offset, id, path))
@@ -76,12 +81,22 @@ fn parse_raw(raw: &str) -> Option<(u64, Option<&str>, &str)> {
 
 impl Resolver {
     pub fn new(symfs: Option<&str>, local: bool) -> Resolver {
-        Resolver { symfs: symfs.map(PathBuf::from), local, by_build_id: None, objects: HashMap::new() }
+        Resolver {
+            symfs: symfs.map(PathBuf::from),
+            local,
+            by_build_id: None,
+            objects: HashMap::new(),
+        }
     }
 
     /// Live --symfs: the frames of file offset `offset` of the file `path`
     /// with build ID `id`, if a copy under symfs has them.
-    pub fn frames_from_symfs(&mut self, offset: u64, id: Option<&[u8]>, path: &str) -> Option<Vec<symbolize::Frame>> {
+    pub fn frames_from_symfs(
+        &mut self,
+        offset: u64,
+        id: Option<&[u8]>,
+        path: &str,
+    ) -> Option<Vec<symbolize::Frame>> {
         let id = id.map(hex);
         let key = (id.clone().unwrap_or_else(|| "-".into()), path.to_string());
         if !self.objects.contains_key(&key) {
@@ -90,13 +105,22 @@ impl Resolver {
         }
         let obj = self.objects[&key].as_ref()?;
         let module = path.rsplit('/').next().unwrap_or(path).to_string();
-        Some(symbolize::frames_at(&obj.syms, obj.lines.as_ref(), Some(module), offset))
+        Some(symbolize::frames_at(
+            &obj.syms,
+            obj.lines.as_ref(),
+            Some(module),
+            offset,
+        ))
     }
 
     fn frames(&mut self, raw: &str) -> Vec<symbolize::Frame> {
         let Some((offset, id, path)) = parse_raw(raw) else {
             // Not something --raw wrote: keep it visible as it was.
-            return vec![symbolize::Frame { symbol: Some(format!("{RAW_PREFIX}{raw}")), inlined: true, ..Default::default() }];
+            return vec![symbolize::Frame {
+                symbol: Some(format!("{RAW_PREFIX}{raw}")),
+                inlined: true,
+                ..Default::default()
+            }];
         };
         let module = path.rsplit('/').next().unwrap_or(path).to_string();
         let key = (id.unwrap_or("-").to_string(), path.to_string());
@@ -106,7 +130,10 @@ impl Resolver {
         }
         match &self.objects[&key] {
             Some(obj) => symbolize::frames_at(&obj.syms, obj.lines.as_ref(), Some(module), offset),
-            None => vec![symbolize::Frame { module: Some(module), ..Default::default() }],
+            None => vec![symbolize::Frame {
+                module: Some(module),
+                ..Default::default()
+            }],
         }
     }
 
@@ -116,7 +143,10 @@ impl Resolver {
         if let Some(dir) = &self.symfs {
             let root = dir.display().to_string();
             candidates.push((dir.join(path.trim_start_matches('/')), root.clone()));
-            candidates.push((dir.join(path.rsplit('/').next().unwrap_or(path)), root.clone()));
+            candidates.push((
+                dir.join(path.rsplit('/').next().unwrap_or(path)),
+                root.clone(),
+            ));
             if let Some(found) = id.and_then(|id| self.index().get(id).cloned()) {
                 candidates.push((found, root));
             }
@@ -133,7 +163,8 @@ impl Resolver {
                 }
             }
             crate::verbose!("{path}: symbols from {}", candidate.display());
-            let lines = symbolize::source_lines_under(&bytes, &candidate.display().to_string(), &root);
+            let lines =
+                symbolize::source_lines_under(&bytes, &candidate.display().to_string(), &root);
             Some(Object { syms, lines })
         })
     }
@@ -145,7 +176,9 @@ impl Resolver {
             let mut map = HashMap::new();
             if let Some(dir) = symfs {
                 walk(dir, 0, &mut |path| {
-                    let Ok(bytes) = std::fs::read(path) else { return };
+                    let Ok(bytes) = std::fs::read(path) else {
+                        return;
+                    };
                     if bytes.starts_with(b"\x7fELF") {
                         if let Some(id) = symbolize::debug_file::links(&bytes).build_id {
                             map.entry(hex(&id)).or_insert_with(|| path.to_path_buf());
@@ -164,9 +197,13 @@ fn walk(dir: &Path, depth: u32, visit: &mut impl FnMut(&Path)) {
     if depth > 16 {
         return;
     }
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
             walk(&entry.path(), depth + 1, visit);
         } else if kind.is_file() {
@@ -185,8 +222,14 @@ mod tests {
 
     #[test]
     fn raw_frame_lines() {
-        assert_eq!(parse_raw("0x1149 3fa2 /usr/bin/prog"), Some((0x1149, Some("3fa2"), "/usr/bin/prog")));
-        assert_eq!(parse_raw("0x10 - /opt/my app/bin"), Some((0x10, None, "/opt/my app/bin")));
+        assert_eq!(
+            parse_raw("0x1149 3fa2 /usr/bin/prog"),
+            Some((0x1149, Some("3fa2"), "/usr/bin/prog"))
+        );
+        assert_eq!(
+            parse_raw("0x10 - /opt/my app/bin"),
+            Some((0x10, None, "/opt/my app/bin"))
+        );
         assert_eq!(parse_raw("1149 3fa2 /p"), None, "offset without 0x");
         assert_eq!(parse_raw("0x10 zz /p"), None, "build ID not hex");
         assert_eq!(parse_raw("0x10 ab"), None, "no path");
@@ -197,7 +240,10 @@ mod tests {
     /// test binary is named from the binary itself.
     #[test]
     fn names_frames_of_a_real_file() {
-        let exe = std::fs::read_link("/proc/self/exe").unwrap().display().to_string();
+        let exe = std::fs::read_link("/proc/self/exe")
+            .unwrap()
+            .display()
+            .to_string();
         let bytes = std::fs::read(&exe).unwrap();
         let syms = crate::symbolize::elf::parse(&bytes).unwrap();
         let addr = syms.symbol_address("main").expect("main");
@@ -214,7 +260,13 @@ mod tests {
         let module = exe.rsplit('/').next().unwrap();
         assert!(out.contains(&format!("\t\tmain+0x1 [{module}]")), "{out}");
         assert!(out.starts_with("[12:00:00] Top 1 stacks"), "{out}");
-        assert!(run(Some("/no/such/dir"), Some(input.to_str().unwrap()), &mut Vec::new()).unwrap_err().contains("not a directory"));
+        assert!(run(
+            Some("/no/such/dir"),
+            Some(input.to_str().unwrap()),
+            &mut Vec::new()
+        )
+        .unwrap_err()
+        .contains("not a directory"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -46,7 +46,11 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub fn new(now_ns: u64, min_age_ns: u64) -> Aggregator {
-        Aggregator { by_stack: HashMap::new(), now_ns, min_age_ns }
+        Aggregator {
+            by_stack: HashMap::new(),
+            now_ns,
+            min_age_ns,
+        }
     }
 
     /// Old enough to be reported.
@@ -59,7 +63,14 @@ impl Aggregator {
             return;
         }
         let (stack_id, tgid) = (a.stack_id, a.tgid);
-        let total = self.by_stack.entry((tgid, stack_id)).or_insert_with(|| StackTotal { stack_id, tgid, ..Default::default() });
+        let total = self
+            .by_stack
+            .entry((tgid, stack_id))
+            .or_insert_with(|| StackTotal {
+                stack_id,
+                tgid,
+                ..Default::default()
+            });
         total.bytes = total.bytes.saturating_add(a.size);
         total.count += 1;
     }
@@ -116,23 +127,67 @@ impl Losses {
     /// (count, JSON key, words for the `lost:` line) of each kind.
     fn kinds(&self) -> [(u64, &'static str, &'static str); 10] {
         [
-            (self.allocs_map_full, "allocs_map_full", "allocations (allocs map full)"),
-            (self.inflight_full, "inflight_map_full", "allocations (per-thread map full)"),
-            (self.missed_returns, "missed_returns", "calls whose return was missed"),
-            (self.untracked_calls, "untracked_calls", "calls to allocator functions memleak cannot size"),
-            (self.stacks_lost, "stacks_lost", "stack captures (stack map full)"),
-            (self.copy_fallbacks, "copy_fallbacks", "stack copies (ring buffer full; frame pointers used)"),
-            (self.combined_map_full, "combined_map_full", "stack totals (combined map full)"),
-            (self.events_dropped, "events_dropped", "trace events (ring buffer full)"),
-            (self.recursion_misses, "recursion_misses", "probe hits (BPF recursion)"),
-            (self.failed_attaches, "failed_attaches", "functions not attached"),
+            (
+                self.allocs_map_full,
+                "allocs_map_full",
+                "allocations (allocs map full)",
+            ),
+            (
+                self.inflight_full,
+                "inflight_map_full",
+                "allocations (per-thread map full)",
+            ),
+            (
+                self.missed_returns,
+                "missed_returns",
+                "calls whose return was missed",
+            ),
+            (
+                self.untracked_calls,
+                "untracked_calls",
+                "calls to allocator functions memleak cannot size",
+            ),
+            (
+                self.stacks_lost,
+                "stacks_lost",
+                "stack captures (stack map full)",
+            ),
+            (
+                self.copy_fallbacks,
+                "copy_fallbacks",
+                "stack copies (ring buffer full; frame pointers used)",
+            ),
+            (
+                self.combined_map_full,
+                "combined_map_full",
+                "stack totals (combined map full)",
+            ),
+            (
+                self.events_dropped,
+                "events_dropped",
+                "trace events (ring buffer full)",
+            ),
+            (
+                self.recursion_misses,
+                "recursion_misses",
+                "probe hits (BPF recursion)",
+            ),
+            (
+                self.failed_attaches,
+                "failed_attaches",
+                "functions not attached",
+            ),
         ]
     }
 
     /// `None` when nothing was lost.
     pub fn line(&self) -> Option<String> {
-        let parts: Vec<String> =
-            self.kinds().iter().filter(|(n, _, _)| *n > 0).map(|(n, _, what)| format!("{n} {what}")).collect();
+        let parts: Vec<String> = self
+            .kinds()
+            .iter()
+            .filter(|(n, _, _)| *n > 0)
+            .map(|(n, _, what)| format!("{n} {what}"))
+            .collect();
         if parts.is_empty() {
             None
         } else {
@@ -151,7 +206,11 @@ pub enum Shown {
     Missing(&'static str),
     /// --raw: where the address is, for `memleak symbolize` to name:
     /// `[raw] 0xOFFSET BUILDID PATH` (BUILDID `-` when the file has none).
-    Raw { offset: u64, build_id: Option<Vec<u8>>, path: String },
+    Raw {
+        offset: u64,
+        build_id: Option<Vec<u8>>,
+        path: String,
+    },
 }
 
 impl fmt::Display for Shown {
@@ -160,7 +219,11 @@ impl fmt::Display for Shown {
             Shown::Frame(frame) => frame.fmt(f),
             Shown::Address(a) => write!(f, "{a:#x}"),
             Shown::Missing(what) => f.write_str(what),
-            Shown::Raw { offset, build_id, path } => {
+            Shown::Raw {
+                offset,
+                build_id,
+                path,
+            } => {
                 let id: String = match build_id {
                     Some(id) if !id.is_empty() => id.iter().map(|b| format!("{b:02x}")).collect(),
                     _ => "-".to_string(),
@@ -181,8 +244,12 @@ impl Shown {
     /// number, so neither a ';' nor a line break may appear in a name.
     fn folded_name(&self) -> String {
         let name = match self {
-            Shown::Frame(Frame { symbol: Some(s), .. }) => s.clone(),
-            Shown::Frame(Frame { module: Some(m), .. }) => format!("[{m}]"),
+            Shown::Frame(Frame {
+                symbol: Some(s), ..
+            }) => s.clone(),
+            Shown::Frame(Frame {
+                module: Some(m), ..
+            }) => format!("[{m}]"),
             Shown::Frame(_) => "[unknown]".to_string(),
             Shown::Address(a) => format!("{a:#x}"),
             Shown::Missing(what) => what.to_string(),
@@ -236,14 +303,22 @@ impl Report<'_> {
     /// anything was. With several processes traced each stack line ends
     /// with ` in pid PID`.
     fn write_classic(&self, out: &mut impl Write) -> io::Result<()> {
-        writeln!(out, "[{}] Top {} stacks with outstanding allocations:", self.time, self.top)?;
+        writeln!(
+            out,
+            "[{}] Top {} stacks with outstanding allocations:",
+            self.time, self.top
+        )?;
         for s in self.stacks {
             if self.show_allocs {
                 for (addr, size) in &s.total.allocs {
                     writeln!(out, "\taddr = {addr:x} size = {size}")?;
                 }
             }
-            write!(out, "\t{} bytes in {} allocations from stack", s.total.bytes, s.total.count)?;
+            write!(
+                out,
+                "\t{} bytes in {} allocations from stack",
+                s.total.bytes, s.total.count
+            )?;
             if self.show_pids {
                 write!(out, " in pid {}", s.total.tgid)?;
             }
@@ -307,7 +382,10 @@ impl Report<'_> {
                                 opt(&f.module)
                             );
                             if let Some((file, line)) = &f.source {
-                                frame.push_str(&format!(r#","file":{},"line":{line}"#, json_str(file)));
+                                frame.push_str(&format!(
+                                    r#","file":{},"line":{line}"#,
+                                    json_str(file)
+                                ));
                             }
                             if f.inlined {
                                 frame.push_str(r#","inlined":true"#);
@@ -317,7 +395,9 @@ impl Report<'_> {
                         }
                         Shown::Address(a) => format!(r#"{{"address":{a}}}"#),
                         Shown::Missing(what) => format!(r#"{{"missing":{}}}"#, json_str(what)),
-                        raw @ Shown::Raw { .. } => format!(r#"{{"raw":{}}}"#, json_str(&raw.to_string())),
+                        raw @ Shown::Raw { .. } => {
+                            format!(r#"{{"raw":{}}}"#, json_str(&raw.to_string()))
+                        }
                     })
                     .collect();
                 let mut stack = format!(
@@ -328,16 +408,25 @@ impl Report<'_> {
                     frames.join(",")
                 );
                 if self.show_allocs {
-                    let blocks: Vec<String> =
-                        s.total.allocs.iter().map(|(a, size)| format!(r#"{{"address":{a},"size":{size}}}"#)).collect();
+                    let blocks: Vec<String> = s
+                        .total
+                        .allocs
+                        .iter()
+                        .map(|(a, size)| format!(r#"{{"address":{a},"size":{size}}}"#))
+                        .collect();
                     stack.push_str(&format!(r#","allocs":[{}]"#, blocks.join(",")));
                 }
                 stack.push('}');
                 stack
             })
             .collect();
-        let lost: Vec<String> =
-            self.losses.kinds().iter().filter(|(n, _, _)| *n > 0).map(|(n, key, _)| format!(r#""{key}":{n}"#)).collect();
+        let lost: Vec<String> = self
+            .losses
+            .kinds()
+            .iter()
+            .filter(|(n, _, _)| *n > 0)
+            .map(|(n, key, _)| format!(r#""{key}":{n}"#))
+            .collect();
         writeln!(
             out,
             r#"{{"time":{},"top":{},"stacks":[{}],"lost":{{{}}}}}"#,
@@ -373,12 +462,24 @@ mod tests {
     use super::*;
 
     fn alloc(addr: u64, size: u64, ts: u64, stack_id: u64) -> Allocation {
-        Allocation { addr, size, timestamp_ns: ts, stack_id, tgid: 7 }
+        Allocation {
+            addr,
+            size,
+            timestamp_ns: ts,
+            stack_id,
+            tgid: 7,
+        }
     }
 
     #[test]
     fn aggregates_per_stack_and_filters_by_age() {
-        let allocs = vec![alloc(0x10, 16, 0, 1), alloc(0x20, 16, 0, 1), alloc(0x30, 100, 0, 2), alloc(0x40, 5, 950, 2), alloc(0x50, 7, 0, 0)];
+        let allocs = vec![
+            alloc(0x10, 16, 0, 1),
+            alloc(0x20, 16, 0, 1),
+            alloc(0x30, 100, 0, 2),
+            alloc(0x40, 5, 950, 2),
+            alloc(0x50, 7, 0, 0),
+        ];
         let mut agg = Aggregator::new(1000, 100);
         for a in &allocs {
             agg.add(a);
@@ -386,30 +487,65 @@ mod tests {
         let mut totals = agg.finish();
         totals.sort_by_key(|t| t.stack_id);
         assert_eq!(totals.len(), 3);
-        assert_eq!((totals[0].stack_id, totals[0].bytes, totals[0].count), (0, 7, 1), "lost stacks");
+        assert_eq!(
+            (totals[0].stack_id, totals[0].bytes, totals[0].count),
+            (0, 7, 1),
+            "lost stacks"
+        );
         assert_eq!((totals[1].bytes, totals[1].count), (32, 2));
-        assert_eq!((totals[2].bytes, totals[2].count), (100, 1), "the young allocation is skipped");
+        assert_eq!(
+            (totals[2].bytes, totals[2].count),
+            (100, 1),
+            "the young allocation is skipped"
+        );
     }
 
     #[test]
     fn top_is_ascending_and_truncated() {
-        let t = |id, bytes, count| StackTotal { stack_id: id, bytes, count, ..Default::default() };
+        let t = |id, bytes, count| StackTotal {
+            stack_id: id,
+            bytes,
+            count,
+            ..Default::default()
+        };
         let stacks = vec![t(1, 10, 5), t(2, 30, 1), t(3, 20, 9), t(4, 0, 0)];
-        let by_size: Vec<u64> = top(stacks.clone(), &SortKey::Size, 2).iter().map(|s| s.stack_id).collect();
+        let by_size: Vec<u64> = top(stacks.clone(), &SortKey::Size, 2)
+            .iter()
+            .map(|s| s.stack_id)
+            .collect();
         assert_eq!(by_size, vec![3, 2]);
-        let by_count: Vec<u64> = top(stacks, &SortKey::Count, 10).iter().map(|s| s.stack_id).collect();
+        let by_count: Vec<u64> = top(stacks, &SortKey::Count, 10)
+            .iter()
+            .map(|s| s.stack_id)
+            .collect();
         assert_eq!(by_count, vec![2, 1, 3], "empty stacks are dropped");
     }
 
     fn example(total: &StackTotal, losses: &Losses, format: Format) -> String {
         let frame = |symbol: Option<&str>, offset, module: &str| {
-            Shown::Frame(Frame { symbol: symbol.map(str::to_string), offset, module: Some(module.to_string()), ..Frame::default() })
+            Shown::Frame(Frame {
+                symbol: symbol.map(str::to_string),
+                offset,
+                module: Some(module.to_string()),
+                ..Frame::default()
+            })
         };
         let stacks = vec![PrintedStack {
             total,
-            frames: vec![frame(Some("main"), 0x6d, "allocs"), frame(None, 0, "libc.so.6"), Shown::Address(0x10)],
+            frames: vec![
+                frame(Some("main"), 0x6d, "allocs"),
+                frame(None, 0, "libc.so.6"),
+                Shown::Address(0x10),
+            ],
         }];
-        let report = Report { time: "11:16:33", top: 10, stacks: &stacks, show_allocs: true, show_pids: false, losses };
+        let report = Report {
+            time: "11:16:33",
+            top: 10,
+            stacks: &stacks,
+            show_allocs: true,
+            show_pids: false,
+            losses,
+        };
         let mut out = Vec::new();
         report.write(format, &mut out).unwrap();
         String::from_utf8(out).unwrap()
@@ -417,7 +553,13 @@ mod tests {
 
     #[test]
     fn layout_matches_the_example_document() {
-        let total = StackTotal { stack_id: 1, bytes: 32, count: 2, allocs: vec![(0x948cf0, 16), (0x948cd0, 16)], tgid: 0 };
+        let total = StackTotal {
+            stack_id: 1,
+            bytes: 32,
+            count: 2,
+            allocs: vec![(0x948cf0, 16), (0x948cd0, 16)],
+            tgid: 0,
+        };
         assert_eq!(
             example(&total, &Losses::default(), Format::Classic),
             "[11:16:33] Top 10 stacks with outstanding allocations:\n\
@@ -432,16 +574,37 @@ mod tests {
 
     #[test]
     fn folded_is_root_first_weighted_by_bytes() {
-        let total = StackTotal { stack_id: 1, bytes: 32, count: 2, tgid: 5, ..Default::default() };
-        assert_eq!(example(&total, &Losses::default(), Format::Folded), "0x10;[libc.so.6];main 32\n");
-        let odd = Shown::Frame(Frame { symbol: Some("a;b\nc".into()), ..Frame::default() });
+        let total = StackTotal {
+            stack_id: 1,
+            bytes: 32,
+            count: 2,
+            tgid: 5,
+            ..Default::default()
+        };
+        assert_eq!(
+            example(&total, &Losses::default(), Format::Folded),
+            "0x10;[libc.so.6];main 32\n"
+        );
+        let odd = Shown::Frame(Frame {
+            symbol: Some("a;b\nc".into()),
+            ..Frame::default()
+        });
         assert_eq!(odd.folded_name(), "a:b c");
     }
 
     #[test]
     fn json_report() {
-        let total = StackTotal { stack_id: 1, bytes: 32, count: 2, allocs: vec![(16, 8)], tgid: 5 };
-        let losses = Losses { stacks_lost: 3, ..Default::default() };
+        let total = StackTotal {
+            stack_id: 1,
+            bytes: 32,
+            count: 2,
+            allocs: vec![(16, 8)],
+            tgid: 5,
+        };
+        let losses = Losses {
+            stacks_lost: 3,
+            ..Default::default()
+        };
         assert_eq!(
             example(&total, &losses, Format::Json),
             concat!(
@@ -458,8 +621,15 @@ mod tests {
     #[test]
     fn losses_line_only_when_something_was_lost() {
         assert_eq!(Losses::default().line(), None);
-        let l = Losses { allocs_map_full: 12, stacks_lost: 3, ..Default::default() };
-        assert_eq!(l.line().unwrap(), "lost: 12 allocations (allocs map full), 3 stack captures (stack map full)");
+        let l = Losses {
+            allocs_map_full: 12,
+            stacks_lost: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            l.line().unwrap(),
+            "lost: 12 allocations (allocs map full), 3 stack captures (stack map full)"
+        );
     }
 
     #[test]

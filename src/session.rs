@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use crate::allocator::{self, Func};
 use crate::bpf::abi;
 use crate::cli::{Format, Options, Target};
-use crate::report::{self, Allocation, PrintedStack, Shown};
 use crate::offline;
+use crate::report::{self, Allocation, PrintedStack, Shown};
 use crate::symbolize::unwind;
-use std::collections::HashMap;
 use crate::symbolize::{KernelSymbolizer, ProcessSymbolizer};
 use crate::target::{self, Child, ChildEvent};
 use crate::tracepoints;
 use crate::tracer::{Attach, EventCallback, Tracer};
+use std::collections::HashMap;
 
 /// Names for the addresses of a stack: each traced process's, or the
 /// kernel's.
@@ -45,7 +45,13 @@ impl Symbolizer {
     /// kernel, or unknown: --combined-only totals, kept for a single
     /// process): functions inlined there first, with source lines where
     /// debug info has them.
-    fn frames(&mut self, tgid: u32, ip: u64, raw: bool, symfs: Option<&mut offline::Resolver>) -> Vec<Shown> {
+    fn frames(
+        &mut self,
+        tgid: u32,
+        ip: u64,
+        raw: bool,
+        symfs: Option<&mut offline::Resolver>,
+    ) -> Vec<Shown> {
         if raw || symfs.is_some() {
             let p = match self {
                 Symbolizer::Processes(list) if list.len() == 1 => Some(&mut list[0].1),
@@ -55,11 +61,17 @@ impl Symbolizer {
             if raw {
                 // Addresses outside any file (JIT code) stay addresses.
                 return vec![match place {
-                    Some((path, build_id, offset)) => Shown::Raw { offset, build_id, path },
+                    Some((path, build_id, offset)) => Shown::Raw {
+                        offset,
+                        build_id,
+                        path,
+                    },
                     None => Shown::Address(ip),
                 }];
             }
-            let named = place.zip(symfs).and_then(|((path, id, offset), r)| r.frames_from_symfs(offset, id.as_deref(), &path));
+            let named = place.zip(symfs).and_then(|((path, id, offset), r)| {
+                r.frames_from_symfs(offset, id.as_deref(), &path)
+            });
             if let Some(frames) = named {
                 return frames.into_iter().map(Shown::Frame).collect();
             }
@@ -151,11 +163,17 @@ fn block_signals() -> Result<OwnedFd, String> {
             libc::sigaddset(&mut set, sig);
         }
         if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return Err(format!("cannot block signals: {}", io::Error::last_os_error()));
+            return Err(format!(
+                "cannot block signals: {}",
+                io::Error::last_os_error()
+            ));
         }
         let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
         if fd < 0 {
-            return Err(format!("cannot create a signalfd: {}", io::Error::last_os_error()));
+            return Err(format!(
+                "cannot create a signalfd: {}",
+                io::Error::last_os_error()
+            ));
         }
         Ok(OwnedFd::from_raw_fd(fd))
     }
@@ -168,7 +186,11 @@ fn read_signals(fd: &OwnedFd) -> Vec<i32> {
         // SAFETY: signalfd_siginfo is plain data; read fills it whole or fails.
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let n = unsafe {
-            libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), std::mem::size_of::<libc::signalfd_siginfo>())
+            libc::read(
+                fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                std::mem::size_of::<libc::signalfd_siginfo>(),
+            )
         };
         if n != std::mem::size_of::<libc::signalfd_siginfo>() as isize {
             return out;
@@ -187,18 +209,34 @@ fn monotonic_ns() -> u64 {
 
 fn func_name(func: u32) -> &'static str {
     // Past the user allocator functions: a kernel event (F_KERNEL).
-    allocator::Func::ALL.get(func as usize).map(|f| f.name()).unwrap_or("kernel")
+    allocator::Func::ALL
+        .get(func as usize)
+        .map(|f| f.name())
+        .unwrap_or("kernel")
 }
 
 /// One -t line per traced call.
 fn format_event(e: &abi::Event) -> String {
     let comm_len = e.comm.iter().position(|&b| b == 0).unwrap_or(e.comm.len());
     let comm = String::from_utf8_lossy(&e.comm[..comm_len]);
-    let head = format!("{:.6} {} {}/{} {}:", e.timestamp_ns as f64 / 1e9, comm, e.pid, e.tid, func_name(e.func));
+    let head = format!(
+        "{:.6} {} {}/{} {}:",
+        e.timestamp_ns as f64 / 1e9,
+        comm,
+        e.pid,
+        e.tid,
+        func_name(e.func)
+    );
     match e.kind {
         abi::EV_ALLOC_ENTER => format!("{head} alloc entered, size = {}", e.size),
-        abi::EV_ALLOC_EXIT => format!("{head} alloc exited, size = {}, result = {:x}", e.size, e.addr),
-        abi::EV_FREE_ENTER => format!("{head} free entered, address = {:x}, size = {}", e.addr, e.size),
+        abi::EV_ALLOC_EXIT => format!(
+            "{head} alloc exited, size = {}, result = {:x}",
+            e.size, e.addr
+        ),
+        abi::EV_FREE_ENTER => format!(
+            "{head} free entered, address = {:x}, size = {}",
+            e.addr, e.size
+        ),
         kind => format!("{head} unknown event {kind}"),
     }
 }
@@ -222,8 +260,18 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             for &pid in pids {
                 target::check_pid(pid)?;
                 let allocator = allocator::for_process(pid, opts.obj.as_deref())?;
-                let objects = traced_objects(allocator, || allocator::for_process(pid, Some("c")), Some(exe_paths(pid)));
-                traced.push(Traced { pid, objects, pidfd: target::pidfd_open(pid), watch: Watch::default(), exited: false });
+                let objects = traced_objects(
+                    allocator,
+                    || allocator::for_process(pid, Some("c")),
+                    Some(exe_paths(pid)),
+                );
+                traced.push(Traced {
+                    pid,
+                    objects,
+                    pidfd: target::pidfd_open(pid),
+                    watch: Watch::default(),
+                    exited: false,
+                });
             }
         }
         Target::Command(argv) => {
@@ -232,10 +280,23 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             let allocator = allocator::for_executable(&path, opts.obj.as_deref())?;
             let started = Child::spawn_held(&path, argv)?;
             let pid = started.pid;
-            let objects = traced_objects(allocator, || allocator::for_executable(&path, Some("c")), Some((path.clone(), path.clone())));
+            let objects = traced_objects(
+                allocator,
+                || allocator::for_executable(&path, Some("c")),
+                Some((path.clone(), path.clone())),
+            );
             // -c's own exec of the command is expected; any later one is news.
-            let watch = Watch { execs_seen: 1, ..Watch::default() };
-            traced.push(Traced { pid, objects, pidfd: None, watch, exited: false });
+            let watch = Watch {
+                execs_seen: 1,
+                ..Watch::default()
+            };
+            traced.push(Traced {
+                pid,
+                objects,
+                pidfd: None,
+                watch,
+                exited: false,
+            });
             child = Some(started);
         }
         Target::Kernel => {}
@@ -263,7 +324,8 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         None
     };
 
-    let targets: Vec<(u32, Vec<allocator::Allocator>)> = traced.iter().map(|t| (t.pid, t.objects.clone())).collect();
+    let targets: Vec<(u32, Vec<allocator::Allocator>)> =
+        traced.iter().map(|t| (t.pid, t.objects.clone())).collect();
     let attach = match &kernel_plan {
         Some(plan) => Attach::Kernel { plan },
         None => Attach::User { targets: &targets },
@@ -309,18 +371,27 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
     }
 
     let mut symbolizer = if traced.is_empty() {
-        let kernel = KernelSymbolizer::load().map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+        let kernel =
+            KernelSymbolizer::load().map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
         if kernel.addresses_hidden() {
             eprintln!("memleak: kernel addresses are hidden (kernel.kptr_restrict); frames are shown as raw addresses");
         }
         Symbolizer::Kernel(kernel)
     } else {
-        Symbolizer::Processes(traced.iter().map(|t| (t.pid, ProcessSymbolizer::new(t.pid))).collect())
+        Symbolizer::Processes(
+            traced
+                .iter()
+                .map(|t| (t.pid, ProcessSymbolizer::new(t.pid)))
+                .collect(),
+        )
     };
 
     let mut unwound = Unwound::default();
     // --symfs: unstripped copies to name frames from, looked up by build ID.
-    let mut symfs = opts.symfs.as_deref().map(|dir| offline::Resolver::new(Some(dir), false));
+    let mut symfs = opts
+        .symfs
+        .as_deref()
+        .map(|dir| offline::Resolver::new(Some(dir), false));
     let interval = Duration::from_secs(opts.interval_s);
     let mut next_report = Instant::now() + interval;
     let mut reports = 0u64;
@@ -335,15 +406,34 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         let now = Instant::now();
         let wake = next_report.min(next_refresh);
         // Rounded up: a zero timeout before the deadline would spin.
-        let timeout_ms = wake.saturating_duration_since(now).as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        let mut fds = vec![libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-        for fd in [tracer.ring_fd(), tracer.samples_fd()].into_iter().flatten() {
-            fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+        let timeout_ms = wake
+            .saturating_duration_since(now)
+            .as_micros()
+            .div_ceil(1000)
+            .min(i32::MAX as u128) as i32;
+        let mut fds = vec![libc::pollfd {
+            fd: signals.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        for fd in [tracer.ring_fd(), tracer.samples_fd()]
+            .into_iter()
+            .flatten()
+        {
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         let first_pidfd = fds.len();
         for t in traced.iter().filter(|t| !t.exited) {
             if let Some(fd) = &t.pidfd {
-                fds.push(libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+                fds.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
             }
         }
         // SAFETY: fds is a valid array of pollfd.
@@ -373,7 +463,9 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                                     c.resume();
                                     // Its exit comes with the next SIGCHLD.
                                 }
-                                ChildEvent::Exited(status) => stop = Some(Outcome::ChildExited(status)),
+                                ChildEvent::Exited(status) => {
+                                    stop = Some(Outcome::ChildExited(status))
+                                }
                             }
                         }
                     }
@@ -427,13 +519,29 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             // 0.1 s per probe (an RCU grace period each), which the user
             // should not wait for before seeing the numbers.
             tracer.consume_events();
-            print_report(opts, &mut tracer, &mut symbolizer, &mut symfs, &mut unwound, traced.len() > 1, &mut out.lock())?;
+            print_report(
+                opts,
+                &mut tracer,
+                &mut symbolizer,
+                &mut symfs,
+                &mut unwound,
+                traced.len() > 1,
+                &mut out.lock(),
+            )?;
             tracer.detach();
             break outcome;
         }
         if Instant::now() >= next_report {
             symbolizer.refresh();
-            print_report(opts, &mut tracer, &mut symbolizer, &mut symfs, &mut unwound, traced.len() > 1, &mut out.lock())?;
+            print_report(
+                opts,
+                &mut tracer,
+                &mut symbolizer,
+                &mut symfs,
+                &mut unwound,
+                traced.len() > 1,
+                &mut out.lock(),
+            )?;
             reports += 1;
             if opts.count.is_some_and(|c| reports >= c) {
                 tracer.detach();
@@ -459,8 +567,18 @@ impl Watch {
     /// An exec replaced the process's memory: its earlier records describe
     /// nothing any more, and the new program may use another allocator. A
     /// fork starts a process that is not traced: said once.
-    fn check(&mut self, pid: u32, opts: &Options, tracer: &mut Tracer, objects: &mut Vec<allocator::Allocator>) -> Result<(), String> {
-        let abi::Notices { execs, forks, exec_ns } = tracer.notices(pid);
+    fn check(
+        &mut self,
+        pid: u32,
+        opts: &Options,
+        tracer: &mut Tracer,
+        objects: &mut Vec<allocator::Allocator>,
+    ) -> Result<(), String> {
+        let abi::Notices {
+            execs,
+            forks,
+            exec_ns,
+        } = tracer.notices(pid);
         if forks > 0 && !self.fork_reported {
             self.fork_reported = true;
             eprintln!("memleak: process {pid} forked; its children are not traced");
@@ -469,14 +587,20 @@ impl Watch {
             return Ok(());
         }
         self.execs_seen = execs;
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_else(|_| "?".into());
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "?".into());
         let dropped = tracer.forget_process(pid, exec_ns)?;
         eprintln!("memleak: process {pid} executed {exe}; {dropped} allocations made before it are dropped");
         // The same libc file keeps its probes (the kernel re-applies them
         // when the new program maps it); another allocator needs new ones.
         match allocator::for_process(pid, opts.obj.as_deref()) {
             Ok(new) if objects.first().map(|o| &o.display_path) != Some(&new.display_path) => {
-                *objects = traced_objects(new, || allocator::for_process(pid, Some("c")), Some(exe_paths(pid)));
+                *objects = traced_objects(
+                    new,
+                    || allocator::for_process(pid, Some("c")),
+                    Some(exe_paths(pid)),
+                );
                 tracer.replace_user_probes(pid, objects)?;
             }
             Ok(_) => {}
@@ -497,8 +621,16 @@ fn traced_objects(
     libc: impl FnOnce() -> Result<allocator::Allocator, String>,
     exe: Option<(String, String)>,
 ) -> Vec<allocator::Allocator> {
-    crate::verbose!("allocator: {} ({})", allocator.display_path, allocator.reason);
-    let missing: Vec<Func> = Func::STANDARD.iter().copied().filter(|&f| allocator.offset(f).is_none()).collect();
+    crate::verbose!(
+        "allocator: {} ({})",
+        allocator.display_path,
+        allocator.reason
+    );
+    let missing: Vec<Func> = Func::STANDARD
+        .iter()
+        .copied()
+        .filter(|&f| allocator.offset(f).is_none())
+        .collect();
     let main = allocator.display_path.clone();
     let mut objects = vec![allocator];
     if !missing.is_empty() {
@@ -529,7 +661,9 @@ fn traced_objects(
 /// files and other mount namespaces) and the path it was started from.
 fn exe_paths(pid: u32) -> (String, String) {
     let link = format!("/proc/{pid}/exe");
-    let display = std::fs::read_link(&link).map(|p| p.display().to_string()).unwrap_or_else(|_| link.clone());
+    let display = std::fs::read_link(&link)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| link.clone());
     (link, display)
 }
 
@@ -576,7 +710,10 @@ impl Unwound {
         if stack_id & abi::UNWIND_ID_BIT == 0 {
             return stack_id;
         }
-        self.by_sample.get(&stack_id).copied().unwrap_or(abi::LOST_STACK)
+        self.by_sample
+            .get(&stack_id)
+            .copied()
+            .unwrap_or(abi::LOST_STACK)
     }
 }
 
@@ -595,7 +732,11 @@ fn print_report(
     let now = monotonic_ns();
     let min_age = opts.older_ms.saturating_mul(1_000_000);
     // The sums BPF keeps per stack (only without an age limit) are the report.
-    let sums = if opts.combined_only { None } else { tracer.stack_sums()? };
+    let sums = if opts.combined_only {
+        None
+    } else {
+        tracer.stack_sums()?
+    };
     let totals = if opts.combined_only {
         tracer.combined()?
     } else if let Some(totals) = sums {
@@ -608,7 +749,10 @@ fn print_report(
             if a.stack_id & abi::UNWIND_ID_BIT != 0 {
                 live_samples.insert(a.stack_id);
             }
-            agg.add(&Allocation { stack_id: unwound.resolve(a.stack_id), ..*a })
+            agg.add(&Allocation {
+                stack_id: unwound.resolve(a.stack_id),
+                ..*a
+            })
         })?;
         // Samples whose blocks were freed are done with.
         if !unwound.by_sample.is_empty() {
@@ -619,7 +763,11 @@ fn print_report(
     let mut top = report::top(totals, &opts.sort, opts.top);
     // -a: a second pass collects the blocks of the stacks shown only.
     if opts.show_allocs && !opts.combined_only {
-        let shown: std::collections::HashMap<(u32, u64), usize> = top.iter().enumerate().map(|(i, s)| ((s.tgid, s.stack_id), i)).collect();
+        let shown: std::collections::HashMap<(u32, u64), usize> = top
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((s.tgid, s.stack_id), i))
+            .collect();
         let agg = report::Aggregator::new(now, min_age);
         tracer.for_each_allocation(|a| {
             if let Some(&i) = shown.get(&(a.tgid, unwound.resolve(a.stack_id))) {
@@ -635,9 +783,16 @@ fn print_report(
     let printed: Vec<PrintedStack<'_>> = top
         .iter()
         .map(|total| {
-            let stack = unwound.stacks.get(&total.stack_id).cloned().or_else(|| tracer.stack(total.stack_id));
+            let stack = unwound
+                .stacks
+                .get(&total.stack_id)
+                .cloned()
+                .or_else(|| tracer.stack(total.stack_id));
             let frames = match stack {
-                Some(ips) => ips.iter().flat_map(|&ip| symbolizer.frames(total.tgid, ip, opts.raw, symfs.as_mut())).collect(),
+                Some(ips) => ips
+                    .iter()
+                    .flat_map(|&ip| symbolizer.frames(total.tgid, ip, opts.raw, symfs.as_mut()))
+                    .collect(),
                 None if total.stack_id == abi::LOST_STACK => vec![Shown::Missing("[stack lost]")],
                 None => vec![Shown::Missing("[stack unavailable]")],
             };
@@ -654,6 +809,9 @@ fn print_report(
         losses: &losses,
     };
     report.write(opts.format, out)?;
-    crate::verbose!("report of {read} outstanding allocations took {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+    crate::verbose!(
+        "report of {read} outstanding allocations took {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     Ok(())
 }

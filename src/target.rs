@@ -17,7 +17,9 @@ pub fn check_pid(pid: u32) -> Result<(), String> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
     if let Err(e) = exe {
         if e.kind() == io::ErrorKind::NotFound {
-            return Err(format!("process {pid} is a kernel thread; trace the kernel by running memleak without -p"));
+            return Err(format!(
+                "process {pid} is a kernel thread; trace the kernel by running memleak without -p"
+            ));
         }
     }
     Ok(())
@@ -40,7 +42,10 @@ fn process_state(pid: u32) -> io::Result<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The state follows the parenthesised command name, which may itself
     // contain spaces and parentheses.
-    Ok(stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next()).unwrap_or('?'))
+    Ok(stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next())
+        .unwrap_or('?'))
 }
 
 /// Running, as opposed to gone or a zombie.
@@ -53,7 +58,9 @@ pub fn is_alive(pid: u32) -> bool {
 pub fn resolve_command(program: &str) -> Result<String, String> {
     let is_executable = |p: &std::path::Path| {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     };
     if program.contains('/') {
         let path = std::path::Path::new(program);
@@ -107,7 +114,9 @@ impl ExitStatus {
             ExitStatus::Code(c) => format!("exited with status {c}"),
             ExitStatus::Signal(s) => {
                 // SAFETY: strsignal returns a static or thread-local string.
-                let name = unsafe { std::ffi::CStr::from_ptr(libc::strsignal(s)) }.to_string_lossy().into_owned();
+                let name = unsafe { std::ffi::CStr::from_ptr(libc::strsignal(s)) }
+                    .to_string_lossy()
+                    .into_owned();
                 format!("was killed by signal {s} ({name})")
             }
         }
@@ -149,12 +158,17 @@ impl Child {
     /// `path` is argv[0] resolved through $PATH.
     pub fn spawn_held(path: &str, argv: &[String]) -> Result<Child, String> {
         let cpath = CString::new(path).map_err(|_| format!("bad command path {path:?}"))?;
-        let cargs: Vec<CString> =
-            argv.iter().map(|a| CString::new(a.as_str())).collect::<Result<_, _>>().map_err(|_| "command contains a NUL byte".to_string())?;
+        let cargs: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_str()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| "command contains a NUL byte".to_string())?;
         let mut argv_ptrs: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
-        let (go_read, go_write) = pipe_cloexec().map_err(|e| format!("cannot create a pipe: {e}"))?;
-        let (err_read, err_write) = pipe_cloexec().map_err(|e| format!("cannot create a pipe: {e}"))?;
+        let (go_read, go_write) =
+            pipe_cloexec().map_err(|e| format!("cannot create a pipe: {e}"))?;
+        let (err_read, err_write) =
+            pipe_cloexec().map_err(|e| format!("cannot create a pipe: {e}"))?;
 
         // SAFETY: memleak is single-threaded here; the child only makes
         // async-signal-safe calls before exec or _exit.
@@ -186,13 +200,23 @@ impl Child {
         let pid = pid as u32;
         // SAFETY: plain ptrace call on our own child.
         let seized = unsafe {
-            libc::ptrace(libc::PTRACE_SEIZE, pid as libc::pid_t, 0usize, libc::PTRACE_O_TRACEEXIT as usize)
+            libc::ptrace(
+                libc::PTRACE_SEIZE,
+                pid as libc::pid_t,
+                0usize,
+                libc::PTRACE_O_TRACEEXIT as usize,
+            )
         };
         if seized < 0 {
             // Only symbolization after exit suffers; tracing works without.
             crate::verbose!("cannot ptrace-seize {pid}: {}", io::Error::last_os_error());
         }
-        Ok(Child { pid, go: Some(go_write), exec_error: Some(err_read), status: None })
+        Ok(Child {
+            pid,
+            go: Some(go_write),
+            exec_error: Some(err_read),
+            status: None,
+        })
     }
 
     /// Lets the child exec. Returns the exec error, if any.
@@ -208,7 +232,10 @@ impl Child {
             // SAFETY: reading 4 bytes into an i32.
             let n = unsafe { libc::read(err.as_raw_fd(), (&mut errno as *mut i32).cast(), 4) };
             if n == 4 {
-                return Err(format!("cannot run {program}: {}", io::Error::from_raw_os_error(errno)));
+                return Err(format!(
+                    "cannot run {program}: {}",
+                    io::Error::from_raw_os_error(errno)
+                ));
             }
         }
         Ok(())
@@ -220,7 +247,13 @@ impl Child {
         loop {
             let mut status = 0;
             // SAFETY: waiting for our own child, non-blocking.
-            let ret = unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::WNOHANG | libc::__WALL) };
+            let ret = unsafe {
+                libc::waitpid(
+                    self.pid as libc::pid_t,
+                    &mut status,
+                    libc::WNOHANG | libc::__WALL,
+                )
+            };
             if ret <= 0 {
                 break;
             }
@@ -243,7 +276,14 @@ impl Child {
                 // Group stops (PTRACE_EVENT_STOP) just continue: memleak
                 // never wants the child stopped.
                 // SAFETY: the child is in a ptrace stop.
-                unsafe { libc::ptrace(libc::PTRACE_CONT, self.pid as libc::pid_t, 0usize, inject as usize) };
+                unsafe {
+                    libc::ptrace(
+                        libc::PTRACE_CONT,
+                        self.pid as libc::pid_t,
+                        0usize,
+                        inject as usize,
+                    )
+                };
             }
         }
         events
@@ -279,15 +319,25 @@ mod tests {
     fn resolves_commands_like_execvp() {
         assert!(resolve_command("sh").unwrap().ends_with("/sh"));
         assert_eq!(resolve_command("/bin/sh").unwrap(), "/bin/sh");
-        assert_eq!(resolve_command("no-such-command-xyz").unwrap_err(), "command not found: no-such-command-xyz");
-        assert!(resolve_command("./no/such").unwrap_err().contains("No such file"));
-        assert!(resolve_command("/etc/passwd").unwrap_err().contains("not an executable"));
+        assert_eq!(
+            resolve_command("no-such-command-xyz").unwrap_err(),
+            "command not found: no-such-command-xyz"
+        );
+        assert!(resolve_command("./no/such")
+            .unwrap_err()
+            .contains("No such file"));
+        assert!(resolve_command("/etc/passwd")
+            .unwrap_err()
+            .contains("not an executable"));
     }
 
     #[test]
     fn checks_pids() {
         assert!(check_pid(std::process::id()).is_ok());
-        assert_eq!(check_pid(999_999_999).unwrap_err(), "no process with PID 999999999");
+        assert_eq!(
+            check_pid(999_999_999).unwrap_err(),
+            "no process with PID 999999999"
+        );
         // kthreadd is PID 2 on every Linux.
         assert!(check_pid(2).unwrap_err().contains("kernel thread"));
     }
@@ -296,6 +346,8 @@ mod tests {
     fn exit_status_codes() {
         assert_eq!(ExitStatus::Code(3).exit_code(), 3);
         assert_eq!(ExitStatus::Signal(9).exit_code(), 137);
-        assert!(ExitStatus::Signal(11).describe().starts_with("was killed by signal 11"));
+        assert!(ExitStatus::Signal(11)
+            .describe()
+            .starts_with("was killed by signal 11"));
     }
 }

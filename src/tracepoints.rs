@@ -51,7 +51,10 @@ pub const EVENTS: [KernelEvent; NR_KERNEL_EVENTS] = [
         program: "cache_alloc",
         addr_field: "ptr",
         size_fields: &["bytes_alloc"],
-        btf_structs: &["trace_event_raw_kmem_cache_alloc", "trace_event_raw_kmem_alloc"],
+        btf_structs: &[
+            "trace_event_raw_kmem_cache_alloc",
+            "trace_event_raw_kmem_alloc",
+        ],
         percpu: false,
     },
     KernelEvent {
@@ -78,7 +81,10 @@ pub const EVENTS: [KernelEvent; NR_KERNEL_EVENTS] = [
         program: "cache_free",
         addr_field: "ptr",
         size_fields: &[],
-        btf_structs: &["trace_event_raw_kmem_cache_free", "trace_event_raw_kmem_free"],
+        btf_structs: &[
+            "trace_event_raw_kmem_cache_free",
+            "trace_event_raw_kmem_free",
+        ],
         percpu: false,
     },
     KernelEvent {
@@ -132,9 +138,20 @@ pub fn tracefs(verbose_note: impl Fn(&str)) -> Result<PathBuf, String> {
     let target = std::ffi::CString::new(dir).unwrap_or_default();
     let fstype = std::ffi::CString::new("tracefs").unwrap_or_default();
     // SAFETY: plain mount(2) with NUL-terminated strings.
-    let ret = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let ret = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if ret != 0 {
-        return Err(format!("tracefs is not mounted and cannot be mounted on {dir}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "tracefs is not mounted and cannot be mounted on {dir}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     verbose_note(&format!("mounted tracefs on {dir}"));
     Ok(PathBuf::from(dir))
@@ -166,7 +183,9 @@ pub fn parse_format(text: &str) -> Vec<FormatField> {
                 size = s.parse().ok();
             }
         }
-        let (Some(decl), Some(offset), Some(size)) = (decl, offset, size) else { continue };
+        let (Some(decl), Some(offset), Some(size)) = (decl, offset, size) else {
+            continue;
+        };
         // The name is the last word of the declaration, minus any array
         // suffix (`char comm[16]`) or pointer star.
         let name = decl.rsplit([' ', '*']).next().unwrap_or("");
@@ -181,10 +200,16 @@ pub fn parse_format(text: &str) -> Vec<FormatField> {
 /// Picks an event's fields from its list of (name, offset, size).
 fn fields_of(event: &KernelEvent, fields: &[(String, u32, u32)]) -> Option<EventFields> {
     let find = |name: &str| {
-        fields.iter().find(|(n, _, _)| n == name).and_then(|&(_, off, size)| {
-            // The BPF side reads 4- or 8-byte fields.
-            (size == 4 || size == 8).then_some(TpField { offset: u16::try_from(off).ok()?, size: size as u16 })
-        })
+        fields
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .and_then(|&(_, off, size)| {
+                // The BPF side reads 4- or 8-byte fields.
+                (size == 4 || size == 8).then_some(TpField {
+                    offset: u16::try_from(off).ok()?,
+                    size: size as u16,
+                })
+            })
     };
     let addr = find(event.addr_field)?;
     let size = if event.size_fields.is_empty() {
@@ -216,8 +241,16 @@ pub struct Plan {
 /// (unless `force_format`), offsets come from `trace_event_raw_*` structs;
 /// otherwise from the tracefs format files.
 pub fn plan(tracefs: &Path, percpu: bool, force_format: bool) -> Result<Plan, String> {
-    let btf = if force_format { None } else { KernelBtf::load().ok() };
-    let source = if btf.is_some() { LayoutSource::Btf } else { LayoutSource::Format };
+    let btf = if force_format {
+        None
+    } else {
+        KernelBtf::load().ok()
+    };
+    let source = if btf.is_some() {
+        LayoutSource::Btf
+    } else {
+        LayoutSource::Format
+    };
     let mut events = Vec::new();
     let mut missing = Vec::new();
     for event in &EVENTS {
@@ -231,25 +264,47 @@ pub fn plan(tracefs: &Path, percpu: bool, force_format: bool) -> Result<Plan, St
             events.push(None);
             continue;
         };
-        let id: u64 = id.trim().parse().map_err(|_| format!("bad tracepoint id in {}", dir.display()))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad tracepoint id in {}", dir.display()))?;
         let fields = match &btf {
-            Some(btf) => event.btf_structs.iter().find_map(|s| btf.struct_members(s)).and_then(|m| fields_of(event, &m)),
+            Some(btf) => event
+                .btf_structs
+                .iter()
+                .find_map(|s| btf.struct_members(s))
+                .and_then(|m| fields_of(event, &m)),
             None => {
-                let text = std::fs::read_to_string(dir.join("format")).map_err(|e| format!("cannot read {}/format: {e}", dir.display()))?;
-                let fields: Vec<(String, u32, u32)> =
-                    parse_format(&text).into_iter().map(|f| (f.name, f.offset as u32, f.size as u32)).collect();
+                let text = std::fs::read_to_string(dir.join("format"))
+                    .map_err(|e| format!("cannot read {}/format: {e}", dir.display()))?;
+                let fields: Vec<(String, u32, u32)> = parse_format(&text)
+                    .into_iter()
+                    .map(|f| (f.name, f.offset as u32, f.size as u32))
+                    .collect();
                 fields_of(event, &fields)
             }
         };
         let fields = fields.ok_or_else(|| {
-            format!("cannot find the fields of {}:{} in the kernel's {}", event.category, event.name, if btf.is_some() { "BTF" } else { "format file" })
+            format!(
+                "cannot find the fields of {}:{} in the kernel's {}",
+                event.category,
+                event.name,
+                if btf.is_some() { "BTF" } else { "format file" }
+            )
         })?;
         events.push(Some((fields, id)));
     }
     if events.iter().all(Option::is_none) {
-        return Err(format!("this kernel has none of the tracepoints needed ({})", missing.join(", ")));
+        return Err(format!(
+            "this kernel has none of the tracepoints needed ({})",
+            missing.join(", ")
+        ));
     }
-    Ok(Plan { source, events, missing })
+    Ok(Plan {
+        source,
+        events,
+        missing,
+    })
 }
 
 #[cfg(test)]
@@ -270,7 +325,14 @@ print fmt: \"call_site=%pS ptr=%p\", REC->call_site, REC->ptr\n";
     fn parses_format_files() {
         let fields = parse_format(KMALLOC_618);
         let get = |n: &str| fields.iter().find(|f| f.name == n).cloned();
-        assert_eq!(get("ptr"), Some(FormatField { name: "ptr".into(), offset: 16, size: 8 }));
+        assert_eq!(
+            get("ptr"),
+            Some(FormatField {
+                name: "ptr".into(),
+                offset: 16,
+                size: 8
+            })
+        );
         assert_eq!(get("bytes_alloc").map(|f| f.offset), Some(32));
         assert_eq!(get("comm").map(|f| f.size), Some(16));
         assert_eq!(get("common_pid").map(|f| f.offset), Some(4));
@@ -283,13 +345,18 @@ print fmt: \"call_site=%pS ptr=%p\", REC->call_site, REC->ptr\n";
         let fields = vec![("ptr".to_string(), 40, 8), ("size".to_string(), 24, 8)];
         let f = fields_of(&EVENTS[8], &fields).unwrap();
         assert_eq!((f.addr.offset, f.size.offset), (40, 24));
-        assert!(fields_of(&EVENTS[0], &fields).is_none(), "kmalloc needs bytes_alloc");
+        assert!(
+            fields_of(&EVENTS[0], &fields).is_none(),
+            "kmalloc needs bytes_alloc"
+        );
     }
 
     /// The BTF path and the format-file path agree on this kernel.
     #[test]
     fn btf_and_format_files_agree() {
-        let Ok(dir) = tracefs(|_| {}) else { panic!("tracefs is needed for this test (run as root)") };
+        let Ok(dir) = tracefs(|_| {}) else {
+            panic!("tracefs is needed for this test (run as root)")
+        };
         let from_format = plan(&dir, false, true).unwrap();
         assert_eq!(from_format.source, LayoutSource::Format);
         assert!(from_format.events[0].is_some(), "kmalloc exists everywhere");

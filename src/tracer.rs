@@ -58,7 +58,9 @@ fn use_uprobe_multi(opts: &Options) -> bool {
     }
     let available = bpf::probe_uprobe_multi();
     if !available {
-        crate::verbose!("no uprobe_multi links that filter by process in this kernel: one link per function");
+        crate::verbose!(
+            "no uprobe_multi links that filter by process in this kernel: one link per function"
+        );
     }
     available
 }
@@ -71,7 +73,10 @@ fn use_uprobe_multi(opts: &Options) -> bool {
 /// `--fallback sums` turns them off.
 fn keep_stack_sums(opts: &Options, processes: usize) -> bool {
     opts.combined_only
-        || (!opts.fallbacks.copy_report && opts.older_ms == 0 && opts.unwind == Unwind::FramePointer && processes == 1)
+        || (!opts.fallbacks.copy_report
+            && opts.older_ms == 0
+            && opts.unwind == Unwind::FramePointer
+            && processes == 1)
 }
 
 /// One entry program per function, and the shared return program.
@@ -94,9 +99,17 @@ pub struct Limits {
 impl Limits {
     pub fn for_kernel(release: (u32, u32)) -> Limits {
         if release >= (6, 1) {
-            Limits { max_allocs: 1_000_000, max_stacks: 10240, preallocate: false }
+            Limits {
+                max_allocs: 1_000_000,
+                max_stacks: 10240,
+                preallocate: false,
+            }
         } else {
-            Limits { max_allocs: 131_072, max_stacks: 10240, preallocate: true }
+            Limits {
+                max_allocs: 131_072,
+                max_stacks: 10240,
+                preallocate: true,
+            }
         }
     }
 }
@@ -121,9 +134,13 @@ pub fn kernel_release() -> (u32, u32) {
         if libc::uname(&mut uts) != 0 {
             return (0, 0);
         }
-        std::ffi::CStr::from_ptr(uts.release.as_ptr()).to_string_lossy().into_owned()
+        std::ffi::CStr::from_ptr(uts.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
     };
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok());
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
@@ -178,8 +195,18 @@ pub struct UnwindSample {
 
 impl UnwindSample {
     fn parse(bytes: &[u8]) -> Option<UnwindSample> {
-        let u64_at = |i: usize| bytes.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes);
-        let u32_at = |i: usize| bytes.get(i..i + 4).and_then(|b| b.try_into().ok()).map(u32::from_ne_bytes);
+        let u64_at = |i: usize| {
+            bytes
+                .get(i..i + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_ne_bytes)
+        };
+        let u32_at = |i: usize| {
+            bytes
+                .get(i..i + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_ne_bytes)
+        };
         let len = u32_at(12)? as usize;
         Some(UnwindSample {
             id: u64_at(0)?,
@@ -195,27 +222,37 @@ pub enum Attach<'a> {
     /// For each target process, uprobes on the functions of each of its
     /// objects: the allocator, and possibly the libc that provides the mmap
     /// family an allocator library (jemalloc, tcmalloc) does not define.
-    User { targets: &'a [(u32, Vec<Allocator>)] },
+    User {
+        targets: &'a [(u32, Vec<Allocator>)],
+    },
     /// The kmem (or percpu) tracepoints of `plan`.
     Kernel { plan: &'a tracepoints::Plan },
 }
 
 impl Tracer {
-    pub fn start(opts: &Options, attach: Attach<'_>, on_event: Option<EventCallback>) -> Result<Tracer, String> {
+    pub fn start(
+        opts: &Options,
+        attach: Attach<'_>,
+        on_event: Option<EventCallback>,
+    ) -> Result<Tracer, String> {
         let release = kernel_release();
         let limits = Limits::for_kernel(release);
         let empty_probes = std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some();
         // The empty programs exist only as one-link-per-function programs.
-        let multi = !empty_probes && !matches!(attach, Attach::Kernel { .. }) && use_uprobe_multi(opts);
+        let multi =
+            !empty_probes && !matches!(attach, Attach::Kernel { .. }) && use_uprobe_multi(opts);
         let mut cfg = abi::Config {
             min_size: opts.min_size.unwrap_or(0),
             max_size: opts.max_size.unwrap_or(u64::MAX),
             sample_every: opts.sample_rate.max(1),
             trace: opts.trace as u8,
-            combined: keep_stack_sums(opts, match &attach {
-                Attach::User { targets } => targets.len(),
-                Attach::Kernel { .. } => 1,
-            }) as u8,
+            combined: keep_stack_sums(
+                opts,
+                match &attach {
+                    Attach::User { targets } => targets.len(),
+                    Attach::Kernel { .. } => 1,
+                },
+            ) as u8,
             unwind: match opts.unwind {
                 Unwind::FramePointer => 0,
                 Unwind::Dwarf => 1,
@@ -236,7 +273,11 @@ impl Tracer {
                 }
                 // In user mode an address handed out again proves a missed free.
                 cfg.drop_stale = 1;
-                if multi { MULTI_PROGRAMS.to_vec() } else { user_programs() }
+                if multi {
+                    MULTI_PROGRAMS.to_vec()
+                } else {
+                    user_programs()
+                }
             }
             Attach::Kernel { plan } => {
                 cfg.kernel = 1;
@@ -267,13 +308,21 @@ impl Tracer {
         };
         crate::verbose!(
             "room for {max_allocs} outstanding allocations and {max_stacks} stacks ({})",
-            if kernel || limits.preallocate { "preallocated" } else { "allocated as used" }
+            if kernel || limits.preallocate {
+                "preallocated"
+            } else {
+                "allocated as used"
+            }
         );
         let dwarf = opts.unwind != Unwind::FramePointer && !kernel;
         let obj = {
             let mut obj = Object::open()?;
             // Load only this run's programs.
-            for prog in user_programs().iter().chain(MULTI_PROGRAMS).chain(tracepoints::EVENTS.iter().map(|e| &e.program)) {
+            for prog in user_programs()
+                .iter()
+                .chain(MULTI_PROGRAMS)
+                .chain(tracepoints::EVENTS.iter().map(|e| &e.program))
+            {
                 obj.set_autoload(prog, programs.contains(prog))?;
             }
             for prog in ["empty_enter", "empty_exit", "on_exec", "on_fork"] {
@@ -285,7 +334,14 @@ impl Tracer {
             obj.set_max_entries("allocs", max_allocs)?;
             obj.set_max_entries("stacks", max_stacks)?;
             // One more for the allocations whose stack was lost.
-            obj.set_max_entries("combined", if cfg.combined != 0 { max_stacks.saturating_add(1) } else { 1 })?;
+            obj.set_max_entries(
+                "combined",
+                if cfg.combined != 0 {
+                    max_stacks.saturating_add(1)
+                } else {
+                    1
+                },
+            )?;
             if !limits.preallocate && !kernel {
                 // The per-thread call map stays preallocated: it is small, and an
                 // allocation failing under load would lose calls' entries.
@@ -325,7 +381,10 @@ impl Tracer {
         let samples = if dwarf {
             let queue = SampleQueue::default();
             let sink = queue.clone();
-            let ring = RingBuffer::new(obj.map_fd("samples")?, Box::new(move |bytes: &[u8]| sink.borrow_mut().push(bytes.to_vec())))?;
+            let ring = RingBuffer::new(
+                obj.map_fd("samples")?,
+                Box::new(move |bytes: &[u8]| sink.borrow_mut().push(bytes.to_vec())),
+            )?;
             Some((ring, queue))
         } else {
             None
@@ -357,27 +416,39 @@ impl Tracer {
                 for (pid, objects) in targets {
                     let has = |f: Func| objects.iter().any(|o| o.offset(f).is_some());
                     if !has(Func::Malloc) || !has(Func::Free) {
-                        let name = objects.first().map(|o| o.display_path.as_str()).unwrap_or("the allocator");
+                        let name = objects
+                            .first()
+                            .map(|o| o.display_path.as_str())
+                            .unwrap_or("the allocator");
                         return Err(format!("{name} does not define malloc and free"));
                     }
                     for func in Func::STANDARD.iter().filter(|&&f| !has(f)) {
-                        crate::verbose!("no traced object of pid {pid} defines {}; not traced", func.name());
+                        crate::verbose!(
+                            "no traced object of pid {pid} defines {}; not traced",
+                            func.name()
+                        );
                     }
                 }
                 if targets.len() > 1 {
                     let map = tracer.obj.map_fd("targets")?;
                     for (pid, _) in targets {
-                        map.update(pid, &1u8).map_err(|e| format!("cannot fill the targets map: {e}"))?;
+                        map.update(pid, &1u8)
+                            .map_err(|e| format!("cannot fill the targets map: {e}"))?;
                     }
                 }
                 tracer.multi = multi;
                 for (pid, objects) in targets {
                     tracer.attach_objects(*pid, objects)?;
                 }
-                for (prog, tp) in [("on_exec", "sched_process_exec"), ("on_fork", "sched_process_fork")] {
+                for (prog, tp) in [
+                    ("on_exec", "sched_process_exec"),
+                    ("on_fork", "sched_process_fork"),
+                ] {
                     match tracer.obj.attach_raw_tracepoint(prog, tp) {
                         Ok(link) => tracer.watch_links.push(link),
-                        Err(e) => crate::verbose!("cannot watch {tp}: {e}; exec and fork of the target go unnoticed"),
+                        Err(e) => crate::verbose!(
+                            "cannot watch {tp}: {e}; exec and fork of the target go unnoticed"
+                        ),
                     }
                 }
             }
@@ -426,7 +497,9 @@ impl Tracer {
         let dropped = keys.iter().filter(|k| self.allocs.delete(*k)).count();
         self.sums_stale = true;
         let mut stacks = Vec::new();
-        self.combined.dump::<u64, abi::CombinedInfo>(|k, _| stacks.push(*k)).map_err(|e| format!("cannot read the combined table: {e}"))?;
+        self.combined
+            .dump::<u64, abi::CombinedInfo>(|k, _| stacks.push(*k))
+            .map_err(|e| format!("cannot read the combined table: {e}"))?;
         for k in &stacks {
             self.combined.delete(k);
         }
@@ -439,13 +512,21 @@ impl Tracer {
         }
         for (event, def) in plan.events.iter().zip(tracepoints::EVENTS.iter()) {
             let Some((_, id)) = event else { continue };
-            let link = self
-                .obj
-                .attach_tracepoint(def.program, *id)
-                .map_err(|e| format!("cannot attach to tracepoint {}:{}: {}", def.category, def.name, attach_error(&e)))?;
+            let link = self.obj.attach_tracepoint(def.program, *id).map_err(|e| {
+                format!(
+                    "cannot attach to tracepoint {}:{}: {}",
+                    def.category,
+                    def.name,
+                    attach_error(&e)
+                )
+            })?;
             self.links.push((0, link));
         }
-        crate::verbose!("attached {} tracepoints (field offsets from {:?})", self.links.len(), plan.source);
+        crate::verbose!(
+            "attached {} tracepoints (field offsets from {:?})",
+            self.links.len(),
+            plan.source
+        );
         Ok(())
     }
 
@@ -459,7 +540,11 @@ impl Tracer {
         for &(func, offset) in &allocator.offsets {
             if let Some((first, _)) = sites.iter().find(|(_, o)| *o == offset) {
                 if *first != func {
-                    crate::verbose!("{} is an alias of {}; traced once", func.name(), first.name());
+                    crate::verbose!(
+                        "{} is an alias of {}; traced once",
+                        func.name(),
+                        first.name()
+                    );
                 }
                 continue;
             }
@@ -474,7 +559,10 @@ impl Tracer {
             if self.entry_sites {
                 crate::verbose!("probing every function at its entry (--fallback entry)");
             } else {
-                crate::verbose!("probed past the entry, at an instruction the kernel emulates: {}", moved.join(", "));
+                crate::verbose!(
+                    "probed past the entry, at an instruction the kernel emulates: {}",
+                    moved.join(", ")
+                );
                 for (_, offset) in &mut sites {
                     *offset = allocator.site(*offset);
                 }
@@ -487,22 +575,59 @@ impl Tracer {
     fn attach_user_multi(&mut self, pid: u32, allocator: &Allocator) -> Result<(), String> {
         let sites = self.probe_sites(allocator);
         let cookie = |&(f, o): &(Func, u64)| (o, f as u64);
-        let returns: Vec<(u64, u64)> = sites.iter().filter(|(f, _)| has_return_probe(*f)).map(cookie).collect();
+        let returns: Vec<(u64, u64)> = sites
+            .iter()
+            .filter(|(f, _)| has_return_probe(*f))
+            .map(cookie)
+            .collect();
         let entries: Vec<(u64, u64)> = sites.iter().map(cookie).collect();
-        let fail = |e: io::Error| format!("cannot attach uprobes in {}: {}", allocator.display_path, attach_error(&e));
+        let fail = |e: io::Error| {
+            format!(
+                "cannot attach uprobes in {}: {}",
+                allocator.display_path,
+                attach_error(&e)
+            )
+        };
         // Returns first, as in attach_function.
-        let exit = self.obj.attach_uprobe_multi("exit_multi", pid as i32, &allocator.attach_path, &returns, true).map_err(fail)?;
+        let exit = self
+            .obj
+            .attach_uprobe_multi(
+                "exit_multi",
+                pid as i32,
+                &allocator.attach_path,
+                &returns,
+                true,
+            )
+            .map_err(fail)?;
         self.links.push((pid, exit));
-        let entry = self.obj.attach_uprobe_multi("enter_multi", pid as i32, &allocator.attach_path, &entries, false).map_err(fail)?;
+        let entry = self
+            .obj
+            .attach_uprobe_multi(
+                "enter_multi",
+                pid as i32,
+                &allocator.attach_path,
+                &entries,
+                false,
+            )
+            .map_err(fail)?;
         self.links.push((pid, entry));
-        crate::verbose!("attached {} functions of {} with uprobe_multi links", sites.len(), allocator.display_path);
+        crate::verbose!(
+            "attached {} functions of {} with uprobe_multi links",
+            sites.len(),
+            allocator.display_path
+        );
         Ok(())
     }
 
     fn attach_user(&mut self, pid: u32, allocator: &Allocator) -> Result<(), String> {
         for (func, offset) in self.probe_sites(allocator) {
             if let Err(e) = self.attach_function(pid, allocator, func, offset) {
-                let msg = format!("cannot attach uprobe to {} in {}: {}", func.name(), allocator.display_path, attach_error(&e));
+                let msg = format!(
+                    "cannot attach uprobe to {} in {}: {}",
+                    func.name(),
+                    allocator.display_path,
+                    attach_error(&e)
+                );
                 if is_mandatory(func) {
                     return Err(msg);
                 }
@@ -511,21 +636,45 @@ impl Tracer {
             }
         }
         let attached = self.links.iter().filter(|(p, _)| *p == pid).count();
-        crate::verbose!("attached {attached} probes to {} for pid {pid}", allocator.display_path);
+        crate::verbose!(
+            "attached {attached} probes to {} for pid {pid}",
+            allocator.display_path
+        );
         Ok(())
     }
 
     /// The return probe goes first: an entry seen without its return would
     /// leave a call in flight forever, while a return without its entry is
     /// simply ignored.
-    fn attach_function(&mut self, pid: u32, allocator: &Allocator, func: Func, offset: u64) -> Result<(), io::Error> {
-        let (entry_prog, exit_prog) =
-            if self.empty_probes { ("empty_enter", "empty_exit") } else { (entry_program(func), "alloc_exit") };
+    fn attach_function(
+        &mut self,
+        pid: u32,
+        allocator: &Allocator,
+        func: Func,
+        offset: u64,
+    ) -> Result<(), io::Error> {
+        let (entry_prog, exit_prog) = if self.empty_probes {
+            ("empty_enter", "empty_exit")
+        } else {
+            (entry_program(func), "alloc_exit")
+        };
         if has_return_probe(func) {
-            let exit = self.obj.attach_uprobe(exit_prog, pid as i32, &allocator.attach_path, offset, true)?;
+            let exit = self.obj.attach_uprobe(
+                exit_prog,
+                pid as i32,
+                &allocator.attach_path,
+                offset,
+                true,
+            )?;
             self.links.push((pid, exit));
         }
-        let entry = self.obj.attach_uprobe(entry_prog, pid as i32, &allocator.attach_path, offset, false)?;
+        let entry = self.obj.attach_uprobe(
+            entry_prog,
+            pid as i32,
+            &allocator.attach_path,
+            offset,
+            false,
+        )?;
         self.links.push((pid, entry));
         Ok(())
     }
@@ -535,7 +684,12 @@ impl Tracer {
     /// are released in parallel, and memleak stops in one wait, not one per
     /// link.
     pub fn detach(&mut self) {
-        let links: Vec<Link> = self.links.drain(..).map(|(_, link)| link).chain(self.watch_links.drain(..)).collect();
+        let links: Vec<Link> = self
+            .links
+            .drain(..)
+            .map(|(_, link)| link)
+            .chain(self.watch_links.drain(..))
+            .collect();
         std::thread::scope(|scope| {
             for link in links {
                 // Without a thread the closure, and the link in it, is
@@ -562,7 +716,9 @@ impl Tracer {
 
     /// Every stack copy waiting, oldest first.
     pub fn take_samples(&mut self) -> Vec<UnwindSample> {
-        let Some((ring, queue)) = &mut self.samples else { return Vec::new() };
+        let Some((ring, queue)) = &mut self.samples else {
+            return Vec::new();
+        };
         ring.consume();
         let raw = std::mem::take(&mut *queue.borrow_mut());
         raw.iter().filter_map(|b| UnwindSample::parse(b)).collect()
@@ -575,7 +731,13 @@ impl Tracer {
         self.allocs
             .dump::<abi::AllocKey, abi::AllocInfo>(|k, v| {
                 n += 1;
-                visit(&Allocation { addr: k.addr, size: v.size, timestamp_ns: v.timestamp_ns, stack_id: v.stack_id, tgid: k.tgid })
+                visit(&Allocation {
+                    addr: k.addr,
+                    size: v.size,
+                    timestamp_ns: v.timestamp_ns,
+                    stack_id: v.stack_id,
+                    tgid: k.tgid,
+                })
             })
             .map_err(|e| format!("cannot read the allocation table: {e}"))?;
         Ok(n)
@@ -610,7 +772,12 @@ impl Tracer {
         let mut out = Vec::new();
         self.combined
             .dump::<u64, abi::CombinedInfo>(|k, v| {
-                out.push(StackTotal { stack_id: *k, bytes: v.total_size, count: v.number_of_allocs, ..Default::default() })
+                out.push(StackTotal {
+                    stack_id: *k,
+                    bytes: v.total_size,
+                    count: v.number_of_allocs,
+                    ..Default::default()
+                })
             })
             .map_err(|e| format!("cannot read the combined table: {e}"))?;
         Ok(out)
@@ -631,13 +798,21 @@ impl Tracer {
             stacks_lost: sum(abi::LOSS_STACK),
             // Otherwise the sums are a shortcut, and reports that cannot
             // take it copy every allocation out instead: nothing is lost.
-            combined_map_full: if self.combined_only { sum(abi::LOSS_COMBINED_FULL) } else { 0 },
+            combined_map_full: if self.combined_only {
+                sum(abi::LOSS_COMBINED_FULL)
+            } else {
+                0
+            },
             events_dropped: sum(abi::LOSS_EVENTS),
             inflight_full: sum(abi::LOSS_INFLIGHT_FULL),
             missed_returns: sum(abi::LOSS_MISSED_RETURN),
             untracked_calls: sum(abi::LOSS_UNTRACKED),
             copy_fallbacks: sum(abi::LOSS_COPY_FALLBACK),
-            recursion_misses: self.programs.iter().map(|p| self.obj.recursion_misses(p)).sum(),
+            recursion_misses: self
+                .programs
+                .iter()
+                .map(|p| self.obj.recursion_misses(p))
+                .sum(),
             failed_attaches: self.failed_attaches,
         }
     }
@@ -659,7 +834,9 @@ pub fn page_size() -> u32 {
 
 fn privilege_hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => " (run as root, or grant CAP_BPF and CAP_PERFMON)",
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            " (run as root, or grant CAP_BPF and CAP_PERFMON)"
+        }
         _ => "",
     }
 }

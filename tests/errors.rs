@@ -8,8 +8,15 @@ use common::*;
 
 /// Runs memleak with `args`; returns (exit code, stdout, stderr).
 fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(memleak_bin()).args(args).output().expect("memleak runs");
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(memleak_bin())
+        .args(args)
+        .output()
+        .expect("memleak runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A copy of the binary that any user may run: the checkout CI clones may
@@ -20,7 +27,8 @@ fn binary_for_other_users() -> std::path::PathBuf {
     static COPY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     COPY.get_or_init(|| {
         let dest = std::env::temp_dir().join("memleak-errors-test");
-        let partial = std::env::temp_dir().join(format!("memleak-errors-test.{}", std::process::id()));
+        let partial =
+            std::env::temp_dir().join(format!("memleak-errors-test.{}", std::process::id()));
         std::fs::copy(memleak_bin(), &partial).unwrap();
         std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::rename(&partial, &dest).unwrap();
@@ -50,7 +58,10 @@ fn assert_one_line_error(args: &[&str], code: i32, needle: &str) {
     let (got, _, stderr) = run(args);
     assert_eq!(got, Some(code), "{args:?}: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr:?}");
-    assert!(stderr.starts_with("memleak: ") && stderr.contains(needle), "{args:?}: {stderr:?}");
+    assert!(
+        stderr.starts_with("memleak: ") && stderr.contains(needle),
+        "{args:?}: {stderr:?}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -79,7 +90,10 @@ fn bad_values_are_usage_errors() {
 fn help_and_version() {
     let (code, stdout, _) = run(&["-h"]);
     assert_eq!(code, Some(0));
-    assert!(stdout.starts_with("usage: memleak [-h] [-p PID]"), "{stdout}");
+    assert!(
+        stdout.starts_with("usage: memleak [-h] [-p PID]"),
+        "{stdout}"
+    );
     assert!(stdout.contains("EXAMPLES:") && stdout.contains("./memleak -p $(pidof allocs)"));
     let (code, stdout, _) = run(&["--version"]);
     assert_eq!(code, Some(0));
@@ -98,14 +112,30 @@ fn kernel_thread_pid() {
 
 #[test]
 fn symfs_that_is_not_a_directory() {
-    assert_one_line_error(&["--symfs", "/no/such/dir", "-c", "true"], 1, "--symfs /no/such/dir: not a directory");
-    assert_one_line_error(&["symbolize", "--symfs", "/no/such/dir"], 1, "--symfs /no/such/dir: not a directory");
-    assert_one_line_error(&["symbolize", "/no/such/report"], 1, "cannot read /no/such/report");
+    assert_one_line_error(
+        &["--symfs", "/no/such/dir", "-c", "true"],
+        1,
+        "--symfs /no/such/dir: not a directory",
+    );
+    assert_one_line_error(
+        &["symbolize", "--symfs", "/no/such/dir"],
+        1,
+        "--symfs /no/such/dir: not a directory",
+    );
+    assert_one_line_error(
+        &["symbolize", "/no/such/report"],
+        1,
+        "cannot read /no/such/report",
+    );
 }
 
 #[test]
 fn command_not_found() {
-    assert_one_line_error(&["-c", "no-such-command-memleak"], 1, "command not found: no-such-command-memleak");
+    assert_one_line_error(
+        &["-c", "no-such-command-memleak"],
+        1,
+        "command not found: no-such-command-memleak",
+    );
     assert_one_line_error(&["-c", "/no/such/program"], 1, "No such file");
 }
 
@@ -113,7 +143,11 @@ fn command_not_found() {
 fn object_without_malloc() {
     let leaker = ready_leaker();
     let pid = leaker.child.id().to_string();
-    assert_one_line_error(&["-p", &pid, "-O", "/bin/true"], 1, "does not define malloc");
+    assert_one_line_error(
+        &["-p", &pid, "-O", "/bin/true"],
+        1,
+        "does not define malloc",
+    );
     assert_one_line_error(&["-p", &pid, "-O", "libnosuch.so"], 1, "libnosuch.so");
 }
 
@@ -129,23 +163,35 @@ fn stripped_static_program_without_debug_file() {
 #[test]
 fn unprivileged_user_is_told_what_is_missing() {
     let stderr = as_nobody(&["--inh-caps=-all", "--bounding-set=-all"], &["-p", "1"]);
-    assert!(stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"), "{stderr}");
+    assert!(
+        stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn zombie_pid() {
     // The child outlives the shell, which by then is `sleep` and never
     // reaps it: after 0.2 s it is a zombie.
-    let mut parent = Running::spawn(Command::new("sh").args(["-c", "sleep 0.2 & echo $!; exec sleep 30"]));
+    let mut parent =
+        Running::spawn(Command::new("sh").args(["-c", "sleep 0.2 & echo $!; exec sleep 30"]));
     let zombie = parent.wait_for(std::time::Duration::from_secs(10), |l| !l.is_empty());
     for _ in 0..100 {
         let stat = std::fs::read_to_string(format!("/proc/{zombie}/stat")).unwrap_or_default();
-        if stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) {
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert_one_line_error(&["-p", &zombie], 1, &format!("process {zombie} has exited (zombie)"));
+    assert_one_line_error(
+        &["-p", &zombie],
+        1,
+        &format!("process {zombie} has exited (zombie)"),
+    );
 }
 
 #[test]
@@ -154,9 +200,15 @@ fn object_that_is_not_elf_or_is_truncated() {
     let pid = leaker.child.id().to_string();
     assert_one_line_error(&["-p", &pid, "-O", "/etc/passwd"], 1, "not an ELF file");
     let truncated = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libc-truncated.so");
-    let libc = std::fs::read("/lib/x86_64-linux-gnu/libc.so.6").or_else(|_| std::fs::read("/lib/aarch64-linux-gnu/libc.so.6")).unwrap();
+    let libc = std::fs::read("/lib/x86_64-linux-gnu/libc.so.6")
+        .or_else(|_| std::fs::read("/lib/aarch64-linux-gnu/libc.so.6"))
+        .unwrap();
     std::fs::write(&truncated, &libc[..libc.len() / 3]).unwrap();
-    assert_one_line_error(&["-p", &pid, "-O", truncated.to_str().unwrap()], 1, "truncated");
+    assert_one_line_error(
+        &["-p", &pid, "-O", truncated.to_str().unwrap()],
+        1,
+        "truncated",
+    );
 }
 
 #[test]
@@ -165,6 +217,9 @@ fn unreadable_proc_entries() {
     // user's /proc/PID/maps: one clear line, not a crash.
     let leaker = ready_leaker();
     let pid = leaker.child.id().to_string();
-    let stderr = as_nobody(&["--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"], &["-p", &pid]);
+    let stderr = as_nobody(
+        &["--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"],
+        &["-p", &pid],
+    );
     assert!(stderr.contains("Permission denied"), "{stderr}");
 }

@@ -26,8 +26,12 @@ fn pipe_buffers(report: &Report) -> u64 {
         .stacks
         .iter()
         .filter(|s| {
-            s.frames.iter().any(|f| f.starts_with("alloc_pipe_info+0x") && f.ends_with(" [kernel]"))
-                && s.frames.iter().any(|f| f.starts_with("create_pipe_files+0x"))
+            s.frames
+                .iter()
+                .any(|f| f.starts_with("alloc_pipe_info+0x") && f.ends_with(" [kernel]"))
+                && s.frames
+                    .iter()
+                    .any(|f| f.starts_with("create_pipe_files+0x"))
         })
         .map(|s| s.count)
         .sum()
@@ -41,12 +45,16 @@ fn hold_and_release(env: &[(&str, &str)], args: &[&str]) -> (Report, Report) {
     holder.wait_for(Duration::from_secs(10), |l| l.starts_with("ready "));
     let mut cmd = Command::new(memleak_bin());
     // Only the 1024-byte pipe buffer arrays: keeps reports small.
-    cmd.args(["-z", "1024", "-Z", "1024", "-o", "0", "-T", "100"]).args(args).arg("1");
+    cmd.args(["-z", "1024", "-Z", "1024", "-o", "0", "-T", "100"])
+        .args(args)
+        .arg("1");
     for (k, v) in env {
         cmd.env(k, v);
     }
     let mut memleak = Running::spawn(&mut cmd);
-    memleak.wait_for(Duration::from_secs(30), |l| l.starts_with("Attaching to kernel allocators"));
+    memleak.wait_for(Duration::from_secs(30), |l| {
+        l.starts_with("Attaching to kernel allocators")
+    });
     holder.send("go\n");
     holder.wait_for(Duration::from_secs(30), |l| l == "held");
     let held = next_full_report(&mut memleak);
@@ -65,7 +73,9 @@ fn next_full_report(memleak: &mut Running) -> Report {
     let start = memleak.seen.len() - 1;
     memleak.wait_for(Duration::from_secs(30), is_header);
     let end = memleak.seen.len() - 1;
-    parse_reports(&memleak.seen[start..end]).pop().expect("a report")
+    parse_reports(&memleak.seen[start..end])
+        .pop()
+        .expect("a report")
 }
 
 trait Interrupt {
@@ -81,10 +91,20 @@ impl Interrupt for Running {
 
 fn assert_pipes_tracked(held: &Report, released: &Report) {
     let n = pipe_buffers(held);
-    assert!((PIPES..=PIPES + NOISE).contains(&n), "{n} pipe buffer arrays held, expected {PIPES}: {held:#?}");
+    assert!(
+        (PIPES..=PIPES + NOISE).contains(&n),
+        "{n} pipe buffer arrays held, expected {PIPES}: {held:#?}"
+    );
     let n = pipe_buffers(released);
-    assert!(n <= NOISE, "{n} pipe buffer arrays still outstanding after release: {released:#?}");
-    let stack = held.stacks.iter().find(|s| s.frames.iter().any(|f| f.starts_with("alloc_pipe_info+0x"))).unwrap();
+    assert!(
+        n <= NOISE,
+        "{n} pipe buffer arrays still outstanding after release: {released:#?}"
+    );
+    let stack = held
+        .stacks
+        .iter()
+        .find(|s| s.frames.iter().any(|f| f.starts_with("alloc_pipe_info+0x")))
+        .unwrap();
     assert_eq!(stack.bytes, stack.count * 1024);
 }
 
@@ -109,9 +129,16 @@ fn kernel_mode_combined_only() {
 #[test]
 fn kernel_mode_interval_and_count() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(memleak_bin()).args(["-T", "3", "1", "3"]).output().unwrap();
+    let out = Command::new(memleak_bin())
+        .args(["-T", "3", "1", "3"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<String> = stdout.lines().map(str::to_string).collect();
     assert_eq!(lines[0], "Attaching to kernel allocators, Ctrl+C to quit.");
     let reports = parse_reports(&lines);
@@ -119,8 +146,16 @@ fn kernel_mode_interval_and_count() {
     let last = reports.last().unwrap();
     assert!(last.header.contains("Top 3 stacks"));
     assert!(!last.stacks.is_empty() && last.stacks.len() <= 3);
-    assert!(last.stacks.iter().all(|s| s.frames.iter().all(|f| f.ends_with(']'))), "{last:#?}");
-    assert!(last.stacks.iter().any(|s| s.frames.iter().any(|f| f.ends_with(" [kernel]"))));
+    assert!(
+        last.stacks
+            .iter()
+            .all(|s| s.frames.iter().all(|f| f.ends_with(']'))),
+        "{last:#?}"
+    );
+    assert!(last
+        .stacks
+        .iter()
+        .any(|s| s.frames.iter().any(|f| f.ends_with(" [kernel]"))));
 }
 
 #[test]
@@ -128,12 +163,22 @@ fn kernel_mode_percpu() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Attaching the percpu tracepoints itself allocates per-CPU memory
     // (perf_trace_event_init), so there is always something to show.
-    let out = Command::new(memleak_bin()).args(["--percpu", "-o", "0", "1", "1"]).output().unwrap();
+    let out = Command::new(memleak_bin())
+        .args(["--percpu", "-o", "0", "1", "1"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let reports = parse_reports(&stdout.lines().map(str::to_string).collect::<Vec<_>>());
     assert!(
-        reports[0].stacks.iter().any(|s| s.frames.first().is_some_and(|f| f.starts_with("pcpu_alloc"))),
+        reports[0].stacks.iter().any(|s| s
+            .frames
+            .first()
+            .is_some_and(|f| f.starts_with("pcpu_alloc"))),
         "{stdout}"
     );
 }
@@ -141,27 +186,53 @@ fn kernel_mode_percpu() {
 #[test]
 fn kernel_mode_trace_streams_events() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(memleak_bin()).args(["-t", "1", "1"]).output().unwrap();
+    let out = Command::new(memleak_bin())
+        .args(["-t", "1", "1"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(stdout.lines().any(|l| l.contains("kernel: alloc exited, size = ")));
-    assert!(stdout.lines().any(|l| l.contains(": free entered, address = ")));
-    assert_eq!(parse_reports(&stdout.lines().map(str::to_string).collect::<Vec<_>>()).len(), 1);
+    assert!(stdout
+        .lines()
+        .any(|l| l.contains("kernel: alloc exited, size = ")));
+    assert!(stdout
+        .lines()
+        .any(|l| l.contains(": free entered, address = ")));
+    assert_eq!(
+        parse_reports(&stdout.lines().map(str::to_string).collect::<Vec<_>>()).len(),
+        1
+    );
 }
 
 #[test]
 fn kernel_mode_mounts_tracefs_when_needed() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mounted = |dir: &str| std::fs::read_to_string("/proc/self/mounts").unwrap().lines().any(|l| l.split(' ').nth(1) == Some(dir));
+    let mounted = |dir: &str| {
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(dir))
+    };
     // Lazy unmount: a memleak of another test binary never runs at the same
     // time (cargo runs test binaries one after another).
     while mounted("/sys/kernel/tracing") {
-        assert!(Command::new("umount").args(["-l", "/sys/kernel/tracing"]).status().unwrap().success());
+        assert!(Command::new("umount")
+            .args(["-l", "/sys/kernel/tracing"])
+            .status()
+            .unwrap()
+            .success());
     }
-    let out = Command::new(memleak_bin()).args(["-v", "1", "1"]).output().unwrap();
+    let out = Command::new(memleak_bin())
+        .args(["-v", "1", "1"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("mounted tracefs on /sys/kernel/tracing") || mounted("/sys/kernel/debug/tracing"), "{stderr}");
+    assert!(
+        stderr.contains("mounted tracefs on /sys/kernel/tracing")
+            || mounted("/sys/kernel/debug/tracing"),
+        "{stderr}"
+    );
     assert!(mounted("/sys/kernel/tracing") || mounted("/sys/kernel/debug/tracing"));
 }
 
@@ -175,9 +246,17 @@ fn unmountable_tracefs_is_one_clear_error() {
          exec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin {} 1 1",
         memleak_bin().display()
     );
-    let out = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("memleak: tracefs is not mounted and cannot be mounted on /sys/kernel/tracing: "), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "memleak: tracefs is not mounted and cannot be mounted on /sys/kernel/tracing: "
+        ),
+        "{stderr}"
+    );
 }

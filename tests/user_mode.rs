@@ -12,18 +12,30 @@ fn pid_mode_reports_every_leak_exactly() {
     let (_leaker, memleak) = trace_waiting_leaker(&["-o", "0", "-T", "50", "1"], &[]);
     let (report, code, _, stderr) = interrupt(memleak);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(report.header.contains("Top 50 stacks with outstanding allocations:"), "{}", report.header);
+    assert!(
+        report
+            .header
+            .contains("Top 50 stacks with outstanding allocations:"),
+        "{}",
+        report.header
+    );
     assert_all_leaks(&report);
     // Largest last, as BCC prints them.
     let sizes: Vec<u64> = report.stacks.iter().map(|s| s.bytes).collect();
-    assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "ascending: {sizes:?}");
+    assert!(
+        sizes.windows(2).all(|w| w[0] <= w[1]),
+        "ascending: {sizes:?}"
+    );
 }
 
 /// Kernels before 6.6 have no uprobe_multi: one link per function.
 #[test]
 fn pid_mode_without_uprobe_multi_gives_the_same_totals() {
     let stderr = leaker_totals_with(&["--fallback", "links"]);
-    assert!(stderr.contains("probes to /") && !stderr.contains("uprobe_multi"), "{stderr}");
+    assert!(
+        stderr.contains("probes to /") && !stderr.contains("uprobe_multi"),
+        "{stderr}"
+    );
 }
 
 /// The default paths, as -v states them. On x86-64, glibc's free starts
@@ -35,10 +47,16 @@ fn pid_mode_without_uprobe_multi_gives_the_same_totals() {
 fn fast_paths_give_exact_totals() {
     let stderr = leaker_totals_with(&[]);
     if cfg!(target_arch = "x86_64") {
-        assert!(stderr.contains("at an instruction the kernel emulates: free+3"), "{stderr}");
+        assert!(
+            stderr.contains("at an instruction the kernel emulates: free+3"),
+            "{stderr}"
+        );
     }
     assert!(stderr.contains("with uprobe_multi links"), "{stderr}");
-    assert!(stderr.contains("reports read the per-stack sums BPF keeps"), "{stderr}");
+    assert!(
+        stderr.contains("reports read the per-stack sums BPF keeps"),
+        "{stderr}"
+    );
 }
 
 /// `--fallback entry`: every probe at the function's first instruction.
@@ -52,7 +70,10 @@ fn entry_probes_give_the_same_totals() {
 #[test]
 fn copied_reports_give_the_same_totals() {
     let stderr = leaker_totals_with(&["--fallback", "sums"]);
-    assert!(stderr.contains("reports copy every allocation out"), "{stderr}");
+    assert!(
+        stderr.contains("reports copy every allocation out"),
+        "{stderr}"
+    );
 }
 
 /// memleak -v -p on the leaker with `flags`: asserts every leak exactly
@@ -71,9 +92,17 @@ fn leaker_totals_with(flags: &[&str]) -> String {
 
 #[test]
 fn command_mode_traces_from_the_first_allocation_and_exits_with_its_status() {
-    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-o", "0", "-T", "50", "-c"]).arg(format!("{} --exit 7", fixture("leaker").display())));
+    let memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-o", "0", "-T", "50", "-c"])
+            .arg(format!("{} --exit 7", fixture("leaker").display())),
+    );
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
-    assert_eq!(code, Some(7), "exit status of the command; stderr: {stderr}");
+    assert_eq!(
+        code,
+        Some(7),
+        "exit status of the command; stderr: {stderr}"
+    );
     assert!(stderr.contains("command exited with status 7"), "{stderr}");
     assert!(lines[0].starts_with("Attaching to pid "), "{lines:?}");
     let reports = parse_reports(&lines);
@@ -84,8 +113,17 @@ fn command_mode_traces_from_the_first_allocation_and_exits_with_its_status() {
 #[test]
 fn command_is_searched_in_path_and_split_like_a_shell() {
     let dir = fixture("leaker");
-    let path = format!("{}:{}", dir.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
-    let memleak = Running::spawn(Command::new(memleak_bin()).env("PATH", path).args(["-o", "0", "-c", "leaker '--exit' \"3\""]));
+    let path = format!(
+        "{}:{}",
+        dir.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let memleak = Running::spawn(Command::new(memleak_bin()).env("PATH", path).args([
+        "-o",
+        "0",
+        "-c",
+        "leaker '--exit' \"3\"",
+    ]));
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
     assert_eq!(code, Some(3), "{stderr}");
     assert_eq!((parse_reports(&lines)[0].expect("leak_malloc").bytes), 1000);
@@ -105,18 +143,31 @@ fn show_allocs_lists_each_block() {
     let (report, _, _, _) = interrupt(memleak);
     let stack = report.expect("leak_malloc");
     assert_eq!(stack.addrs.len(), 10, "{stack:#?}");
-    assert!(stack.addrs.iter().all(|(addr, size)| *size == 100 && !addr.starts_with("0x") && u64::from_str_radix(addr, 16).is_ok()));
+    assert!(stack.addrs.iter().all(|(addr, size)| *size == 100
+        && !addr.starts_with("0x")
+        && u64::from_str_radix(addr, 16).is_ok()));
     assert_eq!(report.expect("leak_mmap").addrs.len(), 2);
 }
 
 #[test]
 fn size_filters_are_inclusive() {
-    let (_leaker, memleak) = trace_waiting_leaker(&["-z", "300", "-Z", "1000", "-o", "0", "-T", "50", "1"], &[]);
+    let (_leaker, memleak) = trace_waiting_leaker(
+        &["-z", "300", "-Z", "1000", "-o", "0", "-T", "50", "1"],
+        &[],
+    );
     let (report, _, _, _) = interrupt(memleak);
     assert!(report.by_function("leak_malloc").is_none(), "100 < 300");
     assert!(report.by_function("leak_mmap").is_none(), "8192 > 1000");
-    assert_eq!(report.expect("leak_realloc").bytes, 1200, "300 is kept (inclusive)");
-    assert_eq!(report.expect("leak_valloc").bytes, 1000, "1000 is kept (inclusive)");
+    assert_eq!(
+        report.expect("leak_realloc").bytes,
+        1200,
+        "300 is kept (inclusive)"
+    );
+    assert_eq!(
+        report.expect("leak_valloc").bytes,
+        1000,
+        "1000 is kept (inclusive)"
+    );
     assert_eq!(report.expect("leak_posix_memalign").bytes, 1024);
     assert_eq!(report.expect("leak_reallocarray").bytes, 900);
 }
@@ -126,13 +177,22 @@ fn top_limits_the_stacks_shown() {
     let (_leaker, memleak) = trace_waiting_leaker(&["-T", "2", "-o", "0", "1"], &[]);
     let (report, _, _, _) = interrupt(memleak);
     assert!(report.header.contains("Top 2 stacks"));
-    let firsts: Vec<&str> = report.stacks.iter().map(|s| s.frames[0].split('+').next().unwrap()).collect();
-    assert_eq!(firsts, vec!["leak_mremap", "leak_mmap"], "the two largest, largest last");
+    let firsts: Vec<&str> = report
+        .stacks
+        .iter()
+        .map(|s| s.frames[0].split('+').next().unwrap())
+        .collect();
+    assert_eq!(
+        firsts,
+        vec!["leak_mremap", "leak_mmap"],
+        "the two largest, largest last"
+    );
 }
 
 #[test]
 fn sort_by_count() {
-    let (_leaker, memleak) = trace_waiting_leaker(&["--sort", "count", "-T", "1", "-o", "0", "1"], &[]);
+    let (_leaker, memleak) =
+        trace_waiting_leaker(&["--sort", "count", "-T", "1", "-o", "0", "1"], &[]);
     let (report, _, _, _) = interrupt(memleak);
     assert_eq!(report.stacks.len(), 1);
     assert_eq!(report.expect("leak_malloc").count, 10);
@@ -164,11 +224,18 @@ fn trace_prints_each_call_and_reports_go_on() {
     memleak.signal(libc::SIGINT);
     let (_, lines, _) = memleak.finish(Duration::from_secs(30));
     let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
-    assert!(count("malloc: alloc entered, size = 100") >= 10, "{}", lines.len());
+    assert!(
+        count("malloc: alloc entered, size = 100") >= 10,
+        "{}",
+        lines.len()
+    );
     assert!(count("malloc: alloc exited, size = 100, result = ") >= 10);
     assert!(count("mmap: alloc entered, size = 8192") >= 2);
     assert!(count("free: free entered, address = ") >= 1000);
-    assert!(lines.iter().any(|l| l.contains(" leaker ")), "comm is shown");
+    assert!(
+        lines.iter().any(|l| l.contains(" leaker ")),
+        "comm is shown"
+    );
 }
 
 #[test]
@@ -210,12 +277,22 @@ fn closed_stdout_exits_quietly() {
     let pid = leaker.child.id();
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("{} -p {pid} -o 0 1 | head -1", memleak_bin().display()))
+        .arg(format!(
+            "{} -p {pid} -o 0 1 | head -1",
+            memleak_bin().display()
+        ))
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("Attaching to pid {pid}, Ctrl+C to quit.\n"));
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "no message on a closed pipe");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("Attaching to pid {pid}, Ctrl+C to quit.\n")
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "no message on a closed pipe"
+    );
 }
 
 #[test]
@@ -224,15 +301,27 @@ fn pipefail_status_of_memleak_is_zero() {
     let pid = leaker.child.id();
     let out = Command::new("bash")
         .arg("-c")
-        .arg(format!("set -o pipefail; {} -p {pid} -o 0 1 | head -1 >/dev/null", memleak_bin().display()))
+        .arg(format!(
+            "set -o pipefail; {} -p {pid} -o 0 1 | head -1 >/dev/null",
+            memleak_bin().display()
+        ))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn cxx_frames_are_demangled() {
-    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-o", "0", "-c"]).arg(fixture("cxxleak")));
+    let memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-o", "0", "-c"])
+            .arg(fixture("cxxleak")),
+    );
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{stderr}");
     let report = &parse_reports(&lines)[0];
@@ -242,12 +331,20 @@ fn cxx_frames_are_demangled() {
     let mut by_new: Vec<(u64, u64)> = report
         .stacks
         .iter()
-        .filter(|s| s.frames[0].starts_with("operator new(unsigned long)+0x") && s.frames[0].contains(" [libstdc++.so"))
+        .filter(|s| {
+            s.frames[0].starts_with("operator new(unsigned long)+0x")
+                && s.frames[0].contains(" [libstdc++.so")
+        })
         .map(|s| (s.bytes, s.count))
         .collect();
     by_new.sort();
     assert_eq!(by_new, vec![(7 * 40, 7), (25 * 4 * 3, 3)], "{report:#?}");
-    assert!(lines.iter().all(|l| !l.contains("_Znwm") && !l.contains("_Znam")), "mangled names: {lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.contains("_Znwm") && !l.contains("_Znam")),
+        "mangled names: {lines:#?}"
+    );
 }
 
 #[test]
@@ -267,12 +364,18 @@ fn nothing_stays_attached_after_exit() {
 
 #[test]
 fn threads_freeing_each_others_blocks_give_exact_totals() {
-    let (_threads, memleak) = trace_waiting(&mut Command::new(fixture("threads")), &["-o", "0", "-T", "50", "1"]);
+    let (_threads, memleak) = trace_waiting(
+        &mut Command::new(fixture("threads")),
+        &["-o", "0", "-T", "50", "1"],
+    );
     let (report, code, _, stderr) = interrupt(memleak);
     assert_eq!(code, Some(0), "{stderr}");
     let leak = report.expect("thread_leak");
     assert_eq!((leak.bytes, leak.count), (8 * 10 * 64, 80), "{leak:#?}");
-    assert!(report.by_function("cross_alloc").is_none(), "cross-thread frees were missed: {report:#?}");
+    assert!(
+        report.by_function("cross_alloc").is_none(),
+        "cross-thread frees were missed: {report:#?}"
+    );
     assert_eq!(report.losses, None, "{report:#?}");
 }
 
@@ -305,18 +408,34 @@ fn sigkill_leaves_no_probe_behind() {
     };
     let offset = libc::malloc as *const () as usize as u64 - libc_base(&own_maps);
     let malloc_addr = libc_base(&maps) + offset;
-    let original = peek(std::process::id(), libc::malloc as *const () as usize as u64, 1);
+    let original = peek(
+        std::process::id(),
+        libc::malloc as *const () as usize as u64,
+        1,
+    );
     // A uprobe is an int3 (0xcc) written into the process's copy of the page.
-    assert_eq!(peek(pid, malloc_addr, 1), vec![0xcc], "probe in place while traced");
+    assert_eq!(
+        peek(pid, malloc_addr, 1),
+        vec![0xcc],
+        "probe in place while traced"
+    );
     memleak.signal(libc::SIGKILL);
     let (code, _, _) = memleak.finish(Duration::from_secs(30));
     assert_eq!(code, Some(128 + 9));
-    assert_eq!(peek(pid, malloc_addr, 1), original, "the probe went away with memleak");
+    assert_eq!(
+        peek(pid, malloc_addr, 1),
+        original,
+        "the probe went away with memleak"
+    );
 }
 
 /// musl has no pvalloc; everything else leaks the same.
 fn musl_leaks() -> Vec<(&'static str, u64, u64)> {
-    LEAKS.iter().copied().filter(|(f, _, _)| *f != "leak_pvalloc").collect()
+    LEAKS
+        .iter()
+        .copied()
+        .filter(|(f, _, _)| *f != "leak_pvalloc")
+        .collect()
 }
 
 /// Alpine/OpenWrt style: musl's libc is its dynamic loader,
@@ -324,10 +443,17 @@ fn musl_leaks() -> Vec<(&'static str, u64, u64)> {
 #[test]
 fn musl_dynamic_program() {
     let leaker = fixture_built_with("leaker", "leaker-musl", "musl-gcc", &[]);
-    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-v", "-o", "0", "-T", "50", "-c"]).arg(format!("{} --exit 3", leaker.display())));
+    let memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-v", "-o", "0", "-T", "50", "-c"])
+            .arg(format!("{} --exit 3", leaker.display())),
+    );
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
     assert_eq!(code, Some(3), "{stderr}");
-    assert!(stderr.contains("allocator: /lib/ld-musl-"), "-v says which object: {stderr}");
+    assert!(
+        stderr.contains("allocator: /lib/ld-musl-"),
+        "-v says which object: {stderr}"
+    );
     assert_leaks(&parse_reports(&lines)[0], "leaker-musl", &musl_leaks());
 }
 
@@ -335,18 +461,32 @@ fn musl_dynamic_program() {
 #[test]
 fn musl_static_program() {
     let leaker = fixture_built_with("leaker", "leaker-musl-static", "musl-gcc", &["-static"]);
-    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-v", "-o", "0", "-T", "50", "-c"]).arg(format!("{} --exit 3", leaker.display())));
+    let memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-v", "-o", "0", "-T", "50", "-c"])
+            .arg(format!("{} --exit 3", leaker.display())),
+    );
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
     assert_eq!(code, Some(3), "{stderr}");
-    assert!(stderr.contains(&format!("allocator: {}", leaker.display())), "{stderr}");
-    assert_leaks(&parse_reports(&lines)[0], "leaker-musl-static", &musl_leaks());
+    assert!(
+        stderr.contains(&format!("allocator: {}", leaker.display())),
+        "{stderr}"
+    );
+    assert_leaks(
+        &parse_reports(&lines)[0],
+        "leaker-musl-static",
+        &musl_leaks(),
+    );
 }
 
 /// The same static program, traced with -p after it started.
 #[test]
 fn musl_static_program_by_pid() {
     let leaker = fixture_built_with("leaker", "leaker-musl-static", "musl-gcc", &["-static"]);
-    let (_leaker, memleak) = trace_waiting(Command::new(&leaker).arg("--wait"), &["-o", "0", "-T", "50", "1"]);
+    let (_leaker, memleak) = trace_waiting(
+        Command::new(&leaker).arg("--wait"),
+        &["-o", "0", "-T", "50", "1"],
+    );
     let (report, code, _, stderr) = interrupt(memleak);
     assert_eq!(code, Some(0), "{stderr}");
     assert_leaks(&report, "leaker-musl-static", &musl_leaks());
@@ -359,11 +499,20 @@ fn musl_static_program_by_pid() {
 fn stripped_static_program() {
     let built = fixture_built_with("leaker", "leaker-musl-static", "musl-gcc", &["-static"]);
     let leaker = stripped_copy(&built, "leaker-stripped", true);
-    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-v", "-o", "0", "-T", "50", "-c"]).arg(format!("{} --exit 3", leaker.display())));
+    let memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-v", "-o", "0", "-T", "50", "-c"])
+            .arg(format!("{} --exit 3", leaker.display())),
+    );
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
     assert_eq!(code, Some(3), "{stderr}");
     let chosen = format!("allocator: {} (", leaker.display());
-    assert!(stderr.contains(&chosen) && stderr.contains("symbols from ") && stderr.contains("leaker-stripped.debug"), "{stderr}");
+    assert!(
+        stderr.contains(&chosen)
+            && stderr.contains("symbols from ")
+            && stderr.contains("leaker-stripped.debug"),
+        "{stderr}"
+    );
     assert_leaks(&parse_reports(&lines)[0], "leaker-stripped", &musl_leaks());
 }
 
@@ -373,7 +522,10 @@ fn stripped_static_program() {
 fn stripped_static_program_by_pid() {
     let built = fixture_built_with("leaker", "leaker-musl-static", "musl-gcc", &["-static"]);
     let leaker = stripped_copy(&built, "leaker-stripped", true);
-    let (_leaker, memleak) = trace_waiting(Command::new(&leaker).arg("--wait"), &["-v", "-o", "0", "-T", "50", "1"]);
+    let (_leaker, memleak) = trace_waiting(
+        Command::new(&leaker).arg("--wait"),
+        &["-v", "-o", "0", "-T", "50", "1"],
+    );
     let (report, code, _, stderr) = interrupt(memleak);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("leaker-stripped.debug"), "{stderr}");
@@ -384,7 +536,11 @@ fn stripped_static_program_by_pid() {
 #[test]
 fn glibc_static_program() {
     let leaker = fixture_built_with("leaker", "leaker-glibc-static", "gcc", &["-static"]);
-    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-o", "0", "-T", "50", "-c"]).arg(format!("{} --exit 3", leaker.display())));
+    let memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-o", "0", "-T", "50", "-c"])
+            .arg(format!("{} --exit 3", leaker.display())),
+    );
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
     assert_eq!(code, Some(3), "{stderr}");
     assert_leaks(&parse_reports(&lines)[0], "leaker-glibc-static", LEAKS);
@@ -395,10 +551,19 @@ fn glibc_static_program() {
 /// (reallocarray, pvalloc) stay in libc; both are traced, exactly once.
 fn allocator_library(out: &str, lib: &str, expect_object: &str) {
     let leaker = fixture_built_with("leaker", out, "gcc", &["-Wl,--no-as-needed", lib]);
-    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-v", "-o", "0", "-T", "50", "-c"]).arg(format!("{} --exit 3", leaker.display())));
+    let memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-v", "-o", "0", "-T", "50", "-c"])
+            .arg(format!("{} --exit 3", leaker.display())),
+    );
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
     assert_eq!(code, Some(3), "{stderr}");
-    assert!(stderr.lines().any(|l| l.starts_with("memleak: allocator: ") && l.contains(expect_object)), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("memleak: allocator: ") && l.contains(expect_object)),
+        "{stderr}"
+    );
     assert_leaks(&parse_reports(&lines)[0], out, LEAKS);
 }
 
@@ -409,7 +574,11 @@ fn jemalloc_program() {
 
 #[test]
 fn tcmalloc_program() {
-    allocator_library("leaker-tcmalloc", "-l:libtcmalloc_minimal.so.4", "libtcmalloc_minimal.so.4");
+    allocator_library(
+        "leaker-tcmalloc",
+        "-l:libtcmalloc_minimal.so.4",
+        "libtcmalloc_minimal.so.4",
+    );
 }
 
 /// memleak run on `program` until it exits (-c), with -v: its report and
@@ -418,12 +587,30 @@ fn run_to_exit(program: &std::path::Path, expect_object: &str) -> (Report, Vec<S
     run_to_exit_with(program, expect_object, &[])
 }
 
-fn run_to_exit_with(program: &std::path::Path, expect_object: &str, flags: &[&str]) -> (Report, Vec<String>, String) {
-    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-v", "-o", "0"]).args(flags).arg("-c").arg(program));
+fn run_to_exit_with(
+    program: &std::path::Path,
+    expect_object: &str,
+    flags: &[&str],
+) -> (Report, Vec<String>, String) {
+    let memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-v", "-o", "0"])
+            .args(flags)
+            .arg("-c")
+            .arg(program),
+    );
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.lines().any(|l| l.starts_with("memleak: allocator: ") && l.contains(expect_object)), "{stderr}");
-    let report = parse_reports(&lines).into_iter().next().unwrap_or_else(|| panic!("no report: {lines:#?}"));
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("memleak: allocator: ") && l.contains(expect_object)),
+        "{stderr}"
+    );
+    let report = parse_reports(&lines)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no report: {lines:#?}"));
     (report, lines, stderr)
 }
 
@@ -435,12 +622,22 @@ fn cxx_with_allocator(out: &str, flags: &[&str], expect_object: &str) {
     let program = cxx_fixture_built_with("cxxleak", out, flags);
     let (report, _, stderr) = run_to_exit(&program, expect_object);
     let in_program = |s: &Stack| -> String {
-        s.frames.iter().find(|f| module_of(f) == Some(out) && !f.starts_with("operator new")).cloned().unwrap_or_default()
+        s.frames
+            .iter()
+            .find(|f| module_of(f) == Some(out) && !f.starts_with("operator new"))
+            .cloned()
+            .unwrap_or_default()
     };
     let mut leaks: Vec<(String, u64, u64)> = report
         .stacks
         .iter()
-        .map(|s| (in_program(s).split("+0x").next().unwrap_or("").to_string(), s.bytes, s.count))
+        .map(|s| {
+            (
+                in_program(s).split("+0x").next().unwrap_or("").to_string(),
+                s.bytes,
+                s.count,
+            )
+        })
         // Blocks the runtime keeps for good (libstdc++'s exception pool,
         // the allocator's own bookkeeping) have no frame in the program.
         .filter(|(function, _, _)| !function.is_empty())
@@ -456,25 +653,46 @@ fn cxx_with_allocator(out: &str, flags: &[&str], expect_object: &str) {
 
 #[test]
 fn cxx_with_jemalloc() {
-    cxx_with_allocator("cxxleak-jemalloc", &["-Wl,--no-as-needed", "-ljemalloc"], "libjemalloc.so.2");
+    cxx_with_allocator(
+        "cxxleak-jemalloc",
+        &["-Wl,--no-as-needed", "-ljemalloc"],
+        "libjemalloc.so.2",
+    );
 }
 
 #[test]
 fn cxx_with_tcmalloc() {
-    cxx_with_allocator("cxxleak-tcmalloc", &["-Wl,--no-as-needed", "-l:libtcmalloc_minimal.so.4"], "libtcmalloc_minimal.so.4");
+    cxx_with_allocator(
+        "cxxleak-tcmalloc",
+        &["-Wl,--no-as-needed", "-l:libtcmalloc_minimal.so.4"],
+        "libtcmalloc_minimal.so.4",
+    );
 }
 
 /// mimalloc's header defines new and delete in the program, calling mi_new
 /// and mi_free, which memleak traces in libmimalloc.
 #[test]
 fn cxx_with_mimalloc() {
-    cxx_with_allocator("cxxleak-mimalloc", &["-include", "mimalloc-new-delete.h", "-Wl,--no-as-needed", "-lmimalloc"], "libmimalloc.so.2");
+    cxx_with_allocator(
+        "cxxleak-mimalloc",
+        &[
+            "-include",
+            "mimalloc-new-delete.h",
+            "-Wl,--no-as-needed",
+            "-lmimalloc",
+        ],
+        "libmimalloc.so.2",
+    );
 }
 
 /// How many stacks pass through `module` (the C library's own buffers and
 /// the runtime's pools do not).
 fn stacks_in(report: &Report, module: &str) -> usize {
-    report.stacks.iter().filter(|s| s.frames.iter().any(|f| module_of(f) == Some(module))).count()
+    report
+        .stacks
+        .iter()
+        .filter(|s| s.frames.iter().any(|f| module_of(f) == Some(module)))
+        .count()
 }
 
 /// jemalloc's own API: mallocx, rallocx and xallocx allocate (xallocx
@@ -494,9 +712,25 @@ fn jemalloc_extended_api_without_uprobe_multi() {
 fn jemalloc_api_with(flags: &[&str]) {
     let program = fixture_built_with("jemalloc_api", "jemalloc-api", "gcc", &["-ljemalloc"]);
     let (report, lines, stderr) = run_to_exit_with(&program, "libjemalloc.so.2", flags);
-    let resized: u64 = lines.iter().find_map(|l| l.strip_prefix("xallocx ")).and_then(|n| n.parse().ok()).expect("xallocx line");
-    assert_leaks(&report, "jemalloc-api", &[("leak_mallocx", 800, 4), ("leak_rallocx", 1500, 3), ("alloc_big", resized, 1)]);
-    assert_eq!(stacks_in(&report, "jemalloc-api"), 3, "{report:#?}\n{stderr}");
+    let resized: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("xallocx "))
+        .and_then(|n| n.parse().ok())
+        .expect("xallocx line");
+    assert_leaks(
+        &report,
+        "jemalloc-api",
+        &[
+            ("leak_mallocx", 800, 4),
+            ("leak_rallocx", 1500, 3),
+            ("alloc_big", resized, 1),
+        ],
+    );
+    assert_eq!(
+        stacks_in(&report, "jemalloc-api"),
+        3,
+        "{report:#?}\n{stderr}"
+    );
     assert_eq!(report.losses, None);
 }
 
@@ -514,8 +748,15 @@ fn mimalloc_extended_api() {
         ("leak_mi_reallocn", 400, 2),
     ];
     assert_leaks(&report, "mimalloc-api", &leaks);
-    assert_eq!(stacks_in(&report, "mimalloc-api"), leaks.len(), "{report:#?}\n{stderr}");
-    assert_eq!(report.losses.as_deref(), Some("lost: 2 calls to allocator functions memleak cannot size"));
+    assert_eq!(
+        stacks_in(&report, "mimalloc-api"),
+        leaks.len(),
+        "{report:#?}\n{stderr}"
+    );
+    assert_eq!(
+        report.losses.as_deref(),
+        Some("lost: 2 calls to allocator functions memleak cannot size")
+    );
 }
 
 /// A program linked with mimalloc uses it through the standard names too.
@@ -535,12 +776,37 @@ fn build_prefixed_jemalloc() -> std::path::PathBuf {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let archive = dir.join("libjemalloc-prefixed.a");
     let api = [
-        "malloc", "calloc", "realloc", "free", "posix_memalign", "aligned_alloc", "valloc", "memalign", "pvalloc",
-        "mallocx", "rallocx", "xallocx", "sdallocx", "dallocx", "sallocx", "nallocx", "malloc_usable_size",
-        "mallctl", "mallctlnametomib", "mallctlbymib", "malloc_stats_print",
+        "malloc",
+        "calloc",
+        "realloc",
+        "free",
+        "posix_memalign",
+        "aligned_alloc",
+        "valloc",
+        "memalign",
+        "pvalloc",
+        "mallocx",
+        "rallocx",
+        "xallocx",
+        "sdallocx",
+        "dallocx",
+        "sallocx",
+        "nallocx",
+        "malloc_usable_size",
+        "mallctl",
+        "mallctlnametomib",
+        "mallctlbymib",
+        "malloc_stats_print",
     ];
-    let renames: Vec<String> = api.iter().map(|s| format!("--redefine-sym={s}=je_{s}")).collect();
-    let multiarch = if cfg!(target_arch = "aarch64") { "aarch64-linux-gnu" } else { "x86_64-linux-gnu" };
+    let renames: Vec<String> = api
+        .iter()
+        .map(|s| format!("--redefine-sym={s}=je_{s}"))
+        .collect();
+    let multiarch = if cfg!(target_arch = "aarch64") {
+        "aarch64-linux-gnu"
+    } else {
+        "x86_64-linux-gnu"
+    };
     let status = Command::new("objcopy")
         .args(&renames)
         .arg(format!("/usr/lib/{multiarch}/libjemalloc_pic.a"))
@@ -549,10 +815,19 @@ fn build_prefixed_jemalloc() -> std::path::PathBuf {
         .expect("objcopy runs");
     assert!(status.success());
     let archive = archive.display().to_string();
-    fixture_built_with("prefixed_jemalloc", "prefixed-jemalloc", "gcc", &[&archive, "-lpthread", "-ldl", "-lm", "-lstdc++"])
+    fixture_built_with(
+        "prefixed_jemalloc",
+        "prefixed-jemalloc",
+        "gcc",
+        &[&archive, "-lpthread", "-ldl", "-lm", "-lstdc++"],
+    )
 }
 
-const PREFIXED_LEAKS: &[(&str, u64, u64)] = &[("leak_je_malloc", 300, 3), ("leak_je_mallocx", 128, 2), ("leak_libc_malloc", 200, 4)];
+const PREFIXED_LEAKS: &[(&str, u64, u64)] = &[
+    ("leak_je_malloc", 300, 3),
+    ("leak_je_mallocx", 128, 2),
+    ("leak_libc_malloc", 200, 4),
+];
 
 /// A jemalloc built into the executable under a prefix is traced beside
 /// libc's malloc: both sets of leaks, exactly.
@@ -560,7 +835,10 @@ const PREFIXED_LEAKS: &[(&str, u64, u64)] = &[("leak_je_malloc", 300, 3), ("leak
 fn prefixed_allocator_in_executable() {
     let program = prefixed_jemalloc_program();
     let (report, _, stderr) = run_to_exit(&program, "libc.so.6");
-    assert!(stderr.contains("also traced: ") && stderr.contains("(je_*)"), "{stderr}");
+    assert!(
+        stderr.contains("also traced: ") && stderr.contains("(je_*)"),
+        "{stderr}"
+    );
     assert_leaks(&report, "prefixed-jemalloc", PREFIXED_LEAKS);
 }
 
@@ -568,7 +846,10 @@ fn prefixed_allocator_in_executable() {
 #[test]
 fn prefixed_allocator_in_executable_by_pid() {
     let program = prefixed_jemalloc_program();
-    let (_program, memleak) = trace_waiting(Command::new(&program).arg("--wait"), &["-v", "-o", "0", "1"]);
+    let (_program, memleak) = trace_waiting(
+        Command::new(&program).arg("--wait"),
+        &["-v", "-o", "0", "1"],
+    );
     let (report, code, _, stderr) = interrupt(memleak);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("(je_*)"), "{stderr}");
@@ -590,11 +871,16 @@ fn start_waiting(fixture_cmd: &mut Command) -> (Running, u32) {
 #[test]
 fn several_processes() {
     let musl = fixture_built_with("leaker", "leaker-musl-static", "musl-gcc", &["-static"]);
-    let (mut glibc_leaker, glibc_pid) = start_waiting(Command::new(fixture("leaker")).arg("--wait"));
+    let (mut glibc_leaker, glibc_pid) =
+        start_waiting(Command::new(fixture("leaker")).arg("--wait"));
     let (mut musl_leaker, musl_pid) = start_waiting(Command::new(&musl).arg("--wait"));
     let pids = format!("{glibc_pid},{musl_pid}");
-    let mut memleak = Running::spawn(Command::new(memleak_bin()).args(["-v", "-o", "0", "-T", "50", "-p", &pids, "1"]));
-    memleak.wait_for(Duration::from_secs(30), |l| l == format!("Attaching to pids {glibc_pid}, {musl_pid}, Ctrl+C to quit."));
+    let mut memleak = Running::spawn(
+        Command::new(memleak_bin()).args(["-v", "-o", "0", "-T", "50", "-p", &pids, "1"]),
+    );
+    memleak.wait_for(Duration::from_secs(30), |l| {
+        l == format!("Attaching to pids {glibc_pid}, {musl_pid}, Ctrl+C to quit.")
+    });
     for leaker in [&mut glibc_leaker, &mut musl_leaker] {
         leaker.send("go\n");
         leaker.wait_for(Duration::from_secs(30), |l| l == "done");
@@ -602,13 +888,31 @@ fn several_processes() {
     // The musl one exits; memleak goes on with the other.
     drop(musl_leaker);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(memleak.child.try_wait().unwrap().is_none(), "memleak must go on tracing the other process");
+    assert!(
+        memleak.child.try_wait().unwrap().is_none(),
+        "memleak must go on tracing the other process"
+    );
     let (report, code, _, stderr) = interrupt(memleak);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains(&format!("memleak: process {musl_pid} exited; its allocations stay in the report")), "{stderr}");
-    assert!(report.stacks.iter().all(|s| s.pid == Some(glibc_pid) || s.pid == Some(musl_pid)), "{report:#?}");
+    assert!(
+        stderr.contains(&format!(
+            "memleak: process {musl_pid} exited; its allocations stay in the report"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        report
+            .stacks
+            .iter()
+            .all(|s| s.pid == Some(glibc_pid) || s.pid == Some(musl_pid)),
+        "{report:#?}"
+    );
     assert_leaks(&report.of_pid(glibc_pid), "leaker", LEAKS);
-    assert_leaks(&report.of_pid(musl_pid), "leaker-musl-static", &musl_leaks());
+    assert_leaks(
+        &report.of_pid(musl_pid),
+        "leaker-musl-static",
+        &musl_leaks(),
+    );
 }
 
 /// Both processes gone: the run ends as with one (final report, exit 1).
@@ -616,13 +920,25 @@ fn several_processes() {
 fn several_processes_all_exit() {
     let (leaker_a, a) = start_waiting(Command::new(fixture("leaker")).arg("--wait"));
     let (leaker_b, b) = start_waiting(Command::new(fixture("leaker")).arg("--wait"));
-    let mut memleak = Running::spawn(Command::new(memleak_bin()).args(["-o", "0", "-p", &format!("{a},{b}"), "60"]));
-    memleak.wait_for(Duration::from_secs(30), |l| l.starts_with("Attaching to pids"));
+    let mut memleak = Running::spawn(Command::new(memleak_bin()).args([
+        "-o",
+        "0",
+        "-p",
+        &format!("{a},{b}"),
+        "60",
+    ]));
+    memleak.wait_for(Duration::from_secs(30), |l| {
+        l.starts_with("Attaching to pids")
+    });
     drop(leaker_a);
     drop(leaker_b);
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(30));
     assert_eq!(code, Some(1), "{stderr}");
-    assert_eq!(parse_reports(&lines).len(), 1, "the final report: {lines:#?}");
+    assert_eq!(
+        parse_reports(&lines).len(),
+        1,
+        "the final report: {lines:#?}"
+    );
     assert!(stderr.trim_end().ends_with(" exited"), "{stderr}");
 }
 
@@ -632,20 +948,35 @@ fn several_processes_all_exit() {
 #[test]
 fn program_replaced_after_start() {
     let statically = fixture_built_with("leaker", "leaker-glibc-static", "gcc", &["-static"]);
-    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures/leaker-replaced");
+    let path =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixtures/leaker-replaced");
     std::fs::copy(&statically, &path).unwrap();
     let (mut leaker, pid) = start_waiting(Command::new(&path).arg("--wait"));
     // Rename something else over it, as package managers do.
     let other = path.with_extension("new");
     std::fs::copy("/bin/true", &other).unwrap();
     std::fs::rename(&other, &path).unwrap();
-    let mut memleak = Running::spawn(Command::new(memleak_bin()).args(["-v", "-o", "0", "-T", "50", "-p", &pid.to_string(), "1"]));
-    memleak.wait_for(Duration::from_secs(30), |l| l.starts_with("Attaching to pid"));
+    let mut memleak = Running::spawn(Command::new(memleak_bin()).args([
+        "-v",
+        "-o",
+        "0",
+        "-T",
+        "50",
+        "-p",
+        &pid.to_string(),
+        "1",
+    ]));
+    memleak.wait_for(Duration::from_secs(30), |l| {
+        l.starts_with("Attaching to pid")
+    });
     leaker.send("go\n");
     leaker.wait_for(Duration::from_secs(30), |l| l == "done");
     let (report, code, _, stderr) = interrupt(memleak);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("file deleted, read via map_files"), "{stderr}");
+    assert!(
+        stderr.contains("file deleted, read via map_files"),
+        "{stderr}"
+    );
     assert_leaks(&report, "leaker-replaced", LEAKS);
 }
 
@@ -659,7 +990,11 @@ fn process_under_another_root() {
     std::fs::create_dir_all(&libdir).unwrap();
     std::fs::create_dir_all(root.join("lib64")).unwrap();
     // Copies, not links: other files (inodes) than the host's.
-    std::fs::copy("/lib64/ld-linux-x86-64.so.2", root.join("lib64/ld-linux-x86-64.so.2")).unwrap();
+    std::fs::copy(
+        "/lib64/ld-linux-x86-64.so.2",
+        root.join("lib64/ld-linux-x86-64.so.2"),
+    )
+    .unwrap();
     std::fs::copy("/lib/x86_64-linux-gnu/libc.so.6", libdir.join("libc.so.6")).unwrap();
     std::fs::copy(fixture("leaker"), root.join("leaker")).unwrap();
     let mut chrooted = Command::new("chroot");
@@ -668,14 +1003,21 @@ fn process_under_another_root() {
     let (report, code, _, stderr) = interrupt(memleak);
     assert_eq!(code, Some(0), "{stderr}");
     let chosen = format!("memleak: allocator: {}", libdir.join("libc.so.6").display());
-    assert!(stderr.contains(&chosen), "the chroot's libc, not the host's: {stderr}");
+    assert!(
+        stderr.contains(&chosen),
+        "the chroot's libc, not the host's: {stderr}"
+    );
     assert_all_leaks(&report);
 }
 
 /// memleak's resident memory, from /proc/PID/status (kB).
 fn rss_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches(" kB").parse().ok()).unwrap()
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
 }
 
 /// Two threads churning malloc/free while memleak reports every second:
@@ -685,14 +1027,22 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
 fn stress_two_threads_exact_and_flat() {
     // 10 million pairs in all, as the issue asks: about 90 s here.
     const PAIRS_PER_THREAD: &str = "5000000";
-    let (_stress, mut memleak) =
-        trace_waiting(Command::new(fixture("stress")).arg(PAIRS_PER_THREAD), &["-o", "0", "1"]);
+    let (_stress, mut memleak) = trace_waiting(
+        Command::new(fixture("stress")).arg(PAIRS_PER_THREAD),
+        &["-o", "0", "1"],
+    );
     let pid = memleak.child.id();
     // Reports were printed while the churn ran; one more after it.
-    memleak.wait_for(Duration::from_secs(30), |l| l.contains("stacks with outstanding allocations:"));
+    memleak.wait_for(Duration::from_secs(30), |l| {
+        l.contains("stacks with outstanding allocations:")
+    });
     let rss_after_churn = rss_kb(pid, "VmRSS:");
-    memleak.wait_for(Duration::from_secs(30), |l| l.contains("stacks with outstanding allocations:"));
-    memleak.wait_for(Duration::from_secs(30), |l| l.contains("stacks with outstanding allocations:"));
+    memleak.wait_for(Duration::from_secs(30), |l| {
+        l.contains("stacks with outstanding allocations:")
+    });
+    memleak.wait_for(Duration::from_secs(30), |l| {
+        l.contains("stacks with outstanding allocations:")
+    });
     let peak = rss_kb(pid, "VmHWM:");
     let rss_later = rss_kb(pid, "VmRSS:");
     let (report, code, reports, stderr) = interrupt(memleak);
@@ -702,7 +1052,10 @@ fn stress_two_threads_exact_and_flat() {
     assert_eq!((leak.bytes, leak.count), (2 * 50 * 48, 100), "{leak:#?}");
     assert!(report.by_function("churn").is_none(), "{report:#?}");
     assert_eq!(report.losses, None, "nothing lost: {report:#?}");
-    assert!(rss_later <= rss_after_churn + 512, "RSS grew: {rss_after_churn} kB -> {rss_later} kB");
+    assert!(
+        rss_later <= rss_after_churn + 512,
+        "RSS grew: {rss_after_churn} kB -> {rss_later} kB"
+    );
     assert!(peak < 16 * 1024, "peak RSS {peak} kB");
 }
 
@@ -711,7 +1064,11 @@ fn stress_two_threads_exact_and_flat() {
 /// lost (memleak keys stacks by a 64-bit hash of their addresses).
 #[test]
 fn distinct_stacks_never_merge() {
-    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-o", "0", "-T", "10000", "-c"]).arg(fixture("stacks")));
+    let memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-o", "0", "-T", "10000", "-c"])
+            .arg(fixture("stacks")),
+    );
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(120));
     assert_eq!(code, Some(0), "{stderr}");
     let report = &parse_reports(&lines)[0];
@@ -730,7 +1087,9 @@ fn distinct_stacks_never_merge() {
         })
         .collect();
     sizes.sort();
-    let expected: Vec<u64> = (1..=50).flat_map(|a| (1..=50).map(move |b| 1000 * a + b)).collect();
+    let expected: Vec<u64> = (1..=50)
+        .flat_map(|a| (1..=50).map(move |b| 1000 * a + b))
+        .collect();
     assert_eq!(sizes, expected);
 }
 
@@ -738,22 +1097,39 @@ fn distinct_stacks_never_merge() {
 /// the ones that fit, and the losses line says how many did not.
 #[test]
 fn full_maps_are_reported_as_losses() {
-    let (_leaker, memleak) = trace_waiting_leaker(&["--max-allocs", "5", "-o", "0", "-T", "50", "1"], &[]);
+    let (_leaker, memleak) =
+        trace_waiting_leaker(&["--max-allocs", "5", "-o", "0", "-T", "50", "1"], &[]);
     let (report, code, _, stderr) = interrupt(memleak);
     assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(report.stacks.iter().map(|s| s.count).sum::<u64>(), 5, "{report:#?}");
+    assert_eq!(
+        report.stacks.iter().map(|s| s.count).sum::<u64>(),
+        5,
+        "{report:#?}"
+    );
     let losses = report.losses.as_deref().unwrap_or_default();
-    assert!(losses.starts_with("lost: ") && losses.contains(" allocations (allocs map full)"), "{report:#?}");
+    assert!(
+        losses.starts_with("lost: ") && losses.contains(" allocations (allocs map full)"),
+        "{report:#?}"
+    );
 
-    let (_leaker, memleak) = trace_waiting_leaker(&["--stack-storage-size", "2", "-o", "0", "-T", "50", "1"], &[]);
+    let (_leaker, memleak) = trace_waiting_leaker(
+        &["--stack-storage-size", "2", "-o", "0", "-T", "50", "1"],
+        &[],
+    );
     let (report, _, _, _) = interrupt(memleak);
     let losses = report.losses.as_deref().unwrap_or_default();
-    assert!(losses.contains(" stack captures (stack map full)"), "{report:#?}");
+    assert!(
+        losses.contains(" stack captures (stack map full)"),
+        "{report:#?}"
+    );
     // Every leaked byte is still counted, under "[stack lost]" if need be.
     let total: u64 = report.stacks.iter().map(|s| s.bytes).sum();
     let expected: u64 = LEAKS.iter().map(|(_, b, _)| b).sum();
     assert_eq!(total, expected, "{report:#?}");
-    assert!(report.stacks.iter().any(|s| s.frames == ["[stack lost]"]), "{report:#?}");
+    assert!(
+        report.stacks.iter().any(|s| s.frames == ["[stack lost]"]),
+        "{report:#?}"
+    );
 }
 
 /// exec replaces the traced process's memory: what it allocated before is
@@ -761,15 +1137,32 @@ fn full_maps_are_reported_as_losses() {
 /// is noted once.
 #[test]
 fn exec_drops_earlier_allocations_and_fork_is_noted() {
-    let (_execer, memleak) = trace_waiting(&mut Command::new(fixture("execer")), &["-o", "0", "-T", "50", "1"]);
+    let (_execer, memleak) = trace_waiting(
+        &mut Command::new(fixture("execer")),
+        &["-o", "0", "-T", "50", "1"],
+    );
     let (report, code, _, stderr) = interrupt(memleak);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains(" forked; its children are not traced"), "{stderr}");
-    assert!(stderr.lines().any(|l| l.contains(" executed ") && l.contains("execer; ")), "{stderr}");
-    assert!(report.by_function("leak_before_exec").is_none(), "{report:#?}");
+    assert!(
+        stderr.contains(" forked; its children are not traced"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(" executed ") && l.contains("execer; ")),
+        "{stderr}"
+    );
+    assert!(
+        report.by_function("leak_before_exec").is_none(),
+        "{report:#?}"
+    );
     let after = report.expect("leak_after_exec");
     assert_eq!((after.bytes, after.count), (1400, 7), "{after:#?}");
-    assert!(report.stacks.iter().all(|s| s.bytes != 5000), "the child is not traced: {report:#?}");
+    assert!(
+        report.stacks.iter().all(|s| s.bytes != 5000),
+        "the child is not traced: {report:#?}"
+    );
 }
 
 /// memleak itself in a container's PID namespace: the PIDs it is given and
@@ -786,13 +1179,22 @@ fn memleak_inside_a_pid_namespace() {
     );
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
     assert_eq!(code, Some(3), "{stderr}");
-    assert_eq!(lines[0], "Attaching to pid 2, Ctrl+C to quit.", "PID 2 in the new namespace");
+    assert_eq!(
+        lines[0], "Attaching to pid 2, Ctrl+C to quit.",
+        "PID 2 in the new namespace"
+    );
     assert_all_leaks(&parse_reports(&lines)[0]);
 }
 
 /// memleak -o 0 FLAGS -c leaker, run to the end: (stdout, stderr).
 fn leaker_report_as(flags: &[&str]) -> (String, String) {
-    let out = Command::new(memleak_bin()).args(["-o", "0", "-T", "50"]).args(flags).arg("-c").arg(fixture("leaker")).output().expect("memleak runs");
+    let out = Command::new(memleak_bin())
+        .args(["-o", "0", "-T", "50"])
+        .args(flags)
+        .arg("-c")
+        .arg(fixture("leaker"))
+        .output()
+        .expect("memleak runs");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     (String::from_utf8(out.stdout).unwrap(), stderr)
@@ -804,14 +1206,23 @@ fn leaker_report_as(flags: &[&str]) -> (String, String) {
 #[test]
 fn folded_output_feeds_a_flame_graph() {
     let (folded, stderr) = leaker_report_as(&["--folded"]);
-    assert!(stderr.contains("Attaching to pid"), "the banner goes to stderr: {stderr}");
+    assert!(
+        stderr.contains("Attaching to pid"),
+        "the banner goes to stderr: {stderr}"
+    );
     for line in folded.lines() {
         let (stack, bytes) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
-        assert!(bytes.parse::<u64>().is_ok() && !stack.is_empty(), "{line:?}");
+        assert!(
+            bytes.parse::<u64>().is_ok() && !stack.is_empty(),
+            "{line:?}"
+        );
     }
     for &(func, bytes, _) in LEAKS {
         let want = format!(";main;{func} {bytes}");
-        assert!(folded.lines().any(|l| l.ends_with(&want)), "{want} in:\n{folded}");
+        assert!(
+            folded.lines().any(|l| l.ends_with(&want)),
+            "{want} in:\n{folded}"
+        );
     }
     let mut inferno = Command::new("inferno-flamegraph")
         .stdin(std::process::Stdio::piped())
@@ -819,11 +1230,19 @@ fn folded_output_feeds_a_flame_graph() {
         .spawn()
         .expect("inferno-flamegraph runs (.ci/run: cargo install inferno)");
     use std::io::Write;
-    inferno.stdin.take().unwrap().write_all(folded.as_bytes()).unwrap();
+    inferno
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(folded.as_bytes())
+        .unwrap();
     let svg = inferno.wait_with_output().unwrap();
     assert!(svg.status.success());
     let svg = String::from_utf8_lossy(&svg.stdout);
-    assert!(svg.starts_with("<?xml") && svg.contains("<svg") && svg.contains("leak_mremap"), "{svg}");
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("<svg") && svg.contains("leak_mremap"),
+        "{svg}"
+    );
 }
 
 /// --json: one object per report that python3's json module reads, with
@@ -832,17 +1251,38 @@ fn folded_output_feeds_a_flame_graph() {
 fn json_output_parses() {
     let (json, stderr) = leaker_report_as(&["--json", "-v"]);
     assert_eq!(json.lines().count(), 1, "one report, one line: {json}");
-    let checked = Command::new("python3").args(["-m", "json.tool"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn();
+    let checked = Command::new("python3")
+        .args(["-m", "json.tool"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn();
     let mut checked = checked.expect("python3 runs");
     use std::io::Write;
-    checked.stdin.take().unwrap().write_all(json.as_bytes()).unwrap();
-    assert!(checked.wait().unwrap().success(), "python3 -m json.tool rejects:\n{json}");
+    checked
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(json.as_bytes())
+        .unwrap();
+    assert!(
+        checked.wait().unwrap().success(),
+        "python3 -m json.tool rejects:\n{json}"
+    );
     // Each stack as "first-frame-symbol bytes allocations", via python.
     let script = "import json,sys\nr=json.loads(sys.stdin.read())\nassert r['lost']=={}, r['lost']\nfor s in r['stacks']: print(s['frames'][0]['symbol'], s['bytes'], s['allocations'], s['frames'][0]['module'])";
-    let mut py = Command::new("python3").args(["-c", script]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut py = Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     py.stdin.take().unwrap().write_all(json.as_bytes()).unwrap();
     let out = py.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows = String::from_utf8(out.stdout).unwrap();
     let rows = format!("{rows}(memleak stderr: {stderr})");
     for &(func, bytes, count) in LEAKS {
@@ -865,19 +1305,37 @@ const DEEP_CHAIN: &[(&str, &str)] = &[
 
 /// The line of deep.c holding `text`.
 fn deep_line(text: &str) -> usize {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/deep.c")).unwrap();
-    src.lines().position(|l| l.contains(text)).unwrap_or_else(|| panic!("{text} in deep.c")) + 1
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/deep.c"
+    ))
+    .unwrap();
+    src.lines()
+        .position(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("{text} in deep.c"))
+        + 1
 }
 
 /// deep.c built with -O2 -fomit-frame-pointer, traced with `unwind`.
 fn deep_report(unwind: &str) -> Report {
     let program = fixture_built_with("deep", "deep-nofp", "gcc", &["-O2", "-fomit-frame-pointer"]);
-    let memleak = Running::spawn(Command::new(memleak_bin()).args(["-o", "0", "--unwind", unwind, "-c"]).arg(&program));
+    let memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-o", "0", "--unwind", unwind, "-c"])
+            .arg(&program),
+    );
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{stderr}");
-    let report = parse_reports(&lines).into_iter().next().unwrap_or_else(|| panic!("no report: {lines:#?}"));
+    let report = parse_reports(&lines)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no report: {lines:#?}"));
     // -O2 unrolls level1's loop: up to three call sites, one stack each.
-    let from_compare: Vec<&Stack> = report.stacks.iter().filter(|s| s.frames[0].starts_with("compare+0x")).collect();
+    let from_compare: Vec<&Stack> = report
+        .stacks
+        .iter()
+        .filter(|s| s.frames[0].starts_with("compare+0x"))
+        .collect();
     let bytes: u64 = from_compare.iter().map(|s| s.bytes).sum();
     let count: u64 = from_compare.iter().map(|s| s.count).sum();
     assert_eq!((bytes, count), (144, 3), "{report:#?}\n{stderr}");
@@ -887,17 +1345,42 @@ fn deep_report(unwind: &str) -> Report {
 /// Every stack from compare in `report` walks the whole chain up to main,
 /// through qsort in libc, each frame with the file and line of its call.
 fn assert_deep_chain(report: &Report) {
-    for stack in report.stacks.iter().filter(|s| s.frames[0].starts_with("compare+0x")) {
-        let names: Vec<&str> = stack.frames.iter().map(|f| f.split("+0x").next().unwrap_or("")).collect();
+    for stack in report
+        .stacks
+        .iter()
+        .filter(|s| s.frames[0].starts_with("compare+0x"))
+    {
+        let names: Vec<&str> = stack
+            .frames
+            .iter()
+            .map(|f| f.split("+0x").next().unwrap_or(""))
+            .collect();
         let mut at = 0;
         for (want, call) in DEEP_CHAIN {
-            let found = names[at..].iter().position(|n| n == want).unwrap_or_else(|| panic!("{want} after {at} in {names:?}"));
+            let found = names[at..]
+                .iter()
+                .position(|n| n == want)
+                .unwrap_or_else(|| panic!("{want} after {at} in {names:?}"));
             at += found + 1;
             let line = format!(" [deep-nofp] deep.c:{}", deep_line(call));
-            assert!(stack.frames[at - 1].ends_with(&line), "{want}: {line} in {:#?}", stack.frames);
+            assert!(
+                stack.frames[at - 1].ends_with(&line),
+                "{want}: {line} in {:#?}",
+                stack.frames
+            );
         }
-        assert_eq!(module_of(&stack.frames[1]), Some("libc.so.6"), "qsort's frames: {names:?}");
-        assert!(stack.frames.iter().all(|f| matches!(module_of(f), Some("deep-nofp" | "libc.so.6"))), "{names:?}");
+        assert_eq!(
+            module_of(&stack.frames[1]),
+            Some("libc.so.6"),
+            "qsort's frames: {names:?}"
+        );
+        assert!(
+            stack
+                .frames
+                .iter()
+                .all(|f| matches!(module_of(f), Some("deep-nofp" | "libc.so.6"))),
+            "{names:?}"
+        );
     }
 }
 
@@ -912,9 +1395,22 @@ fn dwarf_unwinding_without_frame_pointers() {
     assert_deep_chain(&report);
     assert_deep_chain(&deep_report("auto"));
     let frame_pointers = deep_report("fp");
-    let fp_frames = frame_pointers.stacks.iter().map(|s| s.frames.len()).max().unwrap_or(0);
-    let dwarf_frames = report.stacks.iter().map(|s| s.frames.len()).min().unwrap_or(0);
-    assert!(fp_frames < dwarf_frames, "fp {fp_frames} frames, dwarf {dwarf_frames}");
+    let fp_frames = frame_pointers
+        .stacks
+        .iter()
+        .map(|s| s.frames.len())
+        .max()
+        .unwrap_or(0);
+    let dwarf_frames = report
+        .stacks
+        .iter()
+        .map(|s| s.frames.len())
+        .min()
+        .unwrap_or(0);
+    assert!(
+        fp_frames < dwarf_frames,
+        "fp {fp_frames} frames, dwarf {dwarf_frames}"
+    );
 }
 
 /// DWARF unwinding (and auto) of ordinary code (with frame pointers) by
@@ -923,7 +1419,8 @@ fn dwarf_unwinding_without_frame_pointers() {
 #[test]
 fn dwarf_unwinding_keeps_exact_totals() {
     for mode in ["dwarf", "auto"] {
-        let (_leaker, memleak) = trace_waiting_leaker(&["--unwind", mode, "-o", "0", "-T", "50", "1"], &[]);
+        let (_leaker, memleak) =
+            trace_waiting_leaker(&["--unwind", mode, "-o", "0", "-T", "50", "1"], &[]);
         let (report, code, _, stderr) = interrupt(memleak);
         assert_eq!(code, Some(0), "{mode}: {stderr}");
         assert_all_leaks(&report);
@@ -932,15 +1429,26 @@ fn dwarf_unwinding_keeps_exact_totals() {
         let fallback_only = |l: &str| {
             l.strip_prefix("lost: ")
                 .and_then(|rest| rest.split_once(' '))
-                .is_some_and(|(n, what)| n.parse::<u64>().is_ok() && what == "stack copies (ring buffer full; frame pointers used)")
+                .is_some_and(|(n, what)| {
+                    n.parse::<u64>().is_ok()
+                        && what == "stack copies (ring buffer full; frame pointers used)"
+                })
         };
-        assert!(report.losses.as_deref().is_none_or(fallback_only), "{mode}: {:?}", report.losses);
+        assert!(
+            report.losses.as_deref().is_none_or(fallback_only),
+            "{mode}: {:?}",
+            report.losses
+        );
     }
 }
 
 /// Stacks of a report as comparable text: bytes, count and frames.
 fn stack_texts(report: &Report) -> Vec<String> {
-    let mut all: Vec<String> = report.stacks.iter().map(|s| format!("{} {} {}", s.bytes, s.count, s.frames.join(" | "))).collect();
+    let mut all: Vec<String> = report
+        .stacks
+        .iter()
+        .map(|s| format!("{} {} {}", s.bytes, s.count, s.frames.join(" | ")))
+        .collect();
     all.sort();
     all
 }
@@ -958,29 +1466,63 @@ fn raw_report_symbolized_offline() {
     let unstripped = symfs.join("leaker");
     std::fs::copy(fixture("leaker"), &unstripped).unwrap();
     let stripped = device.join("leaker");
-    assert!(Command::new("strip").arg("--strip-all").arg("-o").arg(&stripped).arg(&unstripped).status().unwrap().success());
+    assert!(Command::new("strip")
+        .arg("--strip-all")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&unstripped)
+        .status()
+        .unwrap()
+        .success());
 
     let trace = |program: &std::path::Path, extra: &[&str]| -> Vec<String> {
-        let memleak = Running::spawn(Command::new(memleak_bin()).args(["-o", "0", "-T", "50"]).args(extra).arg("-c").arg(format!("{} --exit 3", program.display())));
+        let memleak = Running::spawn(
+            Command::new(memleak_bin())
+                .args(["-o", "0", "-T", "50"])
+                .args(extra)
+                .arg("-c")
+                .arg(format!("{} --exit 3", program.display())),
+        );
         let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
         assert_eq!(code, Some(3), "{stderr}");
         lines
     };
     let raw = trace(&stripped, &["--raw"]);
-    assert!(raw.iter().any(|l| l.starts_with("\t\t[raw] 0x")), "{raw:#?}");
+    assert!(
+        raw.iter().any(|l| l.starts_with("\t\t[raw] 0x")),
+        "{raw:#?}"
+    );
     let raw_file = base.join("report.raw");
     std::fs::write(&raw_file, raw.join("\n") + "\n").unwrap();
-    let out = Command::new(memleak_bin()).arg("symbolize").arg("--symfs").arg(&symfs).arg(&raw_file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let offline: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    let out = Command::new(memleak_bin())
+        .arg("symbolize")
+        .arg("--symfs")
+        .arg(&symfs)
+        .arg(&raw_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
     let offline = parse_reports(&offline).pop().expect("a report");
     assert_all_leaks(&offline);
 
-    let live = parse_reports(&trace(&unstripped, &[])).pop().expect("a report");
+    let live = parse_reports(&trace(&unstripped, &[]))
+        .pop()
+        .expect("a report");
     assert_eq!(stack_texts(&offline), stack_texts(&live));
 
     // Live, with the copies at hand (--symfs on the device): the same.
     let symfs_arg = symfs.display().to_string();
-    let named = parse_reports(&trace(&stripped, &["--symfs", &symfs_arg])).pop().expect("a report");
+    let named = parse_reports(&trace(&stripped, &["--symfs", &symfs_arg]))
+        .pop()
+        .expect("a report");
     assert_eq!(stack_texts(&named), stack_texts(&live));
 }

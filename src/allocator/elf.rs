@@ -126,7 +126,10 @@ fn inspect_parts(bytes: &[u8], symbols: Option<&[u8]>) -> Result<ElfInfo, String
     }
 
     let debug = match symbols {
-        Some(b) => Some(Elf::parse(b).map_err(|e| format!("malformed debug file: {}", one_line(&e.to_string())))?),
+        Some(b) => Some(
+            Elf::parse(b)
+                .map_err(|e| format!("malformed debug file: {}", one_line(&e.to_string())))?,
+        ),
         None => None,
     };
     let mut best = Best::default();
@@ -224,7 +227,13 @@ impl Best {
 
     /// (standard offsets, standard IFUNC-only functions, prefixed families)
     #[allow(clippy::type_complexity)]
-    fn finish(self) -> (Vec<(Func, u64)>, Vec<Func>, Vec<(&'static str, Vec<(Func, u64)>)>) {
+    fn finish(
+        self,
+    ) -> (
+        Vec<(Func, u64)>,
+        Vec<Func>,
+        Vec<(&'static str, Vec<(Func, u64)>)>,
+    ) {
         let of = |prefix: &str| -> Vec<(Func, u64)> {
             let mut list: Vec<(Func, u64)> = self
                 .found
@@ -239,7 +248,8 @@ impl Best {
         let offsets = of("");
         let mut ifuncs: Vec<Func> = Vec::new();
         for f in Func::ALL {
-            let only_ifunc = self.ifuncs.contains(&("", f)) && !offsets.iter().any(|(g, _)| *g == f);
+            let only_ifunc =
+                self.ifuncs.contains(&("", f)) && !offsets.iter().any(|(g, _)| *g == f);
             if only_ifunc {
                 ifuncs.push(f);
             }

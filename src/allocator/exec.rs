@@ -346,7 +346,7 @@ impl Walk {
                 display_path: path,
                 reason,
                 offsets: info.traced(),
-            sites: info.sites.clone(),
+                sites: info.sites.clone(),
             });
         }
 

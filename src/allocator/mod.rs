@@ -67,20 +67,40 @@ pub const PREFIXES: [&str; 3] = ["je_", "_rjem_", "mi_"];
 /// Operator new and delete, Itanium-mangled for 64-bit (`m`) and 32-bit
 /// (`j`) size_t.
 const NEW_SYMBOLS: [&str; 16] = [
-    "_Znwm", "_Znam", "_ZnwmRKSt9nothrow_t", "_ZnamRKSt9nothrow_t",
-    "_ZnwmSt11align_val_t", "_ZnamSt11align_val_t",
-    "_ZnwmSt11align_val_tRKSt9nothrow_t", "_ZnamSt11align_val_tRKSt9nothrow_t",
-    "_Znwj", "_Znaj", "_ZnwjRKSt9nothrow_t", "_ZnajRKSt9nothrow_t",
-    "_ZnwjSt11align_val_t", "_ZnajSt11align_val_t",
-    "_ZnwjSt11align_val_tRKSt9nothrow_t", "_ZnajSt11align_val_tRKSt9nothrow_t",
+    "_Znwm",
+    "_Znam",
+    "_ZnwmRKSt9nothrow_t",
+    "_ZnamRKSt9nothrow_t",
+    "_ZnwmSt11align_val_t",
+    "_ZnamSt11align_val_t",
+    "_ZnwmSt11align_val_tRKSt9nothrow_t",
+    "_ZnamSt11align_val_tRKSt9nothrow_t",
+    "_Znwj",
+    "_Znaj",
+    "_ZnwjRKSt9nothrow_t",
+    "_ZnajRKSt9nothrow_t",
+    "_ZnwjSt11align_val_t",
+    "_ZnajSt11align_val_t",
+    "_ZnwjSt11align_val_tRKSt9nothrow_t",
+    "_ZnajSt11align_val_tRKSt9nothrow_t",
 ];
 const DELETE_SYMBOLS: [&str; 16] = [
-    "_ZdlPv", "_ZdaPv", "_ZdlPvm", "_ZdaPvm", "_ZdlPvj", "_ZdaPvj",
-    "_ZdlPvRKSt9nothrow_t", "_ZdaPvRKSt9nothrow_t",
-    "_ZdlPvSt11align_val_t", "_ZdaPvSt11align_val_t",
-    "_ZdlPvmSt11align_val_t", "_ZdaPvmSt11align_val_t",
-    "_ZdlPvjSt11align_val_t", "_ZdaPvjSt11align_val_t",
-    "_ZdlPvSt11align_val_tRKSt9nothrow_t", "_ZdaPvSt11align_val_tRKSt9nothrow_t",
+    "_ZdlPv",
+    "_ZdaPv",
+    "_ZdlPvm",
+    "_ZdaPvm",
+    "_ZdlPvj",
+    "_ZdaPvj",
+    "_ZdlPvRKSt9nothrow_t",
+    "_ZdaPvRKSt9nothrow_t",
+    "_ZdlPvSt11align_val_t",
+    "_ZdaPvSt11align_val_t",
+    "_ZdlPvmSt11align_val_t",
+    "_ZdaPvmSt11align_val_t",
+    "_ZdlPvjSt11align_val_t",
+    "_ZdaPvjSt11align_val_t",
+    "_ZdlPvSt11align_val_tRKSt9nothrow_t",
+    "_ZdaPvSt11align_val_tRKSt9nothrow_t",
 ];
 
 impl Func {
@@ -165,12 +185,17 @@ impl Func {
             let f = match name {
                 "zalloc" | "malloc_aligned" | "zalloc_aligned" => Func::Malloc,
                 "mallocn" | "calloc_aligned" | "new_n" => Func::Calloc,
-                "rezalloc" | "realloc_aligned" | "rezalloc_aligned" | "new_realloc" => Func::Realloc,
+                "rezalloc" | "realloc_aligned" | "rezalloc_aligned" | "new_realloc" => {
+                    Func::Realloc
+                }
                 "reallocn" | "recalloc" | "recalloc_aligned" | "new_reallocn" => Func::Reallocarray,
                 "free_size" | "free_aligned" | "free_size_aligned" => Func::Free,
                 "new" | "new_nothrow" | "new_aligned" | "new_aligned_nothrow" => Func::New,
                 "strdup" | "strndup" | "realpath" | "expand" => Func::Untracked,
-                _ => return Func::from_symbol(name).filter(|f| !matches!(f, Func::New | Func::Delete)),
+                _ => {
+                    return Func::from_symbol(name)
+                        .filter(|f| !matches!(f, Func::New | Func::Delete))
+                }
             };
             return Some(f);
         }
@@ -180,7 +205,15 @@ impl Func {
     /// Whether the BPF side needs a return probe: allocations learn their
     /// block from the result; releases and untracked calls need only entry.
     pub fn has_return(self) -> bool {
-        !matches!(self, Func::Free | Func::Munmap | Func::Dallocx | Func::FreeSized | Func::Delete | Func::Untracked)
+        !matches!(
+            self,
+            Func::Free
+                | Func::Munmap
+                | Func::Dallocx
+                | Func::FreeSized
+                | Func::Delete
+                | Func::Untracked
+        )
     }
 }
 
@@ -209,7 +242,10 @@ pub struct Allocator {
 impl Allocator {
     /// Where to probe the function that starts at file offset `entry`.
     pub fn site(&self, entry: u64) -> u64 {
-        self.sites.iter().find(|(e, _)| *e == entry).map_or(entry, |(_, site)| *site)
+        self.sites
+            .iter()
+            .find(|(e, _)| *e == entry)
+            .map_or(entry, |(_, site)| *site)
     }
 
     /// The file offset of `f`, if the object defines it.
@@ -241,7 +277,10 @@ pub fn prefixed_in_executable(read_path: &str, display: &str) -> Option<Allocato
     Some(Allocator {
         attach_path: read_path.to_string(),
         display_path: display.to_string(),
-        reason: format!("the executable defines a prefixed allocator ({}*)", prefixes.join("*, ")),
+        reason: format!(
+            "the executable defines a prefixed allocator ({}*)",
+            prefixes.join("*, ")
+        ),
         offsets,
         sites: info.sites.clone(),
     })

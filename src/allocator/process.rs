@@ -234,7 +234,8 @@ fn with_override(pid: u32, files: &[Mapped], obj: &str) -> Result<Allocator, Str
         }
         let bytes =
             fs::read(path).map_err(|e| format!("-O {obj}: cannot read {path}: {}", io_msg(&e)))?;
-        let info = elf::inspect_file(&bytes, path, "").map_err(|e| format!("-O {obj}: {path}: {e}"))?;
+        let info =
+            elf::inspect_file(&bytes, path, "").map_err(|e| format!("-O {obj}: {path}: {e}"))?;
         // A relative path is resolved against our working directory; make
         // both paths absolute so they stay meaningful.
         let abs = fs::canonicalize(path)

@@ -103,10 +103,18 @@ fn func_order_matches_bpf_enum() {
     let body = &header[start..start + header[start..].find('}').unwrap()];
     let names: Vec<String> = body["enum func {".len()..]
         .split(',')
-        .map(|n| n.trim().trim_start_matches("F_").to_lowercase().replace('_', ""))
+        .map(|n| {
+            n.trim()
+                .trim_start_matches("F_")
+                .to_lowercase()
+                .replace('_', "")
+        })
         .filter(|n| !n.is_empty())
         .collect();
-    let rust: Vec<String> = Func::ALL.iter().map(|f| format!("{f:?}").to_lowercase()).collect();
+    let rust: Vec<String> = Func::ALL
+        .iter()
+        .map(|f| format!("{f:?}").to_lowercase())
+        .collect();
     assert_eq!(&names[..rust.len()], &rust[..]);
     assert_eq!(&names[rust.len()..], ["kernel", "nrfuncs"]);
     for (i, f) in Func::ALL.iter().enumerate() {
@@ -116,15 +124,27 @@ fn func_order_matches_bpf_enum() {
 
 #[test]
 fn symbols_map_to_calling_shapes() {
-    assert_eq!(Func::from_symbol("posix_memalign"), Some(Func::PosixMemalign));
+    assert_eq!(
+        Func::from_symbol("posix_memalign"),
+        Some(Func::PosixMemalign)
+    );
     assert_eq!(Func::from_symbol("sdallocx"), Some(Func::Dallocx));
-    assert_eq!(Func::from_symbol("free_aligned_sized"), Some(Func::FreeSized));
-    assert_eq!(Func::from_symbol("_ZnamSt11align_val_tRKSt9nothrow_t"), Some(Func::New));
+    assert_eq!(
+        Func::from_symbol("free_aligned_sized"),
+        Some(Func::FreeSized)
+    );
+    assert_eq!(
+        Func::from_symbol("_ZnamSt11align_val_tRKSt9nothrow_t"),
+        Some(Func::New)
+    );
     assert_eq!(Func::from_symbol("_ZdlPvm"), Some(Func::Delete));
     assert_eq!(Func::from_symbol("malloc_usable_size"), None);
     assert_eq!(Func::from_symbol("je_malloc"), None);
     assert_eq!(Func::from_prefixed("je_", "malloc"), Some(Func::Malloc));
-    assert_eq!(Func::from_prefixed("_rjem_", "sdallocx"), Some(Func::Dallocx));
+    assert_eq!(
+        Func::from_prefixed("_rjem_", "sdallocx"),
+        Some(Func::Dallocx)
+    );
     assert_eq!(Func::from_prefixed("mi_", "new_n"), Some(Func::Calloc));
     assert_eq!(Func::from_prefixed("mi_", "strdup"), Some(Func::Untracked));
     assert_eq!(Func::from_prefixed("mi_", "free_size"), Some(Func::Free));
@@ -776,12 +796,26 @@ fn allocator_library_profiles() {
     let count = |offsets: &[(Func, u64)], f: Func| offsets.iter().filter(|(g, _)| *g == f).count();
 
     let je = inspect("libjemalloc.so.2");
-    for f in [Func::Malloc, Func::Free, Func::Mallocx, Func::Rallocx, Func::Xallocx] {
+    for f in [
+        Func::Malloc,
+        Func::Free,
+        Func::Mallocx,
+        Func::Rallocx,
+        Func::Xallocx,
+    ] {
         assert_eq!(count(&je.offsets, f), 1, "{f:?}");
     }
     assert_eq!(count(&je.offsets, Func::Dallocx), 2, "dallocx and sdallocx");
-    assert_eq!(count(&je.offsets, Func::New), 8, "every operator new variant");
-    assert_eq!(count(&je.offsets, Func::Delete), 12, "every operator delete variant");
+    assert_eq!(
+        count(&je.offsets, Func::New),
+        8,
+        "every operator new variant"
+    );
+    assert_eq!(
+        count(&je.offsets, Func::Delete),
+        12,
+        "every operator delete variant"
+    );
     assert!(je.families.is_empty());
 
     // tcmalloc's tc_ names are aliases of the standard ones: nothing more.
@@ -792,8 +826,18 @@ fn allocator_library_profiles() {
     let mi = inspect("libmimalloc.so.2");
     let (prefix, api) = &mi.families[0];
     assert_eq!((*prefix, mi.families.len()), ("mi_", 1));
-    assert_eq!(off(api, Func::Malloc), off(&mi.offsets, Func::Malloc), "mi_malloc is malloc");
-    assert!(count(api, Func::Malloc) >= 3, "mi_malloc, mi_zalloc, mi_malloc_aligned: {api:?}");
-    assert!(count(api, Func::New) >= 1 && count(api, Func::Untracked) >= 2, "{api:?}");
+    assert_eq!(
+        off(api, Func::Malloc),
+        off(&mi.offsets, Func::Malloc),
+        "mi_malloc is malloc"
+    );
+    assert!(
+        count(api, Func::Malloc) >= 3,
+        "mi_malloc, mi_zalloc, mi_malloc_aligned: {api:?}"
+    );
+    assert!(
+        count(api, Func::New) >= 1 && count(api, Func::Untracked) >= 2,
+        "{api:?}"
+    );
     assert!(mi.traced().len() > mi.offsets.len());
 }

@@ -72,11 +72,16 @@ enum Kind {
     /// A relative jump or call; `disp` counts from the instruction's end.
     /// `emulated`: jcc/jmp/call without any prefix (the kernel refuses 66
     /// and we do not bet on the others); loop/jrcxz/xbegin never are.
-    Branch { disp: i64, emulated: bool },
+    Branch {
+        disp: i64,
+        emulated: bool,
+    },
     /// `push r64` (50-57, 41 50-57), which the kernel emulates.
     Push,
     /// `90` (emulated) or `66 90`, `0f 1f /0` (harmless, not relied on).
-    Nop { emulated: bool },
+    Nop {
+        emulated: bool,
+    },
     /// `f3 0f 1e fa`.
     Endbr64,
     /// test/cmp of registers or a register and an immediate: writes only
@@ -291,10 +296,19 @@ fn decode(code: &[u8]) -> Option<Insn> {
     // 66 and REX change only operand size for test/cmp; anything else is odd.
     let only_size = !p.p67 && !p.lock_rep && !p.seg;
     let kind = match op {
-        0x70..=0x7f | 0xe8 | 0xe9 | 0xeb => Kind::Branch { disp: imm, emulated: plain },
-        0xe0..=0xe3 => Kind::Branch { disp: imm, emulated: false },
+        0x70..=0x7f | 0xe8 | 0xe9 | 0xeb => Kind::Branch {
+            disp: imm,
+            emulated: plain,
+        },
+        0xe0..=0xe3 => Kind::Branch {
+            disp: imm,
+            emulated: false,
+        },
         // xbegin's abort target.
-        0xc7 if modrm == Some(0xf8) => Kind::Branch { disp: imm, emulated: false },
+        0xc7 if modrm == Some(0xf8) => Kind::Branch {
+            disp: imm,
+            emulated: false,
+        },
         0x50..=0x57 if p.count == 0 && (rex == 0 || rex == 0x41) => Kind::Push,
         0x90 if plain => Kind::Nop { emulated: true },
         0x90 if rex == 0 && p.count == 1 && p.p66 => Kind::Nop { emulated: false },
@@ -339,7 +353,10 @@ fn decode_0f(mut r: Reader, p: &Prefixes, rex: u8) -> Option<Insn> {
     }
     let start = p.count + usize::from(rex != 0);
     let kind = match op {
-        0x80..=0x8f => Kind::Branch { disp: imm, emulated: start == 0 },
+        0x80..=0x8f => Kind::Branch {
+            disp: imm,
+            emulated: start == 0,
+        },
         0x1e if start == 1 && rex == 0 && r.code.first() == Some(&0xf3) && modrm == Some(0xfa) => {
             Kind::Endbr64
         }
@@ -395,7 +412,10 @@ fn decode_vex(mut r: Reader, first: u8) -> Option<Insn> {
     if r.pos > MAX_LEN {
         return None;
     }
-    Some(Insn { len: r.pos, kind: Kind::Other })
+    Some(Insn {
+        len: r.pos,
+        kind: Kind::Other,
+    })
 }
 
 #[cfg(test)]
@@ -409,7 +429,9 @@ mod tests {
     }
 
     fn bytes(hex: &str) -> Vec<u8> {
-        hex.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+        hex.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
     }
 
     fn site(hex: &str) -> usize {
@@ -582,29 +604,32 @@ mod tests {
         }
         for hex in [
             "0f 04 00",
-            "0f 0f c1 b4",           // 3DNow
-            "0f 24 c0",              // mov tr
+            "0f 0f c1 b4", // 3DNow
+            "0f 24 c0",    // mov tr
             "0f 39 00",
-            "8f c8 00 00",           // XOP, not pop
-            "fe d0",                 // fe /2
-            "ff f8",                 // ff /7
-            "c6 c8 00",              // c6 /1
-            "48 66 90",              // legacy prefix after REX
-            "48 48 90",              // two REX
-            "66 e8 00 00 00 00",     // rel16 or rel32 by vendor
+            "8f c8 00 00",       // XOP, not pop
+            "fe d0",             // fe /2
+            "ff f8",             // ff /7
+            "c6 c8 00",          // c6 /1
+            "48 66 90",          // legacy prefix after REX
+            "48 48 90",          // two REX
+            "66 e8 00 00 00 00", // rel16 or rel32 by vendor
             "66 0f 84 00 00 00 00",
-            "66 c5 f8 77",           // VEX after 66
-            "48 c5 f8 77",           // VEX after REX
-            "c4 e0 7d 78 07",        // VEX map 0
-            "c4 e4 7d 78 07",        // VEX map 4
-            "c5 fd 80 00",           // no VEX jcc
-            "62 f0 7d 48 78 07",     // EVEX map 0
-            "62 f1 79 48 72 e0 05",  // EVEX P1 bit 2 clear
+            "66 c5 f8 77",                                     // VEX after 66
+            "48 c5 f8 77",                                     // VEX after REX
+            "c4 e0 7d 78 07",                                  // VEX map 0
+            "c4 e4 7d 78 07",                                  // VEX map 4
+            "c5 fd 80 00",                                     // no VEX jcc
+            "62 f0 7d 48 78 07",                               // EVEX map 0
+            "62 f1 79 48 72 e0 05",                            // EVEX P1 bit 2 clear
             "66 66 66 66 66 66 66 66 66 66 66 66 66 66 66 90", // 16 bytes
         ] {
             assert_eq!(len(hex), None, "{hex}");
         }
-        assert_eq!(len("66 66 66 66 66 66 66 66 66 66 66 66 66 66 90"), Some(15));
+        assert_eq!(
+            len("66 66 66 66 66 66 66 66 66 66 66 66 66 66 90"),
+            Some(15)
+        );
     }
 
     #[test]
@@ -621,14 +646,62 @@ mod tests {
         assert_eq!(kind("41 57"), Kind::Push);
         assert_eq!(kind("48 55"), Kind::Other);
         assert_eq!(kind("66 55"), Kind::Other);
-        assert_eq!(kind("74 05"), Kind::Branch { disp: 5, emulated: true });
-        assert_eq!(kind("eb fe"), Kind::Branch { disp: -2, emulated: true });
-        assert_eq!(kind("0f 84 bf 00 00 00"), Kind::Branch { disp: 0xbf, emulated: true });
-        assert_eq!(kind("e8 fb ff ff ff"), Kind::Branch { disp: -5, emulated: true });
-        assert_eq!(kind("3e 74 05"), Kind::Branch { disp: 5, emulated: false });
-        assert_eq!(kind("f2 e9 00 01 00 00"), Kind::Branch { disp: 256, emulated: false });
-        assert_eq!(kind("e2 f0"), Kind::Branch { disp: -16, emulated: false });
-        assert_eq!(kind("c7 f8 10 00 00 00"), Kind::Branch { disp: 16, emulated: false });
+        assert_eq!(
+            kind("74 05"),
+            Kind::Branch {
+                disp: 5,
+                emulated: true
+            }
+        );
+        assert_eq!(
+            kind("eb fe"),
+            Kind::Branch {
+                disp: -2,
+                emulated: true
+            }
+        );
+        assert_eq!(
+            kind("0f 84 bf 00 00 00"),
+            Kind::Branch {
+                disp: 0xbf,
+                emulated: true
+            }
+        );
+        assert_eq!(
+            kind("e8 fb ff ff ff"),
+            Kind::Branch {
+                disp: -5,
+                emulated: true
+            }
+        );
+        assert_eq!(
+            kind("3e 74 05"),
+            Kind::Branch {
+                disp: 5,
+                emulated: false
+            }
+        );
+        assert_eq!(
+            kind("f2 e9 00 01 00 00"),
+            Kind::Branch {
+                disp: 256,
+                emulated: false
+            }
+        );
+        assert_eq!(
+            kind("e2 f0"),
+            Kind::Branch {
+                disp: -16,
+                emulated: false
+            }
+        );
+        assert_eq!(
+            kind("c7 f8 10 00 00 00"),
+            Kind::Branch {
+                disp: 16,
+                emulated: false
+            }
+        );
         assert_eq!(kind("48 85 ff"), Kind::FlagsOnly);
         assert_eq!(kind("45 84 c0"), Kind::FlagsOnly);
         assert_eq!(kind("66 85 c0"), Kind::FlagsOnly);
@@ -667,7 +740,10 @@ mod tests {
         assert_eq!(site("48 85 ff e8 00 00 00 00 c3"), 3);
         // Four prefix instructions at most.
         assert_eq!(site("48 85 ff 48 85 f6 48 85 d2 48 85 c9 74 01 c3"), 12);
-        assert_eq!(site("48 85 ff 48 85 f6 48 85 d2 48 85 c9 4d 85 c0 74 01 c3"), 0);
+        assert_eq!(
+            site("48 85 ff 48 85 f6 48 85 d2 48 85 c9 4d 85 c0 74 01 c3"),
+            0
+        );
         // The first non-prefix instruction is not emulated.
         assert_eq!(site("48 85 ff 48 89 f8 74 01 c3"), 0);
         assert_eq!(site("f6 07 01 74 01 c3"), 0);
@@ -693,7 +769,7 @@ mod tests {
         assert_eq!(site(&into(4)), 3);
         assert_eq!(site("48 85 ff 0f 84 00 00 00 00 e2 f8 c3"), 0); // loop to 3
         assert_eq!(site("48 85 ff 0f 84 00 00 00 00 c7 f8 f4 ff ff ff c3"), 0); // xbegin to 3
-        // An undecodable byte later: nothing can be ruled out.
+                                                                                // An undecodable byte later: nothing can be ruled out.
         assert_eq!(site(&format!("{FREE_236} 06")), 0);
         assert_eq!(site(&format!("{FREE_236} e8 00 00")), 0);
     }
@@ -740,7 +816,9 @@ mod tests {
             } else if line.trim() == "..." {
                 symbol.push(Vec::new());
             } else if let Some((a, rest)) = line.split_once(":\t") {
-                let Ok(a) = u64::from_str_radix(a.trim(), 16) else { continue };
+                let Ok(a) = u64::from_str_radix(a.trim(), 16) else {
+                    continue;
+                };
                 // objdump prints a prefix it cannot attach (a REX before
                 // another prefix, in data such as strings) as a line of its own.
                 let lone = rest.trim().starts_with("rex") && !rest.trim().contains(' ');
@@ -766,11 +844,20 @@ mod tests {
             }
             if got.map(|l| pair[0] + l as u64) != Some(pair[1]) {
                 let n = ((pair[1] - pair[0]) as usize).min(15);
-                wrong.push(format!("{:x}: {:02x?} ours {got:?}", pair[0], &text[i..i + n]));
+                wrong.push(format!(
+                    "{:x}: {:02x?} ours {got:?}",
+                    pair[0],
+                    &text[i..i + n]
+                ));
             }
             checked += 1;
         }
-        assert!(wrong.is_empty(), "{path}: {} mismatches: {:#?}", wrong.len(), &wrong[..wrong.len().min(20)]);
+        assert!(
+            wrong.is_empty(),
+            "{path}: {} mismatches: {:#?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(20)]
+        );
         checked
     }
 
@@ -802,7 +889,11 @@ mod tests {
             let sym = elf
                 .dynsyms
                 .iter()
-                .find(|s| s.is_function() && s.st_size > 0 && elf.dynstrtab.get_at(s.st_name) == Some(name))
+                .find(|s| {
+                    s.is_function()
+                        && s.st_size > 0
+                        && elf.dynstrtab.get_at(s.st_name) == Some(name)
+                })
                 .unwrap_or_else(|| panic!("{name} in dynsym"));
             assert!(sym.st_value >= addr && sym.st_value + sym.st_size <= addr + size as u64);
             let start = off + (sym.st_value - addr) as usize;
@@ -817,6 +908,9 @@ mod tests {
                 asserted += 1;
             }
         }
-        assert!(asserted > 0, "this libc's free and malloc start differently");
+        assert!(
+            asserted > 0,
+            "this libc's free and malloc start differently"
+        );
     }
 }

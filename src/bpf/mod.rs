@@ -20,7 +20,11 @@ static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/memleak.bpf.o")
 /// libbpf prints its own warnings to stderr; without -v the tool reports
 /// failures itself in one line, so libbpf stays quiet.
 pub fn set_libbpf_verbose(verbose: bool) {
-    unsafe extern "C" fn silent(_: sys::libbpf_print_level, _: *const c_char, _: *mut sys::__va_list_tag) -> c_int {
+    unsafe extern "C" fn silent(
+        _: sys::libbpf_print_level,
+        _: *const c_char,
+        _: *mut sys::__va_list_tag,
+    ) -> c_int {
         0
     }
     if !verbose {
@@ -54,12 +58,21 @@ pub fn probe_uprobe_multi() -> bool {
     let mut insns: [sys::bpf_insn; 2] = unsafe { std::mem::zeroed() };
     insns[0].code = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
     insns[1].code = 0x95; // BPF_JMP | BPF_EXIT
-    // SAFETY: plain data; zeroed is a valid start, sz set below.
+                          // SAFETY: plain data; zeroed is a valid start, sz set below.
     let mut opts: sys::bpf_prog_load_opts = unsafe { std::mem::zeroed() };
     opts.sz = size_of::<sys::bpf_prog_load_opts>() as sys::size_t;
     opts.expected_attach_type = sys::BPF_TRACE_UPROBE_MULTI;
     // SAFETY: insns, license and opts outlive the call.
-    let prog = unsafe { sys::bpf_prog_load(sys::BPF_PROG_TYPE_KPROBE, std::ptr::null(), c"GPL".as_ptr(), insns.as_ptr(), 2, &mut opts) };
+    let prog = unsafe {
+        sys::bpf_prog_load(
+            sys::BPF_PROG_TYPE_KPROBE,
+            std::ptr::null(),
+            c"GPL".as_ptr(),
+            insns.as_ptr(),
+            2,
+            &mut opts,
+        )
+    };
     if prog < 0 {
         return false;
     }
@@ -103,10 +116,15 @@ impl Object {
         };
         // SAFETY: OBJECT is a static buffer that outlives the object; libbpf
         // copies what it keeps.
-        let ptr = unsafe { sys::bpf_object__open_mem(OBJECT.as_ptr().cast(), OBJECT.len() as sys::size_t, &opts) };
-        NonNull::new(ptr)
-            .map(|ptr| Object { ptr })
-            .ok_or_else(|| format!("cannot open the embedded BPF object: {}", io::Error::last_os_error()))
+        let ptr = unsafe {
+            sys::bpf_object__open_mem(OBJECT.as_ptr().cast(), OBJECT.len() as sys::size_t, &opts)
+        };
+        NonNull::new(ptr).map(|ptr| Object { ptr }).ok_or_else(|| {
+            format!(
+                "cannot open the embedded BPF object: {}",
+                io::Error::last_os_error()
+            )
+        })
     }
 
     fn map(&self, name: &str) -> Result<*mut sys::bpf_map, String> {
@@ -123,7 +141,8 @@ impl Object {
     fn program(&self, name: &str) -> Result<*mut sys::bpf_program, String> {
         let cname = cstring(name)?;
         // SAFETY: valid object pointer and NUL-terminated name.
-        let prog = unsafe { sys::bpf_object__find_program_by_name(self.ptr.as_ptr(), cname.as_ptr()) };
+        let prog =
+            unsafe { sys::bpf_object__find_program_by_name(self.ptr.as_ptr(), cname.as_ptr()) };
         if prog.is_null() {
             Err(format!("BPF object has no program {name}"))
         } else {
@@ -165,7 +184,10 @@ impl Object {
         // SAFETY: valid map of an unloaded object.
         let ret = unsafe { sys::bpf_map__set_map_flags(m, flags) };
         if ret < 0 {
-            return Err(format!("cannot set flags of map {map}: {}", errno_from(ret)));
+            return Err(format!(
+                "cannot set flags of map {map}: {}",
+                errno_from(ret)
+            ));
         }
         Ok(())
     }
@@ -177,7 +199,10 @@ impl Object {
         // SAFETY: valid program of an unloaded object.
         let ret = unsafe { sys::bpf_program__set_autoload(p, load) };
         if ret < 0 {
-            return Err(format!("cannot set autoload of {prog}: {}", errno_from(ret)));
+            return Err(format!(
+                "cannot set autoload of {prog}: {}",
+                errno_from(ret)
+            ));
         }
         Ok(())
     }
@@ -205,7 +230,14 @@ impl Object {
     /// only (-1: any). libbpf uses perf_event_open's uprobe PMU when the
     /// kernel has it, so nothing is written to tracefs and the probe goes
     /// away with the link's file descriptor, even if memleak is killed.
-    pub fn attach_uprobe(&self, prog: &str, pid: i32, path: &str, offset: u64, retprobe: bool) -> Result<Link, io::Error> {
+    pub fn attach_uprobe(
+        &self,
+        prog: &str,
+        pid: i32,
+        path: &str,
+        offset: u64,
+        retprobe: bool,
+    ) -> Result<Link, io::Error> {
         let p = self.program(prog).map_err(io::Error::other)?;
         let cpath = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let opts = sys::bpf_uprobe_opts {
@@ -214,16 +246,34 @@ impl Object {
             ..Default::default()
         };
         // SAFETY: valid loaded program; path and opts outlive the call.
-        let link = unsafe { sys::bpf_program__attach_uprobe_opts(p, pid, cpath.as_ptr(), offset as sys::size_t, &opts) };
-        NonNull::new(link).map(|ptr| Link { ptr }).ok_or_else(io::Error::last_os_error)
+        let link = unsafe {
+            sys::bpf_program__attach_uprobe_opts(
+                p,
+                pid,
+                cpath.as_ptr(),
+                offset as sys::size_t,
+                &opts,
+            )
+        };
+        NonNull::new(link)
+            .map(|ptr| Link { ptr })
+            .ok_or_else(io::Error::last_os_error)
     }
 
     /// Attaches `prog` at every `(offset, cookie)` in the file at `path` with
     /// one uprobe_multi link (Linux 6.6+), for process `pid` only.
-    pub fn attach_uprobe_multi(&self, prog: &str, pid: i32, path: &str, sites: &[(u64, u64)], retprobe: bool) -> Result<Link, io::Error> {
+    pub fn attach_uprobe_multi(
+        &self,
+        prog: &str,
+        pid: i32,
+        path: &str,
+        sites: &[(u64, u64)],
+        retprobe: bool,
+    ) -> Result<Link, io::Error> {
         let p = self.program(prog).map_err(io::Error::other)?;
         let cpath = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let offsets: Vec<std::ffi::c_ulong> = sites.iter().map(|&(o, _)| o as std::ffi::c_ulong).collect();
+        let offsets: Vec<std::ffi::c_ulong> =
+            sites.iter().map(|&(o, _)| o as std::ffi::c_ulong).collect();
         let cookies: Vec<u64> = sites.iter().map(|&(_, c)| c).collect();
         let opts = sys::bpf_uprobe_multi_opts {
             sz: size_of::<sys::bpf_uprobe_multi_opts>() as sys::size_t,
@@ -235,8 +285,12 @@ impl Object {
         };
         // SAFETY: valid loaded program; path, offsets and cookies outlive
         // the call (the kernel copies them).
-        let link = unsafe { sys::bpf_program__attach_uprobe_multi(p, pid, cpath.as_ptr(), std::ptr::null(), &opts) };
-        NonNull::new(link).map(|ptr| Link { ptr }).ok_or_else(io::Error::last_os_error)
+        let link = unsafe {
+            sys::bpf_program__attach_uprobe_multi(p, pid, cpath.as_ptr(), std::ptr::null(), &opts)
+        };
+        NonNull::new(link)
+            .map(|ptr| Link { ptr })
+            .ok_or_else(io::Error::last_os_error)
     }
 
     /// Attaches a raw tracepoint program by tracepoint name (no tracefs).
@@ -245,7 +299,9 @@ impl Object {
         let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: valid loaded program; the name outlives the call.
         let link = unsafe { sys::bpf_program__attach_raw_tracepoint(p, cname.as_ptr()) };
-        NonNull::new(link).map(|ptr| Link { ptr }).ok_or_else(io::Error::last_os_error)
+        NonNull::new(link)
+            .map(|ptr| Link { ptr })
+            .ok_or_else(io::Error::last_os_error)
     }
 
     /// Attaches a tracepoint program to the tracepoint with perf event id
@@ -262,7 +318,14 @@ impl Object {
         // a BPF program on a tracepoint runs for every task on every CPU
         // whatever the perf event was opened for.
         let fd = unsafe {
-            libc::syscall(libc::SYS_perf_event_open, &attr as *const sys::perf_event_attr, -1 as c_int, 0 as c_int, -1 as c_int, sys::PERF_FLAG_FD_CLOEXEC as libc::c_ulong)
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                &attr as *const sys::perf_event_attr,
+                -1 as c_int,
+                0 as c_int,
+                -1 as c_int,
+                sys::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
+            )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());
@@ -336,14 +399,27 @@ impl MapFd {
     pub fn lookup<K: Pod, V: Pod>(&self, key: &K) -> Option<V> {
         let mut value = V::default();
         // SAFETY: key and value are Pod of the map's key and value sizes.
-        let ret = unsafe { sys::bpf_map_lookup_elem(self.fd, (key as *const K).cast(), (&mut value as *mut V).cast()) };
+        let ret = unsafe {
+            sys::bpf_map_lookup_elem(
+                self.fd,
+                (key as *const K).cast(),
+                (&mut value as *mut V).cast(),
+            )
+        };
         (ret == 0).then_some(value)
     }
 
     /// Inserts or replaces one entry.
     pub fn update<K: Pod, V: Pod>(&self, key: &K, value: &V) -> Result<(), io::Error> {
         // SAFETY: key and value are Pod of the map's key and value sizes.
-        let ret = unsafe { sys::bpf_map_update_elem(self.fd, (key as *const K).cast(), (value as *const V).cast(), 0) };
+        let ret = unsafe {
+            sys::bpf_map_update_elem(
+                self.fd,
+                (key as *const K).cast(),
+                (value as *const V).cast(),
+                0,
+            )
+        };
         if ret == 0 {
             Ok(())
         } else {
@@ -363,7 +439,13 @@ impl MapFd {
         let ncpus = unsafe { sys::libbpf_num_possible_cpus() }.max(1) as usize;
         let mut values = vec![0u64; ncpus];
         // SAFETY: per-CPU u64 values: the kernel writes ncpus * 8 bytes.
-        let ret = unsafe { sys::bpf_map_lookup_elem(self.fd, (&key as *const u32).cast(), values.as_mut_ptr().cast()) };
+        let ret = unsafe {
+            sys::bpf_map_lookup_elem(
+                self.fd,
+                (&key as *const u32).cast(),
+                values.as_mut_ptr().cast(),
+            )
+        };
         if ret != 0 {
             values.clear();
         }
@@ -375,7 +457,9 @@ impl MapFd {
     pub fn lookup_stack(&self, id: u64) -> Option<Vec<u64>> {
         let mut ips = [0u64; abi::MAX_STACK_DEPTH];
         // SAFETY: the stack map's key is a u64 and its value MAX_STACK_DEPTH u64s.
-        let ret = unsafe { sys::bpf_map_lookup_elem(self.fd, (&id as *const u64).cast(), ips.as_mut_ptr().cast()) };
+        let ret = unsafe {
+            sys::bpf_map_lookup_elem(self.fd, (&id as *const u64).cast(), ips.as_mut_ptr().cast())
+        };
         if ret != 0 {
             return None;
         }
@@ -394,8 +478,15 @@ impl MapFd {
         let mut first = true;
         loop {
             let mut count = CHUNK as u32;
-            let opts = sys::bpf_map_batch_opts { sz: size_of::<sys::bpf_map_batch_opts>() as sys::size_t, ..Default::default() };
-            let in_batch: *mut c_void = if first { std::ptr::null_mut() } else { token.as_mut_ptr().cast() };
+            let opts = sys::bpf_map_batch_opts {
+                sz: size_of::<sys::bpf_map_batch_opts>() as sys::size_t,
+                ..Default::default()
+            };
+            let in_batch: *mut c_void = if first {
+                std::ptr::null_mut()
+            } else {
+                token.as_mut_ptr().cast()
+            };
             // SAFETY: keys/values hold CHUNK Pod entries; token is larger
             // than any key of our maps.
             let ret = unsafe {
@@ -416,7 +507,13 @@ impl MapFd {
             match err {
                 None => first = false,
                 Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-                Some(e) if first && matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOTSUP) | Some(524)) => {
+                Some(e)
+                    if first
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL) | Some(libc::ENOTSUP) | Some(524)
+                        ) =>
+                {
                     return self.dump_by_key(visit);
                 }
                 Some(e) => return Err(e),
@@ -429,12 +526,21 @@ impl MapFd {
         let mut next = K::default();
         let mut first = true;
         loop {
-            let prev: *const c_void = if first { std::ptr::null() } else { (&key as *const K).cast() };
+            let prev: *const c_void = if first {
+                std::ptr::null()
+            } else {
+                (&key as *const K).cast()
+            };
             // SAFETY: Pod keys of the map's key size.
-            let ret = unsafe { sys::bpf_map_get_next_key(self.fd, prev, (&mut next as *mut K).cast()) };
+            let ret =
+                unsafe { sys::bpf_map_get_next_key(self.fd, prev, (&mut next as *mut K).cast()) };
             if ret < 0 {
                 let e = errno_from(ret);
-                return if e.raw_os_error() == Some(libc::ENOENT) { Ok(()) } else { Err(e) };
+                return if e.raw_os_error() == Some(libc::ENOENT) {
+                    Ok(())
+                } else {
+                    Err(e)
+                };
             }
             first = false;
             key = next;
@@ -456,7 +562,11 @@ pub struct RingBuffer {
 
 impl RingBuffer {
     pub fn new(map: MapFd, callback: RecordCallback) -> Result<RingBuffer, String> {
-        unsafe extern "C" fn trampoline(ctx: *mut c_void, data: *mut c_void, size: sys::size_t) -> c_int {
+        unsafe extern "C" fn trampoline(
+            ctx: *mut c_void,
+            data: *mut c_void,
+            size: sys::size_t,
+        ) -> c_int {
             // SAFETY: ctx is the boxed closure below, alive as long as the
             // ring buffer; data/size describe one record.
             let callback = unsafe { &mut *(ctx as *mut RecordCallback) };
@@ -467,10 +577,20 @@ impl RingBuffer {
         let mut callback = Box::new(callback);
         let ctx: *mut RecordCallback = &mut *callback;
         // SAFETY: map.fd is a ring buffer map; ctx outlives the ring buffer.
-        let ptr = unsafe { sys::ring_buffer__new(map.fd, Some(trampoline), ctx.cast(), std::ptr::null()) };
+        let ptr = unsafe {
+            sys::ring_buffer__new(map.fd, Some(trampoline), ctx.cast(), std::ptr::null())
+        };
         NonNull::new(ptr)
-            .map(|ptr| RingBuffer { ptr, _callback: callback })
-            .ok_or_else(|| format!("cannot set up the ring buffer: {}", io::Error::last_os_error()))
+            .map(|ptr| RingBuffer {
+                ptr,
+                _callback: callback,
+            })
+            .ok_or_else(|| {
+                format!(
+                    "cannot set up the ring buffer: {}",
+                    io::Error::last_os_error()
+                )
+            })
     }
 
     /// A file descriptor that polls readable when records are waiting.
@@ -502,7 +622,9 @@ impl KernelBtf {
     pub fn load() -> Result<KernelBtf, io::Error> {
         // SAFETY: plain libbpf call; NULL on failure with errno set.
         let ptr = unsafe { sys::btf__load_vmlinux_btf() };
-        NonNull::new(ptr).map(|ptr| KernelBtf { ptr }).ok_or_else(io::Error::last_os_error)
+        NonNull::new(ptr)
+            .map(|ptr| KernelBtf { ptr })
+            .ok_or_else(io::Error::last_os_error)
     }
 
     /// The members of struct `name`: (name, byte offset, byte size).
@@ -528,13 +650,19 @@ impl KernelBtf {
             let mut out = Vec::with_capacity(vlen);
             for i in 0..vlen {
                 let m = &*members.add(i);
-                let bits = if bitfields { m.offset & 0xff_ffff } else { m.offset };
+                let bits = if bitfields {
+                    m.offset & 0xff_ffff
+                } else {
+                    m.offset
+                };
                 let size = sys::btf__resolve_size(btf, m.type_);
                 let name_ptr = sys::btf__name_by_offset(btf, m.name_off);
                 if name_ptr.is_null() || size < 0 {
                     continue;
                 }
-                let member = std::ffi::CStr::from_ptr(name_ptr).to_string_lossy().into_owned();
+                let member = std::ffi::CStr::from_ptr(name_ptr)
+                    .to_string_lossy()
+                    .into_owned();
                 out.push((member, bits / 8, size as u32));
             }
             Some(out)

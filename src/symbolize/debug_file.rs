@@ -87,9 +87,18 @@ pub fn find(bytes: &[u8], path: &str, root: &str) -> Option<(String, Vec<u8>)> {
     let links = links(bytes);
     if let Some(id) = links.build_id.as_ref().filter(|id| id.len() >= 2) {
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        let candidate = format!("{root}{DEBUG_DIR}/.build-id/{}/{}.debug", &hex[..2], &hex[2..]);
+        let candidate = format!(
+            "{root}{DEBUG_DIR}/.build-id/{}/{}.debug",
+            &hex[..2],
+            &hex[2..]
+        );
         if let Ok(debug) = std::fs::read(&candidate) {
-            if super::elf::parse(&debug).ok().and_then(|s| s.build_id().map(<[u8]>::to_vec)).as_ref() == Some(id) {
+            if super::elf::parse(&debug)
+                .ok()
+                .and_then(|s| s.build_id().map(<[u8]>::to_vec))
+                .as_ref()
+                == Some(id)
+            {
                 return Some((candidate, debug));
             }
         }
@@ -119,13 +128,19 @@ pub fn crc32(data: &[u8]) -> u32 {
         for (i, slot) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *slot = c;
         }
         t
     });
-    !data.iter().fold(!0u32, |c, &b| table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8))
+    !data.iter().fold(!0u32, |c, &b| {
+        table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
+    })
 }
 
 #[cfg(test)]
@@ -137,19 +152,43 @@ mod tests {
     fn crc32_known_values() {
         assert_eq!(crc32(b""), 0);
         assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
-        assert_eq!(crc32(b"The quick brown fox jumps over the lazy dog"), 0x414f_a339);
+        assert_eq!(
+            crc32(b"The quick brown fox jumps over the lazy dog"),
+            0x414f_a339
+        );
     }
 
     #[test]
     fn debuglink_section_contents() {
-        assert_eq!(parse_debuglink(b"a.debug\0\x78\x56\x34\x12", true), Some(("a.debug".into(), 0x1234_5678)));
+        assert_eq!(
+            parse_debuglink(b"a.debug\0\x78\x56\x34\x12", true),
+            Some(("a.debug".into(), 0x1234_5678))
+        );
         // "abc\0" is already 4 bytes: no padding.
-        assert_eq!(parse_debuglink(b"abc\0\x01\x00\x00\x00", true), Some(("abc".into(), 1)));
-        assert_eq!(parse_debuglink(b"abc\0\x00\x00\x00\x01", false), Some(("abc".into(), 1)));
-        assert_eq!(parse_debuglink(b"abc\0\x01\x00", true), None, "truncated CRC");
+        assert_eq!(
+            parse_debuglink(b"abc\0\x01\x00\x00\x00", true),
+            Some(("abc".into(), 1))
+        );
+        assert_eq!(
+            parse_debuglink(b"abc\0\x00\x00\x00\x01", false),
+            Some(("abc".into(), 1))
+        );
+        assert_eq!(
+            parse_debuglink(b"abc\0\x01\x00", true),
+            None,
+            "truncated CRC"
+        );
         assert_eq!(parse_debuglink(b"abc", true), None, "no terminator");
-        assert_eq!(parse_debuglink(b"\0\0\0\0\0\0\0\0", true), None, "empty name");
-        assert_eq!(parse_debuglink(b"../x\0\0\0\0\0\0\0\0", true), None, "a path, not a name");
+        assert_eq!(
+            parse_debuglink(b"\0\0\0\0\0\0\0\0", true),
+            None,
+            "empty name"
+        );
+        assert_eq!(
+            parse_debuglink(b"../x\0\0\0\0\0\0\0\0", true),
+            None,
+            "a path, not a name"
+        );
     }
 
     #[test]
@@ -167,18 +206,41 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let src = dir.join("p.c");
-        std::fs::write(&src, "int leaf(void) { return 7; }\nint main(void) { return leaf(); }\n").unwrap();
+        std::fs::write(
+            &src,
+            "int leaf(void) { return 7; }\nint main(void) { return leaf(); }\n",
+        )
+        .unwrap();
         let prog = dir.join("p");
-        let run = |cmd: &mut Command| assert!(cmd.status().expect("gcc and binutils are installed").success(), "{cmd:?}");
-        run(Command::new("gcc").args(["-g", "-Wl,--build-id", "-o"]).arg(&prog).arg(&src));
-        run(Command::new("objcopy").arg("--only-keep-debug").arg(&prog).arg(dir.join("p.debug")));
+        let run = |cmd: &mut Command| {
+            assert!(
+                cmd.status()
+                    .expect("gcc and binutils are installed")
+                    .success(),
+                "{cmd:?}"
+            )
+        };
+        run(Command::new("gcc")
+            .args(["-g", "-Wl,--build-id", "-o"])
+            .arg(&prog)
+            .arg(&src));
+        run(Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg(&prog)
+            .arg(dir.join("p.debug")));
         run(Command::new("strip").arg("--strip-all").arg(&prog));
-        run(Command::new("objcopy").arg("--add-gnu-debuglink=p.debug").current_dir(&dir).arg(&prog));
+        run(Command::new("objcopy")
+            .arg("--add-gnu-debuglink=p.debug")
+            .current_dir(&dir)
+            .arg(&prog));
         let bytes = std::fs::read(&prog).unwrap();
         let path = prog.to_str().unwrap();
 
         let l = links(&bytes);
-        assert_eq!(l.debuglink.as_ref().map(|(n, _)| n.as_str()), Some("p.debug"));
+        assert_eq!(
+            l.debuglink.as_ref().map(|(n, _)| n.as_str()),
+            Some("p.debug")
+        );
         assert_eq!(l.build_id.as_ref().map(Vec::len), Some(20));
 
         let (found, debug) = find(&bytes, path, "").expect("next to the file");
@@ -188,14 +250,22 @@ mod tests {
 
         std::fs::create_dir_all(dir.join(".debug")).unwrap();
         std::fs::rename(dir.join("p.debug"), dir.join(".debug/p.debug")).unwrap();
-        assert_eq!(find(&bytes, path, "").unwrap().0, dir.join(".debug/p.debug").to_str().unwrap());
+        assert_eq!(
+            find(&bytes, path, "").unwrap().0,
+            dir.join(".debug/p.debug").to_str().unwrap()
+        );
 
         // Another file under the right name: the CRC refuses it.
         std::fs::write(dir.join(".debug/p.debug"), b"stale").unwrap();
         assert_eq!(find(&bytes, path, ""), None);
 
         // The build-id tree, under a root (as /proc/PID/root is used).
-        let hex: String = l.build_id.unwrap().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = l
+            .build_id
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let root = dir.join("root");
         let tree = root.join(format!("usr/lib/debug/.build-id/{}", &hex[..2]));
         std::fs::create_dir_all(&tree).unwrap();

@@ -410,14 +410,20 @@ mod tests {
     fn libc_path() -> String {
         let maps = proc_maps::parse(&std::fs::read_to_string("/proc/self/maps").unwrap());
         let malloc = libc::malloc as *const () as usize as u64;
-        if let Some(entry) = proc_maps::find(&maps, malloc).filter(|e| e.is_file() && e.module_name().starts_with("libc")) {
+        if let Some(entry) = proc_maps::find(&maps, malloc)
+            .filter(|e| e.is_file() && e.module_name().starts_with("libc"))
+        {
             return entry.path.clone();
         }
-        ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/aarch64-linux-gnu/libc.so.6", "/usr/aarch64-linux-gnu/lib/libc.so.6"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("a glibc libc.so.6 on this machine")
-            .to_string()
+        [
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/aarch64-linux-gnu/libc.so.6",
+            "/usr/aarch64-linux-gnu/lib/libc.so.6",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("a glibc libc.so.6 on this machine")
+        .to_string()
     }
 
     #[test]

@@ -135,7 +135,6 @@ impl Kallsyms {
         self.entries.len()
     }
 
-
     /// The symbol at or nearest below `addr`. Kallsyms has no sizes, so an
     /// address past the end of the last function still resolves to it.
     pub fn lookup(&self, addr: u64) -> Option<KernelSymbol<'_>> {

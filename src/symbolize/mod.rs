@@ -122,7 +122,6 @@ impl ProcessSymbolizer {
         true
     }
 
-
     /// Resolves one user-space address.
     pub fn symbolize(&mut self, addr: u64) -> Frame {
         let Some(entry) = proc_maps::find(&self.maps, addr) else {
@@ -146,18 +145,23 @@ impl ProcessSymbolizer {
     /// Resolves a return address (every address of a stack is one) with
     /// source lines where debug info exists: see [`frames_at`].
     pub fn symbolize_with_lines(&mut self, addr: u64) -> Vec<Frame> {
-        let Some(entry) = proc_maps::find(&self.maps, addr).filter(|e| e.is_file()).cloned() else {
+        let Some(entry) = proc_maps::find(&self.maps, addr)
+            .filter(|e| e.is_file())
+            .cloned()
+        else {
             return vec![self.symbolize(addr)];
         };
         let module = Some(entry.module_name().to_string());
         let key = (entry.dev_major, entry.dev_minor, entry.inode);
         let pid = self.pid;
         load_cached(&mut self.cache, pid, &entry);
-        let lines = self
-            .lines
-            .entry(key)
-            .or_insert_with(|| open_mapped(pid, &entry).and_then(|bytes| source_lines(&bytes, pid, &entry.path)));
-        let (Some(syms), Some(offset)) = (self.cache.get(&key).and_then(Option::as_ref), (addr - entry.start).checked_add(entry.offset)) else {
+        let lines = self.lines.entry(key).or_insert_with(|| {
+            open_mapped(pid, &entry).and_then(|bytes| source_lines(&bytes, pid, &entry.path))
+        });
+        let (Some(syms), Some(offset)) = (
+            self.cache.get(&key).and_then(Option::as_ref),
+            (addr - entry.start).checked_add(entry.offset),
+        ) else {
             return vec![Frame::unknown(module)];
         };
         frames_at(syms, lines.as_ref(), module, offset)
@@ -167,9 +171,16 @@ impl ProcessSymbolizer {
     /// its build ID, and the file offset. For `--raw` reports, which are
     /// symbolized elsewhere.
     pub fn raw(&mut self, addr: u64) -> Option<(String, Option<Vec<u8>>, u64)> {
-        let entry = proc_maps::find(&self.maps, addr).filter(|e| e.is_file())?.clone();
-        let build_id = load_cached(&mut self.cache, self.pid, &entry).and_then(|s| s.build_id().map(<[u8]>::to_vec));
-        Some((entry.path.clone(), build_id, (addr - entry.start).checked_add(entry.offset)?))
+        let entry = proc_maps::find(&self.maps, addr)
+            .filter(|e| e.is_file())?
+            .clone();
+        let build_id = load_cached(&mut self.cache, self.pid, &entry)
+            .and_then(|s| s.build_id().map(<[u8]>::to_vec));
+        Some((
+            entry.path.clone(),
+            build_id,
+            (addr - entry.start).checked_add(entry.offset)?,
+        ))
     }
 
     /// The return addresses of a stack copied at `regs.sp` (see
@@ -177,7 +188,11 @@ impl ProcessSymbolizer {
     pub fn unwind(&mut self, regs: unwind::Registers, stack: &[u8], max: usize) -> Vec<u64> {
         // Load every table the walk may need first: the walk borrows them.
         let mut wanted = Vec::new();
-        for e in self.maps.iter().filter(|e| e.is_executable() && e.is_file()) {
+        for e in self
+            .maps
+            .iter()
+            .filter(|e| e.is_executable() && e.is_file())
+        {
             let key = (e.dev_major, e.dev_minor, e.inode);
             if !self.cfi.contains_key(&key) && !wanted.iter().any(|(k, _)| *k == key) {
                 wanted.push((key, e.clone()));
@@ -217,7 +232,10 @@ fn load_cached<'c>(
 ) -> Option<&'c ElfSymbols> {
     cache
         .entry((entry.dev_major, entry.dev_minor, entry.inode))
-        .or_insert_with(|| open_mapped(pid, entry).and_then(|bytes| parse_with_debug_file(&bytes, pid, &entry.path)))
+        .or_insert_with(|| {
+            open_mapped(pid, entry)
+                .and_then(|bytes| parse_with_debug_file(&bytes, pid, &entry.path))
+        })
         .as_ref()
 }
 
@@ -233,7 +251,12 @@ fn parse_with_debug_file(bytes: &[u8], pid: u32, path: &str) -> Option<ElfSymbol
 /// the source line of the call (looked up at the address minus one: the
 /// call is the instruction before the return address). Live reports and
 /// `memleak symbolize` both use it, so both print the same frames.
-pub fn frames_at(syms: &ElfSymbols, lines: Option<&source::SourceLines>, module: Option<String>, file_offset: u64) -> Vec<Frame> {
+pub fn frames_at(
+    syms: &ElfSymbols,
+    lines: Option<&source::SourceLines>,
+    module: Option<String>,
+    file_offset: u64,
+) -> Vec<Frame> {
     let mut frame = frame_at(syms, module, file_offset);
     let found = match (lines, syms.file_offset_to_vaddr(file_offset)) {
         (Some(lines), Some(vaddr)) => lines.lookup(vaddr.wrapping_sub(1)),
@@ -247,7 +270,10 @@ pub fn frames_at(syms: &ElfSymbols, lines: Option<&source::SourceLines>, module:
     let mut frames: Vec<Frame> = inlined
         .iter()
         .map(|s| Frame {
-            symbol: s.function.as_deref().map(|n| demangle::demangle(n).into_owned()),
+            symbol: s
+                .function
+                .as_deref()
+                .map(|n| demangle::demangle(n).into_owned()),
             module: frame.module.clone(),
             source: located(s),
             inlined: true,
@@ -393,14 +419,22 @@ mod tests {
         let old = proc_maps::parse(
             "1000-2000 r-xp 00000000 fe:00 7 /usr/bin/prog\n3000-4000 r-xp 00000000 fe:00 8 /usr/lib/libgone.so\n",
         );
-        let new = proc_maps::parse("1000-2000 r-xp 00000000 fe:00 7 /usr/bin/prog\n3800-5000 rw-p 00000000 00:00 0\n");
+        let new = proc_maps::parse(
+            "1000-2000 r-xp 00000000 fe:00 7 /usr/bin/prog\n3800-5000 rw-p 00000000 00:00 0\n",
+        );
         let merged = merge_maps(new, &old);
         // libgone overlaps the new anonymous mapping: the new one wins.
-        assert_eq!(merged.iter().map(|e| e.start).collect::<Vec<_>>(), vec![0x1000, 0x3800]);
+        assert_eq!(
+            merged.iter().map(|e| e.start).collect::<Vec<_>>(),
+            vec![0x1000, 0x3800]
+        );
         let teardown = proc_maps::parse("1000-2000 r-xp 00000000 fe:00 7 /usr/bin/prog\n");
         let merged = merge_maps(teardown, &old);
         assert_eq!(merged.len(), 2, "{merged:?}");
-        assert_eq!(proc_maps::find(&merged, 0x3500).map(|e| e.path.as_str()), Some("/usr/lib/libgone.so"));
+        assert_eq!(
+            proc_maps::find(&merged, 0x3500).map(|e| e.path.as_str()),
+            Some("/usr/lib/libgone.so")
+        );
     }
 
     #[test]
@@ -422,9 +456,20 @@ mod tests {
         assert_eq!(f(Some("x"), 0xABCDEF, Some("m")), "x+0xabcdef [m]");
         assert_eq!(f(None, 0, Some("libc.so.6")), "[unknown] [libc.so.6]");
         assert_eq!(f(None, 0, None), "[unknown]");
-        let lined = Frame { symbol: Some("leak".into()), offset: 0x16, module: Some("p".into()), source: Some(("/src/p.c".into(), 22)), inlined: false };
+        let lined = Frame {
+            symbol: Some("leak".into()),
+            offset: 0x16,
+            module: Some("p".into()),
+            source: Some(("/src/p.c".into(), 22)),
+            inlined: false,
+        };
         assert_eq!(lined.to_string(), "leak+0x16 [p] p.c:22");
-        let inlined = Frame { symbol: Some("helper".into()), source: Some(("h.h".into(), 3)), inlined: true, ..lined };
+        let inlined = Frame {
+            symbol: Some("helper".into()),
+            source: Some(("h.h".into(), 3)),
+            inlined: true,
+            ..lined
+        };
         assert_eq!(inlined.to_string(), "helper [p] h.h:3 (inlined)");
         assert_eq!(
             f(Some("kfree"), 0x1a, Some("kernel")),

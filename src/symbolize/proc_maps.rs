@@ -139,7 +139,10 @@ mod tests {
         assert_eq!(e.path, "/tmp/dir with spaces/lib x.so");
         assert!(e.deleted);
         assert_eq!(e.module_name(), "lib x.so");
-        assert_eq!((e.start, e.end, e.offset, e.inode), (0x7f00, 0x7f10, 0x1000, 1234));
+        assert_eq!(
+            (e.start, e.end, e.offset, e.inode),
+            (0x7f00, 0x7f10, 0x1000, 1234)
+        );
         assert_eq!((e.dev_major, e.dev_minor), (0xfd, 1));
 
         let anon = parse_line("7f00-7f10 rw-p 00000000 00:00 0 ").unwrap();

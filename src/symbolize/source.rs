@@ -34,7 +34,11 @@ impl SourceLines {
     /// None when the file has no (readable) debug info.
     pub fn parse(bytes: &[u8]) -> Option<SourceLines> {
         let elf = Elf::parse(bytes).ok()?;
-        let endian = if elf.little_endian { RunTimeEndian::Little } else { RunTimeEndian::Big };
+        let endian = if elf.little_endian {
+            RunTimeEndian::Little
+        } else {
+            RunTimeEndian::Big
+        };
         let has_info = elf.section_headers.iter().any(|s| {
             elf.shdr_strtab.get_at(s.sh_name) == Some(".debug_info")
                 && s.sh_type != goblin::elf::section_header::SHT_NOBITS
@@ -48,7 +52,10 @@ impl SourceLines {
                 .section_headers
                 .iter()
                 .find(|s| elf.shdr_strtab.get_at(s.sh_name) == Some(id.name()))
-                .filter(|s| s.sh_flags & u64::from(SHF_COMPRESSED) == 0 && s.sh_type != goblin::elf::section_header::SHT_NOBITS)
+                .filter(|s| {
+                    s.sh_flags & u64::from(SHF_COMPRESSED) == 0
+                        && s.sh_type != goblin::elf::section_header::SHT_NOBITS
+                })
                 .and_then(|s| {
                     let start = usize::try_from(s.sh_offset).ok()?;
                     bytes.get(start..start.checked_add(usize::try_from(s.sh_size).ok()?)?)
@@ -57,7 +64,9 @@ impl SourceLines {
             Ok(EndianRcSlice::new(Rc::from(data), endian))
         };
         let dwarf = gimli::Dwarf::load(load).ok()?;
-        addr2line::Context::from_dwarf(dwarf).ok().map(|ctx| SourceLines { ctx })
+        addr2line::Context::from_dwarf(dwarf)
+            .ok()
+            .map(|ctx| SourceLines { ctx })
     }
 
     /// The frames at `vaddr`, innermost first: inlined functions, then the
@@ -69,12 +78,20 @@ impl SourceLines {
         };
         let mut out = Vec::new();
         while let Ok(Some(frame)) = frames.next() {
-            let function = frame.function.as_ref().and_then(|f| f.raw_name().ok()).map(|n| n.into_owned());
+            let function = frame
+                .function
+                .as_ref()
+                .and_then(|f| f.raw_name().ok())
+                .map(|n| n.into_owned());
             let (file, line) = match &frame.location {
                 Some(loc) => (loc.file.map(str::to_string), loc.line),
                 None => (None, None),
             };
-            out.push(SourceFrame { function, file, line });
+            out.push(SourceFrame {
+                function,
+                file,
+                line,
+            });
             if out.len() >= 64 {
                 break;
             }
@@ -111,7 +128,13 @@ mod tests {
         )
         .unwrap();
         let prog = dir.join("p");
-        let ok = Command::new("gcc").args(["-g", "-O1", "-o"]).arg(&prog).arg(&src).status().expect("gcc runs").success();
+        let ok = Command::new("gcc")
+            .args(["-g", "-O1", "-o"])
+            .arg(&prog)
+            .arg(&src)
+            .status()
+            .expect("gcc runs")
+            .success();
         assert!(ok);
         let bytes = std::fs::read(&prog).unwrap();
         let lines = SourceLines::parse(&bytes).expect("debug info");
@@ -121,17 +144,31 @@ mod tests {
         assert!(!frames.is_empty());
         let last = frames.last().unwrap();
         assert_eq!(last.function.as_deref(), Some("outer"));
-        assert!(last.file.as_deref().is_some_and(|f| f.ends_with("p.c")), "{frames:?}");
+        assert!(
+            last.file.as_deref().is_some_and(|f| f.ends_with("p.c")),
+            "{frames:?}"
+        );
         // outer starts with twice's store, inlined at line 9.
         let size = 32;
-        let inlined = (outer..outer + size).map(|a| lines.lookup(a)).find(|f| f.len() == 2);
+        let inlined = (outer..outer + size)
+            .map(|a| lines.lookup(a))
+            .find(|f| f.len() == 2);
         let inlined = inlined.expect("an address inside the inlined twice()");
         assert_eq!(inlined[0].function.as_deref(), Some("twice"));
         assert_eq!(inlined[0].line, Some(4));
-        assert_eq!((inlined[1].function.as_deref(), inlined[1].line), (Some("outer"), Some(9)));
+        assert_eq!(
+            (inlined[1].function.as_deref(), inlined[1].line),
+            (Some("outer"), Some(9))
+        );
         // No debug info: nothing.
         let stripped = dir.join("s");
-        Command::new("strip").arg("-g").arg("-o").arg(&stripped).arg(&prog).status().unwrap();
+        Command::new("strip")
+            .arg("-g")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(&prog)
+            .status()
+            .unwrap();
         assert!(SourceLines::parse(&std::fs::read(&stripped).unwrap()).is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -10,7 +10,10 @@
 //! ends where the CFI says the return address is undefined (the
 //! outermost frame), where an object has no CFI, or where the copy ends.
 
-use gimli::{BaseAddresses, CfaRule, EhFrame, EhFrameOffset, RegisterRule, RunTimeEndian, UnwindContext, UnwindSection};
+use gimli::{
+    BaseAddresses, CfaRule, EhFrame, EhFrameOffset, RegisterRule, RunTimeEndian, UnwindContext,
+    UnwindSection,
+};
 use goblin::elf::program_header::PT_LOAD;
 use goblin::elf::Elf;
 
@@ -34,8 +37,16 @@ pub struct Arch {
 }
 
 impl Arch {
-    pub const X86_64: Arch = Arch { sp: 7, fp: 6, ra: 16 };
-    pub const AARCH64: Arch = Arch { sp: 31, fp: 29, ra: 30 };
+    pub const X86_64: Arch = Arch {
+        sp: 7,
+        fp: 6,
+        ra: 16,
+    };
+    pub const AARCH64: Arch = Arch {
+        sp: 31,
+        fp: 29,
+        ra: 30,
+    };
 
     #[cfg(test)]
     pub fn native() -> Arch {
@@ -101,11 +112,15 @@ impl CfiTable {
             _ => return None,
         };
         let section = |name: &str| {
-            elf.section_headers.iter().find(|s| elf.shdr_strtab.get_at(s.sh_name) == Some(name))
+            elf.section_headers
+                .iter()
+                .find(|s| elf.shdr_strtab.get_at(s.sh_name) == Some(name))
         };
         let eh = section(".eh_frame")?;
         let start = usize::try_from(eh.sh_offset).ok()?;
-        let data = bytes.get(start..start.checked_add(usize::try_from(eh.sh_size).ok()?)?)?.to_vec();
+        let data = bytes
+            .get(start..start.checked_add(usize::try_from(eh.sh_size).ok()?)?)?
+            .to_vec();
         let mut table = CfiTable {
             eh_frame: data,
             eh_frame_addr: eh.sh_addr,
@@ -126,14 +141,20 @@ impl CfiTable {
     }
 
     fn section(&self) -> EhFrame<gimli::EndianSlice<'_, RunTimeEndian>> {
-        let endian = if self.big_endian { RunTimeEndian::Big } else { RunTimeEndian::Little };
+        let endian = if self.big_endian {
+            RunTimeEndian::Big
+        } else {
+            RunTimeEndian::Little
+        };
         let mut eh = EhFrame::new(&self.eh_frame, endian);
         eh.set_address_size(8);
         eh
     }
 
     fn bases(&self) -> BaseAddresses {
-        BaseAddresses::default().set_eh_frame(self.eh_frame_addr).set_text(self.text_addr)
+        BaseAddresses::default()
+            .set_eh_frame(self.eh_frame_addr)
+            .set_text(self.text_addr)
     }
 
     /// Every FDE's address range, once; a damaged entry ends the index.
@@ -172,16 +193,23 @@ impl CfiTable {
     }
 
     fn find_rule(&self, vaddr: u64) -> Option<Rule> {
-        let i = self.fdes.partition_point(|(start, _, _)| *start <= vaddr).checked_sub(1)?;
+        let i = self
+            .fdes
+            .partition_point(|(start, _, _)| *start <= vaddr)
+            .checked_sub(1)?;
         let (_, end, offset) = self.fdes[i];
         if vaddr >= end {
             return None;
         }
         let eh = self.section();
         let bases = self.bases();
-        let fde = eh.fde_from_offset(&bases, EhFrameOffset(offset), EhFrame::cie_from_offset).ok()?;
+        let fde = eh
+            .fde_from_offset(&bases, EhFrameOffset(offset), EhFrame::cie_from_offset)
+            .ok()?;
         let mut ctx = UnwindContext::new();
-        let row = fde.unwind_info_for_address(&eh, &bases, &mut ctx, vaddr).ok()?;
+        let row = fde
+            .unwind_info_for_address(&eh, &bases, &mut ctx, vaddr)
+            .ok()?;
         let (cfa_register, cfa_offset) = match row.cfa() {
             CfaRule::RegisterAndOffset { register, offset } => (register.0, *offset),
             CfaRule::Expression(_) => return None,
@@ -206,7 +234,12 @@ impl CfiTable {
             RegisterRule::Undefined => Loc::Same,
             _ => loc(self.arch.fp),
         };
-        Some(Rule { cfa_register, cfa_offset, ra, fp })
+        Some(Rule {
+            cfa_register,
+            cfa_offset,
+            ra,
+            fp,
+        })
     }
 }
 
@@ -233,15 +266,22 @@ pub fn unwind<'t>(
     max: usize,
     mut table_for: impl FnMut(u64) -> Option<(&'t CfiTable, u64)>,
 ) -> Vec<u64> {
-    let copy = StackCopy { base: regs.sp, bytes: stack };
+    let copy = StackCopy {
+        base: regs.sp,
+        bytes: stack,
+    };
     let mut r = regs;
     let mut ips = Vec::new();
     while ips.len() < max && r.ip != 0 {
         ips.push(r.ip);
-        let Some((table, vaddr)) = table_for(r.ip) else { break };
+        let Some((table, vaddr)) = table_for(r.ip) else {
+            break;
+        };
         // Every address here is a return address: the call is the
         // instruction before it, which may end the function.
-        let Some(rule) = table.rule(vaddr.wrapping_sub(1)) else { break };
+        let Some(rule) = table.rule(vaddr.wrapping_sub(1)) else {
+            break;
+        };
         let arch = table.arch;
         let reg = |n: u16, r: &Registers| -> Option<u64> {
             match n {
@@ -251,7 +291,9 @@ pub fn unwind<'t>(
                 _ => None,
             }
         };
-        let Some(base) = reg(rule.cfa_register, &r) else { break };
+        let Some(base) = reg(rule.cfa_register, &r) else {
+            break;
+        };
         let cfa = base.wrapping_add_signed(rule.cfa_offset);
         let fetch = |loc: Loc, current: u64, r: &Registers| -> Option<u64> {
             match loc {
@@ -262,14 +304,21 @@ pub fn unwind<'t>(
                 Loc::Undefined | Loc::Unsupported => None,
             }
         };
-        let Some(ra) = fetch(rule.ra, r.lr, &r) else { break };
+        let Some(ra) = fetch(rule.ra, r.lr, &r) else {
+            break;
+        };
         let fp = fetch(rule.fp, r.fp, &r).unwrap_or(r.fp);
         // The stack grows down: a caller's frame lies above. Anything else
         // is a bad rule or a corrupt stack, and would loop.
         if cfa <= r.sp {
             break;
         }
-        r = Registers { ip: ra, sp: cfa, fp, lr: r.lr };
+        r = Registers {
+            ip: ra,
+            sp: cfa,
+            fp,
+            lr: r.lr,
+        };
     }
     ips
 }
@@ -312,15 +361,27 @@ mod tests {
         assert_eq!(stack_hash(&[1, 2, 3]), stack_hash(&[1, 2, 3]));
         assert_ne!(stack_hash(&[1, 2, 3]), stack_hash(&[3, 2, 1]));
         assert_ne!(stack_hash(&[]), 0);
-        assert!((0..1000u64).all(|i| stack_hash(&[i]) >> 63 == 0), "the top bit is the unwind-sample mark");
+        assert!(
+            (0..1000u64).all(|i| stack_hash(&[i]) >> 63 == 0),
+            "the top bit is the unwind-sample mark"
+        );
     }
 
     #[test]
     fn stack_copy_reads_inside_only() {
         let bytes: Vec<u8> = (0u8..16).collect();
-        let copy = StackCopy { base: 0x1000, bytes: &bytes };
-        assert_eq!(copy.read(0x1000), Some(u64::from_ne_bytes([0, 1, 2, 3, 4, 5, 6, 7])));
-        assert_eq!(copy.read(0x1008), Some(u64::from_ne_bytes([8, 9, 10, 11, 12, 13, 14, 15])));
+        let copy = StackCopy {
+            base: 0x1000,
+            bytes: &bytes,
+        };
+        assert_eq!(
+            copy.read(0x1000),
+            Some(u64::from_ne_bytes([0, 1, 2, 3, 4, 5, 6, 7]))
+        );
+        assert_eq!(
+            copy.read(0x1008),
+            Some(u64::from_ne_bytes([8, 9, 10, 11, 12, 13, 14, 15]))
+        );
         assert_eq!(copy.read(0x1009), None);
         assert_eq!(copy.read(0xfff), None);
     }

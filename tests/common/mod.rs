@@ -21,7 +21,9 @@ pub fn memleak_bin() -> PathBuf {
 /// Compiles tests/fixtures/NAME.c (or NAME.cpp, with g++) once per test
 /// run, with frame pointers so that user stacks are complete.
 pub fn fixture(name: &str) -> PathBuf {
-    let cxx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.cpp"));
+    let cxx = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.cpp"));
     if cxx.exists() {
         build_fixture(&format!("{name}.cpp"), name, "g++", &["-pthread"])
     } else {
@@ -50,7 +52,9 @@ fn build_fixture(src: &str, out: &str, compiler: &str, flags: &[&str]) -> PathBu
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|n| n == out) {
         std::fs::create_dir_all(&dir).unwrap();
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(src);
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(src);
         let status = Command::new(compiler)
             .args(["-O0", "-g", "-fno-omit-frame-pointer", "-Wall", "-Werror"])
             .arg("-o")
@@ -77,15 +81,22 @@ pub fn stripped_copy(built: &std::path::Path, out: &str, debug_file: bool) -> Pa
     let made = MADE.get_or_init(|| Mutex::new(Vec::new()));
     let mut made = made.lock().unwrap_or_else(|e| e.into_inner());
     if !made.iter().any(|n| n == out) {
-        let run = |cmd: &mut Command| assert!(cmd.status().expect("binutils runs").success(), "{cmd:?}");
+        let run =
+            |cmd: &mut Command| assert!(cmd.status().expect("binutils runs").success(), "{cmd:?}");
         std::fs::copy(built, &path).unwrap();
         let debug = format!("{out}.debug");
         if debug_file {
-            run(Command::new("objcopy").arg("--only-keep-debug").arg(&path).arg(dir.join(&debug)));
+            run(Command::new("objcopy")
+                .arg("--only-keep-debug")
+                .arg(&path)
+                .arg(dir.join(&debug)));
         }
         run(Command::new("strip").arg("--strip-all").arg(&path));
         if debug_file {
-            run(Command::new("objcopy").arg(format!("--add-gnu-debuglink={debug}")).arg(&path).current_dir(dir));
+            run(Command::new("objcopy")
+                .arg(format!("--add-gnu-debuglink={debug}"))
+                .arg(&path)
+                .current_dir(dir));
         }
         made.push(out.to_string());
     }
@@ -110,7 +121,12 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(cmd: &mut Command) -> Running {
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -122,7 +138,12 @@ impl Running {
             }
         });
         let stdin = child.stdin.take();
-        Running { child, stdin, lines: rx, seen: Vec::new() }
+        Running {
+            child,
+            stdin,
+            lines: rx,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits for a line satisfying `pred`; panics with everything seen so
@@ -138,8 +159,12 @@ impl Running {
                         return line;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => panic!("timed out; output so far:\n{}", self.seen.join("\n")),
-                Err(RecvTimeoutError::Disconnected) => panic!("output ended; output so far:\n{}", self.seen.join("\n")),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("timed out; output so far:\n{}", self.seen.join("\n"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("output ended; output so far:\n{}", self.seen.join("\n"))
+                }
             }
         }
     }
@@ -176,7 +201,10 @@ impl Running {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("did not exit in time; output so far:\n{}", self.seen.join("\n"));
+                panic!(
+                    "did not exit in time; output so far:\n{}",
+                    self.seen.join("\n")
+                );
             }
             while let Ok(line) = self.lines.try_recv() {
                 self.seen.push(line);
@@ -215,18 +243,29 @@ pub struct Report {
 impl Report {
     /// The stacks of process `pid` only (reports of several processes).
     pub fn of_pid(&self, pid: u32) -> Report {
-        let stacks = self.stacks.iter().filter(|s| s.pid == Some(pid)).cloned().collect();
-        Report { stacks, ..self.clone() }
+        let stacks = self
+            .stacks
+            .iter()
+            .filter(|s| s.pid == Some(pid))
+            .cloned()
+            .collect();
+        Report {
+            stacks,
+            ..self.clone()
+        }
     }
 
     /// The stack whose first frame is in `func` (`func+0x...`).
     pub fn by_function(&self, func: &str) -> Option<&Stack> {
         let prefix = format!("{func}+0x");
-        self.stacks.iter().find(|s| s.frames.first().is_some_and(|f| f.starts_with(&prefix)))
+        self.stacks
+            .iter()
+            .find(|s| s.frames.first().is_some_and(|f| f.starts_with(&prefix)))
     }
 
     pub fn expect(&self, func: &str) -> &Stack {
-        self.by_function(func).unwrap_or_else(|| panic!("no stack from {func} in report:\n{self:#?}"))
+        self.by_function(func)
+            .unwrap_or_else(|| panic!("no stack from {func} in report:\n{self:#?}"))
     }
 }
 
@@ -236,22 +275,35 @@ pub fn parse_reports(lines: &[String]) -> Vec<Report> {
     let mut pending_addrs: Vec<(String, u64)> = Vec::new();
     for line in lines {
         if line.starts_with('[') && line.contains("stacks with outstanding allocations:") {
-            reports.push(Report { header: line.clone(), ..Default::default() });
+            reports.push(Report {
+                header: line.clone(),
+                ..Default::default()
+            });
             continue;
         }
-        let Some(report) = reports.last_mut() else { continue };
+        let Some(report) = reports.last_mut() else {
+            continue;
+        };
         if let Some(rest) = line.strip_prefix("\taddr = ") {
             let (addr, size) = rest.split_once(" size = ").expect("addr line");
             pending_addrs.push((addr.to_string(), size.parse().expect("size")));
         } else if let Some(rest) = line.strip_prefix("\t\t") {
-            report.stacks.last_mut().expect("frame after stack line").frames.push(rest.to_string());
+            report
+                .stacks
+                .last_mut()
+                .expect("frame after stack line")
+                .frames
+                .push(rest.to_string());
         } else if let Some(rest) = line.strip_prefix('\t') {
             let (rest, pid) = match rest.split_once(" in pid ") {
                 Some((head, pid)) => (head, Some(pid.parse().expect("pid"))),
                 None => (rest, None),
             };
             let words: Vec<&str> = rest.split(' ').collect();
-            assert!(rest.ends_with("allocations from stack"), "unexpected line {line:?}");
+            assert!(
+                rest.ends_with("allocations from stack"),
+                "unexpected line {line:?}"
+            );
             report.stacks.push(Stack {
                 bytes: words[0].parse().expect("bytes"),
                 count: words[3].parse().expect("count"),
@@ -286,7 +338,10 @@ pub const LEAKS: &[(&str, u64, u64)] = &[
 /// leaker run once memleak has attached, and returns both once the leaker
 /// said "done".
 pub fn trace_waiting_leaker(args: &[&str], extra: &[&str]) -> (Running, Running) {
-    trace_waiting(Command::new(fixture("leaker")).arg("--wait").args(extra), args)
+    trace_waiting(
+        Command::new(fixture("leaker")).arg("--wait").args(extra),
+        args,
+    )
 }
 
 /// Like `trace_waiting_leaker`, for any fixture that speaks the same
@@ -301,7 +356,9 @@ pub fn trace_waiting(fixture_cmd: &mut Command, args: &[&str]) -> (Running, Runn
             .arg(pid.to_string())
             .args(args),
     );
-    memleak.wait_for(Duration::from_secs(30), |l| l.starts_with("Attaching to pid"));
+    memleak.wait_for(Duration::from_secs(30), |l| {
+        l.starts_with("Attaching to pid")
+    });
     leaker.send("go\n");
     // Generous: the stress fixture runs 10 million traced pairs.
     leaker.wait_for(Duration::from_secs(300), |l| l == "done");
@@ -314,7 +371,12 @@ pub fn interrupt(memleak: Running) -> (Report, Option<i32>, Vec<Report>, String)
     memleak.signal(libc::SIGINT);
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(30));
     let reports = parse_reports(&lines);
-    let last = reports.last().cloned().unwrap_or_else(|| panic!("no report; stdout:\n{}\nstderr:\n{stderr}", lines.join("\n")));
+    let last = reports.last().cloned().unwrap_or_else(|| {
+        panic!(
+            "no report; stdout:\n{}\nstderr:\n{stderr}",
+            lines.join("\n")
+        )
+    });
     (last, code, reports, stderr)
 }
 
@@ -335,12 +397,29 @@ pub fn assert_all_leaks(report: &Report) {
 pub fn assert_leaks(report: &Report, module: &str, leaks: &[(&str, u64, u64)]) {
     for &(func, bytes, count) in leaks {
         let stack = report.expect(func);
-        assert_eq!((stack.bytes, stack.count), (bytes, count), "{func}: {stack:#?}");
-        assert_eq!(module_of(&stack.frames[0]), Some(module), "{func} in {module}: {stack:#?}");
-        assert!(stack.frames.iter().any(|f| f.starts_with("main+0x") && module_of(f) == Some(module)), "{func} called from main: {stack:#?}");
+        assert_eq!(
+            (stack.bytes, stack.count),
+            (bytes, count),
+            "{func}: {stack:#?}"
+        );
+        assert_eq!(
+            module_of(&stack.frames[0]),
+            Some(module),
+            "{func} in {module}: {stack:#?}"
+        );
+        assert!(
+            stack
+                .frames
+                .iter()
+                .any(|f| f.starts_with("main+0x") && module_of(f) == Some(module)),
+            "{func} called from main: {stack:#?}"
+        );
     }
     for stack in &report.stacks {
         let first = stack.frames.first().map(String::as_str).unwrap_or("");
-        assert!(!first.starts_with("churn+") && !first.starts_with("fail+"), "freed or failed allocation reported: {stack:#?}");
+        assert!(
+            !first.starts_with("churn+") && !first.starts_with("fail+"),
+            "freed or failed allocation reported: {stack:#?}"
+        );
     }
 }
