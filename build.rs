@@ -51,6 +51,40 @@ fn main() {
         println!("cargo:rerun-if-changed={f}");
     }
     println!("cargo:rerun-if-env-changed=CLANG");
+    build_identity();
+}
+
+/// What `memleak --version` says beyond the version: the commit, the
+/// architecture and whether the binary is static, so that someone on a
+/// board's serial console can tell which of several copies they have.
+fn build_identity() {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    // A release tarball has no .git: say so rather than fail the build.
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=MEMLEAK_COMMIT={commit}");
+    // HEAD's reflog changes with every commit and checkout (also in a
+    // worktree, whose git directory is elsewhere), so the commit is fresh.
+    if let Some(log) = git(&["rev-parse", "--git-path", "logs/HEAD"]) {
+        println!("cargo:rerun-if-changed={log}");
+    }
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let features = env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
+    let linking = if features.split(',').any(|f| f == "crt-static") {
+        "static"
+    } else {
+        "dynamic"
+    };
+    let libc = env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    println!("cargo:rustc-env=MEMLEAK_TARGET={arch}, {linking}, {libc}");
 }
 
 /// $CLANG, else the newest versioned clang on PATH, else plain `clang`.

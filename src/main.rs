@@ -57,7 +57,12 @@ fn real_main() -> i32 {
         Ok(cli::Parsed::Run(opts)) => opts,
         Ok(cli::Parsed::Help) => return print_or_quiet(&cli::usage()),
         Ok(cli::Parsed::Version) => {
-            return print_or_quiet(&format!("memleak {}", env!("CARGO_PKG_VERSION")))
+            return print_or_quiet(&format!(
+                "memleak {} (commit {}, {})",
+                env!("CARGO_PKG_VERSION"),
+                env!("MEMLEAK_COMMIT"),
+                env!("MEMLEAK_TARGET")
+            ))
         }
         Ok(cli::Parsed::Symbolize { symfs, report }) => {
             return symbolize_report(symfs.as_deref(), report.as_deref())

@@ -97,7 +97,23 @@ fn help_and_version() {
     assert!(stdout.contains("EXAMPLES:") && stdout.contains("./memleak -p $(pidof allocs)"));
     let (code, stdout, _) = run(&["--version"]);
     assert_eq!(code, Some(0));
-    assert!(stdout.starts_with("memleak "));
+    // Version, commit, architecture and linking: what tells two copies on a
+    // board apart. The static builds are the musl ones (make test-static).
+    let static_build = memleak_bin().to_string_lossy().contains("-musl/");
+    let expected_tail = format!(
+        ", {}, {})",
+        std::env::consts::ARCH,
+        if static_build { "static, musl" } else { "dynamic, gnu" }
+    );
+    let line = stdout.trim_end();
+    let commit = line
+        .strip_prefix(&format!("memleak {} (commit ", env!("CARGO_PKG_VERSION")))
+        .and_then(|rest| rest.strip_suffix(&expected_tail))
+        .unwrap_or_else(|| panic!("{line:?} is not 'memleak VERSION (commit C{expected_tail}'"));
+    assert!(
+        commit == "unknown" || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{line}"
+    );
 }
 
 #[test]
