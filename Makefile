@@ -3,26 +3,47 @@ CARGO ?= cargo
 RELEASE := target/release/memleak
 FIXTURES := target/fixtures
 
-.PHONY: all release test demo bench clean help
+.PHONY: all release test demo bench clean help deps deps-build deps-vm dist fresh
+
+# cargo install puts the test tools (inferno) here; sudo's PATH lacks it.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 all: release
+
+## deps: install what building and testing need (Debian packages, inferno); skips what is there
+deps:
+	@tests/deps.sh build test
+
+## deps-build: only what building needs (make demo runs this)
+deps-build:
+	@tests/deps.sh build
+
+## deps-vm: what make vmtest needs (QEMU, the aarch64 cross compiler)
+deps-vm:
+	@tests/deps.sh vm
 
 ## release: optimised build for this machine (target/release/memleak)
 release:
 	$(CARGO) build --release
 	@ls -l $(RELEASE) | awk '{print "built " $$NF ", " $$5 " bytes"}'
 
-## test: unit, parser and end-to-end tests (real BPF; needs root)
-test:
+## test: installs what is missing (make deps), then unit, parser and end-to-end tests (real BPF; root)
+test: deps
 	$(CARGO) test -- --test-threads=2
 
 $(FIXTURES)/allocs: tests/fixtures/allocs.c
 	@mkdir -p $(FIXTURES)
 	gcc -O0 -g -fno-omit-frame-pointer -o $@ $<
 
-## demo: trace a small program that leaks 16 bytes every 100 ms (needs root)
-demo: release $(FIXTURES)/allocs
+## demo: installs what is missing (make deps-build), builds, traces a program leaking 16 bytes every 100 ms (root)
+demo: deps-build
+	@$(MAKE) --no-print-directory release $(FIXTURES)/allocs
 	$(RELEASE) -c $(FIXTURES)/allocs 1
+
+## fresh: make demo and make test in a fresh debootstrapped bookworm root (root; ~15 min)
+fresh:
+	@tests/deps.sh fresh
+	tests/fresh/run.sh
 
 ## bench: overhead per malloc/free pair, report time, RSS and size (needs root)
 bench: release

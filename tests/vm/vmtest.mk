@@ -15,8 +15,7 @@
 #   make vmtest VMTEST_RUNS=x86_64-trixie   another kernel (fetched on demand)
 #   make vmtest VMTEST_DEPS_x86_64= VMTEST_DEPS_aarch64=   use the binaries as built
 #
-# Needs: qemu-system-x86 qemu-system-arm cpio gcc-aarch64-linux-gnu
-# libc6-dev-arm64-cross zstd xz-utils (see ../shared/vmtest/README.md).
+# Needs what `make deps-vm` installs (tests/deps.sh, group vm).
 
 VMTEST ?= ../shared/vmtest
 # Runs: KERNEL[+nobtf][+bare]
@@ -57,7 +56,7 @@ vmtest: $(addprefix vmtest-,$(VMTEST_RUNS))
 	@echo "vmtest: all passed: $(VMTEST_RUNS)"
 
 ## vmtest-kernels: download the vmtest kernels (cached in ~/.cache/vmtest)
-vmtest-kernels:
+vmtest-kernels: deps-vm
 	bash $(VMTEST)/fetch-kernels.sh $(VMTEST_SPECS) >/dev/null
 
 ## vmtest-leakers: static leaker fixtures for the guests (target/vm/leaker-ARCH)
@@ -65,12 +64,12 @@ vmtest-leakers: $(VMTEST_OUT)/leaker-x86_64 $(VMTEST_OUT)/leaker-aarch64 $(VMTES
 
 # The guest has no libc: the leaker must be static (glibc's malloc family,
 # with the totals leaker.c documents).
-$(VMTEST_OUT)/leaker-%: $(VMTEST_FIXTURE)
+$(VMTEST_OUT)/leaker-%: $(VMTEST_FIXTURE) | deps-vm
 	@mkdir -p $(@D)
 	$(VMTEST_CC_$*) $(VMTEST_LEAKER_CFLAGS) -o $@ $<
 	@if readelf -lW $@ | grep -qw INTERP; then echo "error: $@ is not static" >&2; rm -f $@; exit 1; fi
 
-$(VMTEST_OUT)/deep-%: $(VMTEST_DEEP)
+$(VMTEST_OUT)/deep-%: $(VMTEST_DEEP) | deps-vm
 	@mkdir -p $(@D)
 	$(VMTEST_CC_$*) $(VMTEST_DEEP_CFLAGS) -o $@ $<
 	@if readelf -lW $@ | grep -qw INTERP; then echo "error: $@ is not static" >&2; rm -f $@; exit 1; fi
