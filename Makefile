@@ -64,6 +64,9 @@ READELF ?= readelf
 # Only used to report the stripped size (release profile already has strip = true).
 STRIP_x86_64 ?= x86_64-linux-gnu-strip
 STRIP_aarch64 ?= aarch64-linux-gnu-strip
+# Each static binary must fit 1.5 MiB: boards' flash and a serial console's
+# transfer time are what it costs.
+SIZE_BUDGET ?= 1572864
 # e.g. NICE="nice -n 15" on a shared 2-core machine
 NICE ?=
 
@@ -115,6 +118,50 @@ aarch64:
 	$(call check-static,$(STATIC_AARCH64),AArch64,$(STRIP_aarch64))
 
 static-aarch64: aarch64
+
+# ---- release files for boards (dist/) -----------------------------------------
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DIST ?= dist
+
+define DIST_README
+memleak $(VERSION): which call stacks allocated memory that was never freed,
+seen with eBPF. One static executable per architecture; nothing else to
+install on the board.
+
+  memleak-$(VERSION)-x86_64    x86_64, static (musl)
+  memleak-$(VERSION)-aarch64   aarch64 (arm64), static (musl)
+  SHA256SUMS                   check with: sha256sum -c SHA256SUMS
+
+Copy the one for the board's architecture (uname -m) and run it as root:
+
+  scp memleak-$(VERSION)-aarch64 root@board:/tmp/memleak
+  ssh root@board /tmp/memleak --version
+  ssh root@board /tmp/memleak -p $$(pidof mydaemon) -s 10 5 3
+
+Over a serial console without a network, any file transfer works (a USB
+stick, tftp, or base64 pasted into the console and decoded there).
+`memleak --version` prints the version, the commit it was built from, the
+architecture and "static": compare it with this file's name.
+
+The board's kernel needs CONFIG_BPF_SYSCALL; for user programs also
+CONFIG_UPROBES and CONFIG_UPROBE_EVENTS; for kernel mode (no -p or -c)
+CONFIG_TRACEPOINTS. BTF, kprobes and kernel headers are not needed.
+Run as root, or with CAP_BPF and CAP_PERFMON. `memleak -h` lists the flags.
+endef
+export DIST_README
+
+## dist: both static binaries, SHA256SUMS and a text for the board in dist/ (root: make toolchain)
+dist: toolchain static aarch64
+	@rm -rf $(DIST) && mkdir -p $(DIST)
+	cp $(STATIC_X86_64) $(DIST)/memleak-$(VERSION)-x86_64
+	cp $(STATIC_AARCH64) $(DIST)/memleak-$(VERSION)-aarch64
+	@printf '%s\n' "$$DIST_README" > $(DIST)/README.txt
+	cd $(DIST) && sha256sum memleak-$(VERSION)-x86_64 memleak-$(VERSION)-aarch64 README.txt > SHA256SUMS
+	@for f in $(DIST)/memleak-$(VERSION)-*; do \
+	  size=$$(stat -c %s $$f); \
+	  if [ $$size -gt $(SIZE_BUDGET) ]; then echo "error: $$f is $$size bytes, over the $(SIZE_BUDGET)-byte (1.5 MiB) budget" >&2; exit 1; fi; \
+	  echo "$$f: $$size bytes (budget $(SIZE_BUDGET))"; done
+	@cd $(DIST) && sha256sum -c --quiet SHA256SUMS && echo "$(DIST)/SHA256SUMS: OK"
 ## static-all: both static binaries
 static-all: static aarch64
 

@@ -44,9 +44,14 @@ fn main() {
         src.display()
     );
     // DWARF is only for humans; libbpf needs the .BTF sections, which
-    // `strip -g` keeps. Optional: without llvm-strip the binary is larger.
+    // `strip -g` keeps. The relocations of .BTF and .BTF.ext (a quarter of
+    // the object) are for linkers: libbpf skips relocation sections of
+    // anything but code. Optional: without llvm-strip the binary is larger.
     let strip = clang.replacen("clang", "llvm-strip", 1);
-    let _ = Command::new(&strip).arg("-g").arg(&obj).status();
+    let _ = Command::new(&strip)
+        .args(["-g", "-R", ".rel.BTF", "-R", ".rel.BTF.ext", "-R", ".llvm_addrsig"])
+        .arg(&obj)
+        .status();
     for f in ["bpf/memleak.bpf.c", "bpf/memleak.h", "vendor/vmlinux.h"] {
         println!("cargo:rerun-if-changed={f}");
     }

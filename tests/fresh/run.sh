@@ -51,11 +51,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say "debootstrap --variant=minbase bookworm from $mirror"
-debootstrap --variant=minbase bookworm "$root" "$mirror" >"$root.debootstrap.log" 2>&1 || {
+# make is the one thing a user needs before typing `make demo`: minbase
+# lacks it, so it is the only package added here.
+say "debootstrap --variant=minbase --include=make bookworm from $mirror"
+debootstrap --variant=minbase --include=make bookworm "$root" "$mirror" >"$root.debootstrap.log" 2>&1 || {
   tail -20 "$root.debootstrap.log" >&2; exit 1; }
 rm -f "$root.debootstrap.log"
+# The machine's network, not the project's: its resolver, and the CA bundle
+# that its HTTPS to the crate registry is trusted with (minbase has none).
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  mkdir -p "$root/etc/ssl/certs"
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+fi
 # The host's apt settings (a snapshot's Check-Valid-Until, proxies) apply to
 # the same archive inside.
 cp -a /etc/apt/apt.conf.d/. "$root/etc/apt/apt.conf.d/" 2>/dev/null || true
