@@ -49,14 +49,34 @@ fn main() {
     // anything but code. Optional: without llvm-strip the binary is larger.
     let strip = clang.replacen("clang", "llvm-strip", 1);
     let _ = Command::new(&strip)
-        .args(["-g", "-R", ".rel.BTF", "-R", ".rel.BTF.ext", "-R", ".llvm_addrsig"])
+        .args([
+            "-g",
+            "-R",
+            ".rel.BTF",
+            "-R",
+            ".rel.BTF.ext",
+            "-R",
+            ".llvm_addrsig",
+        ])
         .arg(&obj)
         .status();
+    compress(&obj, &out.join("memleak.bpf.o.z"));
     for f in ["bpf/memleak.bpf.c", "bpf/memleak.h", "vendor/vmlinux.h"] {
         println!("cargo:rerun-if-changed={f}");
     }
     println!("cargo:rerun-if-env-changed=CLANG");
     build_identity();
+}
+
+/// The object as embedded: its length (u32, little endian), then the object
+/// in zlib format. Embedded as is it was most of the static binaries' 1.5
+/// MiB budget's margin; zlib is linked anyway (libbpf reads config.gz).
+fn compress(obj: &std::path::Path, out: &std::path::Path) {
+    let data = std::fs::read(obj).unwrap_or_else(|e| panic!("cannot read {}: {e}", obj.display()));
+    let len = u32::try_from(data.len()).expect("a BPF object under 4 GiB");
+    let mut z = len.to_le_bytes().to_vec();
+    z.extend(miniz_oxide::deflate::compress_to_vec_zlib(&data, 10));
+    std::fs::write(out, z).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
 }
 
 /// What `memleak --version` says beyond the version: the commit, the

@@ -14,8 +14,43 @@ use libbpf_sys as sys;
 
 use abi::Pod;
 
-/// The BPF programs, compiled by build.rs for the target's architecture.
-static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/memleak.bpf.o"));
+/// The BPF programs, compiled by build.rs for the target's architecture:
+/// their length (u32, little endian), then the object zlib-compressed.
+static OBJECT_Z: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/memleak.bpf.o.z"));
+
+// zlib's one-shot inflate, from the zlib that libbpf-sys builds and links.
+extern "C" {
+    fn uncompress(
+        dest: *mut u8,
+        dest_len: *mut std::ffi::c_ulong,
+        source: *const u8,
+        source_len: std::ffi::c_ulong,
+    ) -> c_int;
+}
+
+/// The embedded BPF object, inflated.
+pub fn object_bytes() -> Result<Vec<u8>, String> {
+    let corrupt = || "the embedded BPF object is corrupt".to_string();
+    let (len, z) = OBJECT_Z.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let mut out = vec![0u8; len];
+    let mut out_len = len as std::ffi::c_ulong;
+    // SAFETY: `out` has room for `out_len` bytes and `z` is a live slice of
+    // `z.len()` bytes; uncompress writes at most `out_len` bytes and stores
+    // how many it wrote.
+    let rc = unsafe {
+        uncompress(
+            out.as_mut_ptr(),
+            &mut out_len,
+            z.as_ptr(),
+            z.len() as std::ffi::c_ulong,
+        )
+    };
+    if rc != 0 || out_len as usize != len {
+        return Err(corrupt());
+    }
+    Ok(out)
+}
 
 /// libbpf prints its own warnings to stderr; without -v the tool reports
 /// failures itself in one line, so libbpf stays quiet.
@@ -114,10 +149,11 @@ impl Object {
             object_name: name.as_ptr(),
             ..Default::default()
         };
-        // SAFETY: OBJECT is a static buffer that outlives the object; libbpf
-        // copies what it keeps.
+        let object = object_bytes()?;
+        // SAFETY: `object` lives until after the call; libbpf copies what it
+        // keeps of the buffer.
         let ptr = unsafe {
-            sys::bpf_object__open_mem(OBJECT.as_ptr().cast(), OBJECT.len() as sys::size_t, &opts)
+            sys::bpf_object__open_mem(object.as_ptr().cast(), object.len() as sys::size_t, &opts)
         };
         NonNull::new(ptr).map(|ptr| Object { ptr }).ok_or_else(|| {
             format!(
