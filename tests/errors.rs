@@ -103,7 +103,11 @@ fn help_and_version() {
     let expected_tail = format!(
         ", {}, {})",
         std::env::consts::ARCH,
-        if static_build { "static, musl" } else { "dynamic, gnu" }
+        if static_build {
+            "static, musl"
+        } else {
+            "dynamic, gnu"
+        }
     );
     let line = stdout.trim_end();
     let commit = line
@@ -111,7 +115,8 @@ fn help_and_version() {
         .and_then(|rest| rest.strip_suffix(&expected_tail))
         .unwrap_or_else(|| panic!("{line:?} is not 'memleak VERSION (commit C{expected_tail}'"));
     assert!(
-        commit == "unknown" || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
         "{line}"
     );
 }

@@ -31,6 +31,9 @@ mirror=${mirror:-http://deb.debian.org/debian}
 sysroot=$(rustc --print sysroot)
 
 root=$(mktemp -d /var/tmp/memleak-fresh.XXXXXX)
+# It becomes /: mktemp's 0700 would keep every other user (the tests run
+# some as nobody) out of the whole tree.
+chmod 755 "$root"
 mounted=()
 cleanup() {
   local rc=$? m
