@@ -86,6 +86,8 @@ pub struct Options {
     pub raw: bool,
     /// --symfs DIR: unstripped copies of the traced binaries to name frames.
     pub symfs: Option<String>,
+    /// --pprof FILE: each report also replaces FILE with a pprof profile.
+    pub pprof: Option<String>,
     pub percpu: bool,
     /// Outstanding allocations the BPF table can hold (None: default).
     pub max_allocs: Option<u32>,
@@ -118,6 +120,7 @@ impl Default for Options {
             fallbacks: Fallbacks::default(),
             raw: false,
             symfs: None,
+            pprof: None,
             percpu: false,
             max_allocs: None,
             stack_storage_size: None,
@@ -148,7 +151,7 @@ usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]
                [-T TOP] [-z MIN_SIZE] [-Z MAX_SIZE] [-O OBJ] [--sort SORT]
                [--percpu] [--max-allocs N] [--stack-storage-size N]
                [--folded | --json] [--unwind {fp,dwarf,auto}] [--raw]
-               [--symfs DIR] [--fallback LIST]
+               [--symfs DIR] [--fallback LIST] [--pprof FILE]
                [-v] [--version] [interval] [count]";
 
 // Everything after the synopsis; argparse layout so it reads like BCC's.
@@ -206,6 +209,11 @@ optional arguments:
                         a machine with unstripped copies of the binaries
   --symfs DIR           name frames from unstripped copies of the binaries
                         under DIR (same build ID), e.g. a sysroot
+  --pprof FILE          at each report, also replace FILE (atomically) with
+                        the outstanding allocations as a gzipped pprof
+                        profile (inuse_objects, inuse_space), for go tool
+                        pprof, Pyroscope or Parca; with --raw, unnamed
+                        addresses for `memleak symbolize` to name
   --fallback LIST       turn off fast paths, comma-separated: entry (probe
                         functions at their first instruction), links (one
                         uprobe link per function), sums (copy every
@@ -242,7 +250,10 @@ EXAMPLES:
         pointers, as folded stacks for a flame graph
 ./memleak -p $(pidof app) --raw 10 1 > report.txt   (on the device)
 ./memleak symbolize --symfs ./sysroot report.txt    (on your machine)
-        Name the frames of a stripped device from unstripped copies"#;
+        Name the frames of a stripped device from unstripped copies
+./memleak -p $(pidof app) --pprof /var/lib/memleak/app.pb.gz 60
+        Keep a pprof profile of the outstanding allocations, replaced every
+        minute: go tool pprof -top -sample_index=inuse_space app.pb.gz"#;
 
 /// The full `-h` text. No trailing newline.
 pub fn usage() -> String {
@@ -271,6 +282,7 @@ struct Raw {
     fallbacks: Fallbacks,
     raw: bool,
     symfs: Option<String>,
+    pprof: Option<String>,
     max_allocs: Option<u32>,
     stack_storage_size: Option<u32>,
     verbose: bool,
@@ -402,6 +414,14 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
             Long("symfs") => {
                 let v = value(&mut p)?;
                 raw.symfs = Some(text(&flag, &v)?.to_string());
+            }
+            Long("pprof") => {
+                let v = value(&mut p)?;
+                let path = text(&flag, &v)?;
+                if path.is_empty() {
+                    return Err("--pprof needs a file name".to_owned());
+                }
+                raw.pprof = Some(path.to_string());
             }
             Long("folded") | Long("json") => {
                 let format = if flag == "--json" {
@@ -535,6 +555,7 @@ fn validate(raw: Raw) -> Result<Options, String> {
         fallbacks: raw.fallbacks,
         raw: raw.raw,
         symfs: raw.symfs,
+        pprof: raw.pprof,
         max_allocs: raw.max_allocs,
         stack_storage_size: raw.stack_storage_size,
         verbose: raw.verbose,
@@ -759,6 +780,14 @@ mod tests {
         assert_eq!(opts(&["-z", "16"]).min_size, Some(16));
         assert_eq!(opts(&["--min-size", "16"]).min_size, Some(16));
         assert_eq!(opts(&["-Z", "32"]).max_size, Some(32));
+        assert_eq!(
+            opts(&["--pprof", "a.pb.gz"]).pprof.as_deref(),
+            Some("a.pb.gz")
+        );
+        assert_eq!(opts(&["--pprof=b"]).pprof.as_deref(), Some("b"));
+        assert!(run(&["--pprof", ""])
+            .unwrap_err()
+            .contains("needs a file name"));
         assert_eq!(opts(&["--max-size", "32"]).max_size, Some(32));
         assert_eq!(
             opts(&["-O", "libjemalloc.so.2"]).obj.as_deref(),
@@ -1168,6 +1197,7 @@ mod tests {
             "--raw",
             "--symfs DIR",
             "--fallback LIST",
+            "--pprof FILE",
             "-v, --verbose",
             "--version",
             "EXAMPLES:\n\n./memleak -p $(pidof allocs)\n",
@@ -1190,6 +1220,7 @@ mod tests {
                 "--raw" => vec!["-p", "1", word],
                 "--symfs" => vec![word, "/"],
                 "--fallback" => vec![word, "entry,links,sums"],
+                "--pprof" => vec![word, "leaks.pb.gz"],
                 w if [
                     "-p",
                     "-o",

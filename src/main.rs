@@ -3,7 +3,7 @@
 //! main parses flags, runs a session, and turns every error into one line
 //! on stderr and an exit code. A closed stdout (`memleak | head`) exits 0.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Set once from -v; read by `verbose!`.
@@ -27,6 +27,7 @@ mod allocator;
 mod bpf;
 mod cli;
 mod offline;
+mod pprof;
 mod report;
 mod session;
 mod symbolize;
@@ -37,7 +38,8 @@ mod tracer;
 /// `memleak symbolize`: no BPF, no privileges; errors as for a run.
 fn symbolize_report(symfs: Option<&str>, report: Option<&str>) -> i32 {
     let stdout = io::stdout();
-    match offline::run(symfs, report, &mut stdout.lock()) {
+    let terminal = stdout.is_terminal();
+    match offline::run(symfs, report, &mut stdout.lock(), terminal) {
         Ok(()) => 0,
         // A closed stdout (`memleak symbolize r | head`) is not an error.
         Err(e) if e.contains("Broken pipe") => 0,

@@ -10,11 +10,16 @@
 //! build never names a frame wrongly. Frames come out exactly as a live
 //! report would print them (`symbolize::frames_at`); every other line of
 //! the report is copied unchanged.
+//!
+//! A pprof profile written with `--pprof` and `--raw` (gzip or plain) is
+//! named the same way, location by location from its mapping's path, build
+//! ID and file offset, and written out as a profile again.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::pprof::Profile;
 use crate::report::RAW_PREFIX;
 use crate::symbolize::{self, elf::ElfSymbols, source::SourceLines};
 
@@ -36,8 +41,14 @@ pub struct Resolver {
 }
 
 /// Reads REPORT (or stdin) and writes it with named frames.
-pub fn run(symfs: Option<&str>, report: Option<&str>, out: &mut impl Write) -> Result<(), String> {
-    let input: Box<dyn BufRead> = match report {
+/// `out_is_terminal`: a profile (binary) is not written to a terminal.
+pub fn run(
+    symfs: Option<&str>,
+    report: Option<&str>,
+    out: &mut impl Write,
+    out_is_terminal: bool,
+) -> Result<(), String> {
+    let mut input: Box<dyn BufRead> = match report {
         Some(path) => Box::new(io::BufReader::new(
             std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?,
         )),
@@ -49,6 +60,23 @@ pub fn run(symfs: Option<&str>, report: Option<&str>, out: &mut impl Write) -> R
         }
     }
     let mut resolver = Resolver::new(symfs, true);
+    // A text report starts with text; a profile with a gzip header or its
+    // first field, sample_type (field 1, length-delimited: 0x0a).
+    let first = input
+        .fill_buf()
+        .map_err(|e| format!("cannot read the report: {e}"))?;
+    if matches!(first.first(), Some(0x1f | 0x0a)) {
+        let mut data = Vec::new();
+        input
+            .read_to_end(&mut data)
+            .map_err(|e| format!("cannot read the profile: {e}"))?;
+        if out_is_terminal {
+            return Err(
+                "the named profile is binary: redirect it to a file (> named.pb.gz)".into(),
+            );
+        }
+        return symbolize_profile(&data, &mut resolver, out);
+    }
     for line in input.lines() {
         let line = line.map_err(|e| format!("cannot read the report: {e}"))?;
         let frames = line
@@ -62,6 +90,36 @@ pub fn run(symfs: Option<&str>, report: Option<&str>, out: &mut impl Write) -> R
         written.map_err(|e| e.to_string())?;
     }
     out.flush().map_err(|e| e.to_string())
+}
+
+/// Names a profile's locations and writes it (gzip) to `out`.
+fn symbolize_profile(
+    data: &[u8],
+    resolver: &mut Resolver,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let mut profile = Profile::from_file_bytes(data)?;
+    profile.name_locations(|path, id, offset| {
+        let id = match id.map(unhex) {
+            Some(None) => return None, // not a build ID we can compare
+            Some(Some(bytes)) => Some(bytes),
+            None => None,
+        };
+        resolver.frames_from_symfs(offset, id.as_deref(), path)
+    });
+    out.write_all(&profile.to_file_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| e.to_string())
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// `0x1149 3fa2... /usr/bin/prog` -> (offset, build ID or None, path).
@@ -89,8 +147,8 @@ impl Resolver {
         }
     }
 
-    /// Live --symfs: the frames of file offset `offset` of the file `path`
-    /// with build ID `id`, if a copy under symfs has them.
+    /// The frames of file offset `offset` of the file `path` with build ID
+    /// `id`, if a copy has them: under symfs, or (offline) this machine's.
     pub fn frames_from_symfs(
         &mut self,
         offset: u64,
@@ -255,7 +313,7 @@ mod tests {
         let input = dir.join("report");
         std::fs::write(&input, &report).unwrap();
         let mut out = Vec::new();
-        run(None, Some(input.to_str().unwrap()), &mut out).unwrap();
+        run(None, Some(input.to_str().unwrap()), &mut out, false).unwrap();
         let out = String::from_utf8(out).unwrap();
         let module = exe.rsplit('/').next().unwrap();
         assert!(out.contains(&format!("\t\tmain+0x1 [{module}]")), "{out}");
@@ -263,7 +321,8 @@ mod tests {
         assert!(run(
             Some("/no/such/dir"),
             Some(input.to_str().unwrap()),
-            &mut Vec::new()
+            &mut Vec::new(),
+            false
         )
         .unwrap_err()
         .contains("not a directory"));

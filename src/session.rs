@@ -10,6 +10,7 @@ use crate::allocator::{self, Func};
 use crate::bpf::abi;
 use crate::cli::{Format, Options, Target};
 use crate::offline;
+use crate::pprof;
 use crate::report::{self, Allocation, PrintedStack, Shown};
 use crate::symbolize::unwind;
 use crate::symbolize::{KernelSymbolizer, ProcessSymbolizer};
@@ -87,6 +88,84 @@ impl Symbolizer {
             Symbolizer::Kernel(k) => vec![k.symbolize(ip)],
         };
         frames.into_iter().map(Shown::Frame).collect()
+    }
+}
+
+impl Symbolizer {
+    /// The mapping `ip` lies in, for --pprof: a line of the process's maps,
+    /// or the kernel as a whole (`kernel`).
+    fn mapped_file(
+        &mut self,
+        tgid: u32,
+        ip: u64,
+        kernel: Option<&pprof::MappedFile>,
+    ) -> Option<pprof::MappedFile> {
+        let p = match self {
+            Symbolizer::Kernel(_) => return kernel.cloned(),
+            Symbolizer::Processes(list) if list.len() == 1 => &mut list[0].1,
+            _ => self.process(tgid)?,
+        };
+        let (entry, build_id) = p.mapped_file(ip)?;
+        Some(pprof::MappedFile {
+            start: entry.start,
+            end: entry.end,
+            offset: entry.offset,
+            path: entry.path,
+            build_id,
+        })
+    }
+}
+
+/// --pprof FILE: where each report's profile goes, and what every profile
+/// of the run says.
+struct PprofOutput {
+    path: String,
+    /// Tracing started: a profile's duration runs from here.
+    since: Instant,
+    /// The comment lines that stay the same all run (command line, kernel).
+    comments: Vec<String>,
+    /// Kernel mode: the kernel, as the one mapping of every frame.
+    kernel: Option<pprof::MappedFile>,
+}
+
+impl PprofOutput {
+    fn new(path: &str, symbolizer: &Symbolizer, traced: &[Traced]) -> PprofOutput {
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "?".into())
+        };
+        let args: Vec<String> = std::env::args().collect();
+        let mut comments = vec![
+            args.join(" "),
+            format!("kernel: Linux {} {}", read("osrelease"), read("version")),
+        ];
+        let kernel = match symbolizer {
+            Symbolizer::Kernel(k) => {
+                comments.push("target: the kernel".into());
+                let (start, end) = k
+                    .text_range()
+                    .map_or((0, u64::MAX), |(lo, hi)| (lo, hi.saturating_add(1)));
+                Some(pprof::MappedFile {
+                    start,
+                    end,
+                    offset: 0,
+                    path: "[kernel.kallsyms]".into(),
+                    build_id: pprof::kernel_build_id(),
+                })
+            }
+            Symbolizer::Processes(_) => {
+                let pids: Vec<String> = traced.iter().map(|t| t.pid.to_string()).collect();
+                comments.push(format!("target: pid {}", pids.join(", ")));
+                None
+            }
+        };
+        PprofOutput {
+            path: path.to_string(),
+            since: Instant::now(),
+            comments,
+            kernel,
+        }
     }
 }
 
@@ -247,6 +326,17 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             return Err(format!("--symfs {dir}: not a directory").into());
         }
     }
+    if let Some(file) = &opts.pprof {
+        // Said now, not after the first interval.
+        let path = std::path::Path::new(file);
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        if !dir.is_dir() || path.is_dir() {
+            return Err(format!("--pprof {file}: no such directory, or a directory").into());
+        }
+    }
     check_privileges()?;
     let signals = block_signals()?;
     let out = io::stdout();
@@ -386,6 +476,10 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         )
     };
 
+    let mut pprof_output = opts
+        .pprof
+        .as_deref()
+        .map(|path| PprofOutput::new(path, &symbolizer, &traced));
     let mut unwound = Unwound::default();
     // --symfs: unstripped copies to name frames from, looked up by build ID.
     let mut symfs = opts
@@ -525,6 +619,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                 &mut symbolizer,
                 &mut symfs,
                 &mut unwound,
+                pprof_output.as_mut(),
                 traced.len() > 1,
                 &mut out.lock(),
             )?;
@@ -539,6 +634,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                 &mut symbolizer,
                 &mut symfs,
                 &mut unwound,
+                pprof_output.as_mut(),
                 traced.len() > 1,
                 &mut out.lock(),
             )?;
@@ -717,12 +813,14 @@ impl Unwound {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn print_report(
     opts: &Options,
     tracer: &mut Tracer,
     symbolizer: &mut Symbolizer,
     symfs: &mut Option<offline::Resolver>,
     unwound: &mut Unwound,
+    pprof_output: Option<&mut PprofOutput>,
     show_pids: bool,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
@@ -760,6 +858,10 @@ fn print_report(
         }
         agg.finish()
     };
+    // The profile holds every stack: pprof tools make their own top N.
+    let every_stack = pprof_output
+        .is_some()
+        .then(|| report::top(totals.clone(), &opts.sort, usize::MAX));
     let mut top = report::top(totals, &opts.sort, opts.top);
     // -a: a second pass collects the blocks of the stacks shown only.
     if opts.show_allocs && !opts.combined_only {
@@ -809,9 +911,66 @@ fn print_report(
         losses: &losses,
     };
     report.write(opts.format, out)?;
+    if let (Some(output), Some(stacks)) = (pprof_output, every_stack) {
+        let profile = profile_of(
+            opts, &stacks, tracer, symbolizer, symfs, unwound, output, &losses,
+        );
+        pprof::write_atomically(&output.path, &profile.to_file_bytes())?;
+    }
     crate::verbose!(
         "report of {read} outstanding allocations took {:.1} ms",
         started.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
+}
+
+/// Every stack as a pprof profile: a sample each, a location per return
+/// address with its mapping and named frames (none with --raw).
+#[allow(clippy::too_many_arguments)]
+fn profile_of(
+    opts: &Options,
+    stacks: &[report::StackTotal],
+    tracer: &Tracer,
+    symbolizer: &mut Symbolizer,
+    symfs: &mut Option<offline::Resolver>,
+    unwound: &Unwound,
+    output: &PprofOutput,
+    losses: &report::Losses,
+) -> pprof::Profile {
+    let mut builder = pprof::Builder::new();
+    for total in stacks {
+        let stack = unwound
+            .stacks
+            .get(&total.stack_id)
+            .cloned()
+            .or_else(|| tracer.stack(total.stack_id));
+        let locations = match stack {
+            Some(ips) => ips
+                .iter()
+                .map(|&ip| {
+                    builder.location(total.tgid, ip, || {
+                        (
+                            symbolizer.mapped_file(total.tgid, ip, output.kernel.as_ref()),
+                            symbolizer.frames(total.tgid, ip, opts.raw, symfs.as_mut()),
+                        )
+                    })
+                })
+                .collect(),
+            None if total.stack_id == abi::LOST_STACK => vec![builder.missing("[stack lost]")],
+            None => vec![builder.missing("[stack unavailable]")],
+        };
+        let pid = (total.tgid != 0).then_some(total.tgid);
+        builder.sample(locations, total.count, total.bytes, pid);
+    }
+    let mut comments = output.comments.clone();
+    comments.push(losses.line().unwrap_or_else(|| "lost: nothing".into()));
+    let time_nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    builder.finish(&pprof::Meta {
+        time_nanos,
+        duration_nanos: output.since.elapsed().as_nanos() as i64,
+        period: opts.sample_rate,
+        comments: &comments,
+    })
 }

@@ -135,6 +135,14 @@ impl Kallsyms {
         self.entries.len()
     }
 
+    /// The lowest and highest text symbol address (None when hidden).
+    pub fn text_range(&self) -> Option<(u64, u64)> {
+        match (self.hidden, self.entries.first(), self.entries.last()) {
+            (false, Some(first), Some(last)) => Some((first.addr, last.addr)),
+            _ => None,
+        }
+    }
+
     /// The symbol at or nearest below `addr`. Kallsyms has no sizes, so an
     /// address past the end of the last function still resolves to it.
     pub fn lookup(&self, addr: u64) -> Option<KernelSymbol<'_>> {

@@ -183,6 +183,16 @@ impl ProcessSymbolizer {
         ))
     }
 
+    /// The mapping `addr` lies in and its file's build ID (for --pprof).
+    pub fn mapped_file(&mut self, addr: u64) -> Option<(MapEntry, Option<Vec<u8>>)> {
+        let entry = proc_maps::find(&self.maps, addr)
+            .filter(|e| e.is_file())?
+            .clone();
+        let build_id = load_cached(&mut self.cache, self.pid, &entry)
+            .and_then(|s| s.build_id().map(<[u8]>::to_vec));
+        Some((entry, build_id))
+    }
+
     /// The return addresses of a stack copied at `regs.sp` (see
     /// [`unwind::unwind`]), through this process's mappings.
     pub fn unwind(&mut self, regs: unwind::Registers, stack: &[u8], max: usize) -> Vec<u64> {
@@ -394,6 +404,11 @@ impl KernelSymbolizer {
     /// every kernel frame will be `[unknown]`.
     pub fn addresses_hidden(&self) -> bool {
         self.kallsyms.addresses_hidden()
+    }
+
+    /// The lowest and highest text address of the kernel and its modules.
+    pub fn text_range(&self) -> Option<(u64, u64)> {
+        self.kallsyms.text_range()
     }
 
     pub fn symbolize(&self, addr: u64) -> Frame {
