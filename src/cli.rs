@@ -136,7 +136,7 @@ pub enum Parsed {
     Run(Options),
     Help,
     Version,
-    /// `memleak symbolize [--symfs DIR] [REPORT]`: name the frames of a
+    /// `memleak symbolize [--symfs DIR] [REPORT | PROFILE]`: name the frames of a
     /// report made with --raw.
     Symbolize {
         symfs: Option<String>,
@@ -253,7 +253,9 @@ EXAMPLES:
         Name the frames of a stripped device from unstripped copies
 ./memleak -p $(pidof app) --pprof /var/lib/memleak/app.pb.gz 60
         Keep a pprof profile of the outstanding allocations, replaced every
-        minute: go tool pprof -top -sample_index=inuse_space app.pb.gz"#;
+        minute: go tool pprof -top -sample_index=inuse_space app.pb.gz
+./memleak symbolize --symfs ./sysroot raw.pb.gz > named.pb.gz
+        Name a profile written with --raw --pprof raw.pb.gz"#;
 
 /// The full `-h` text. No trailing newline.
 pub fn usage() -> String {
