@@ -108,12 +108,9 @@ pub struct Profile {
 impl Profile {
     /// The serialized message (uncompressed).
     pub fn encode(&self) -> Vec<u8> {
-        use wire::*;
+        use wire::{bytes, int, message, packed, scalars};
         let value_type = |out: &mut Vec<u8>, field, v: &ValueType| {
-            message(out, field, |m| {
-                int(m, 1, v.kind);
-                int(m, 2, v.unit);
-            })
+            scalars(out, field, &[v.kind as u64, v.unit as u64]);
         };
         let mut out = Vec::new();
         for t in &self.sample_types {
@@ -124,51 +121,42 @@ impl Profile {
                 packed(m, 1, s.location_ids.iter().copied());
                 packed(m, 2, s.values.iter().map(|&v| v as u64));
                 for l in &s.labels {
-                    message(m, 3, |m| {
-                        int(m, 1, l.key);
-                        int(m, 2, l.str);
-                        int(m, 3, l.num);
-                        int(m, 4, l.num_unit);
-                    });
+                    let label = [l.key, l.str, l.num, l.num_unit];
+                    scalars(m, 3, &label.map(|v| v as u64));
                 }
             });
         }
-        for mp in &self.mappings {
-            message(&mut out, 3, |m| {
-                uint(m, 1, mp.id);
-                uint(m, 2, mp.memory_start);
-                uint(m, 3, mp.memory_limit);
-                uint(m, 4, mp.file_offset);
-                int(m, 5, mp.filename);
-                int(m, 6, mp.build_id);
-                boolean(m, 7, mp.has_functions);
-                boolean(m, 8, mp.has_filenames);
-                boolean(m, 9, mp.has_line_numbers);
-                boolean(m, 10, mp.has_inline_frames);
-            });
+        for m in &self.mappings {
+            let fields = [
+                m.id,
+                m.memory_start,
+                m.memory_limit,
+                m.file_offset,
+                m.filename as u64,
+                m.build_id as u64,
+                u64::from(m.has_functions),
+                u64::from(m.has_filenames),
+                u64::from(m.has_line_numbers),
+                u64::from(m.has_inline_frames),
+            ];
+            scalars(&mut out, 3, &fields);
         }
         for loc in &self.locations {
             message(&mut out, 4, |m| {
-                uint(m, 1, loc.id);
-                uint(m, 2, loc.mapping_id);
-                uint(m, 3, loc.address);
+                wire::uint(m, 1, loc.id);
+                wire::uint(m, 2, loc.mapping_id);
+                wire::uint(m, 3, loc.address);
                 for line in &loc.lines {
-                    message(m, 4, |l| {
-                        uint(l, 1, line.function_id);
-                        int(l, 2, line.line);
-                    });
+                    scalars(m, 4, &[line.function_id, line.line as u64]);
                 }
-                boolean(m, 5, loc.is_folded);
+                wire::uint(m, 5, u64::from(loc.is_folded));
             });
         }
         for f in &self.functions {
-            message(&mut out, 5, |m| {
-                uint(m, 1, f.id);
-                int(m, 2, f.name);
-                int(m, 3, f.system_name);
-                int(m, 4, f.filename);
-                int(m, 5, f.start_line);
-            });
+            let fields = [f.name, f.system_name, f.filename, f.start_line];
+            let mut all = [f.id; 5];
+            all[1..].copy_from_slice(&fields.map(|v| v as u64));
+            scalars(&mut out, 5, &all);
         }
         for s in &self.strings {
             bytes(&mut out, 6, s.as_bytes());
@@ -189,17 +177,14 @@ impl Profile {
     /// Parses a serialized Profile, checking that every string index is in
     /// the string table.
     pub fn decode(data: &[u8]) -> Result<Profile, String> {
+        use wire::read_scalars as scalars;
         let mut p = Profile::default();
         let value_type = |data: &[u8]| -> Result<ValueType, String> {
-            let mut v = ValueType::default();
-            for field in wire::Fields::new(data) {
-                match field? {
-                    (1, x) => v.kind = x.int()? as i64,
-                    (2, x) => v.unit = x.int()? as i64,
-                    _ => {}
-                }
-            }
-            Ok(v)
+            let v = scalars(data)?;
+            Ok(ValueType {
+                kind: v[1] as i64,
+                unit: v[2] as i64,
+            })
         };
         for field in wire::Fields::new(data) {
             let (number, value) = field?;
@@ -213,17 +198,13 @@ impl Profile {
                             (1, x) => x.ints_into(&mut s.location_ids)?,
                             (2, x) => x.ints_into(&mut values)?,
                             (3, x) => {
-                                let mut l = Label::default();
-                                for field in wire::Fields::new(x.bytes()?) {
-                                    match field? {
-                                        (1, y) => l.key = y.int()? as i64,
-                                        (2, y) => l.str = y.int()? as i64,
-                                        (3, y) => l.num = y.int()? as i64,
-                                        (4, y) => l.num_unit = y.int()? as i64,
-                                        _ => {}
-                                    }
-                                }
-                                s.labels.push(l);
+                                let v = scalars(x.bytes()?)?;
+                                s.labels.push(Label {
+                                    key: v[1] as i64,
+                                    str: v[2] as i64,
+                                    num: v[3] as i64,
+                                    num_unit: v[4] as i64,
+                                });
                             }
                             _ => {}
                         }
@@ -232,28 +213,19 @@ impl Profile {
                     p.samples.push(s);
                 }
                 3 => {
-                    let mut m = Mapping::default();
-                    for field in wire::Fields::new(value.bytes()?) {
-                        let (n, x) = field?;
-                        let v = match x {
-                            wire::Value::Int(v) => v,
-                            _ => continue,
-                        };
-                        match n {
-                            1 => m.id = v,
-                            2 => m.memory_start = v,
-                            3 => m.memory_limit = v,
-                            4 => m.file_offset = v,
-                            5 => m.filename = v as i64,
-                            6 => m.build_id = v as i64,
-                            7 => m.has_functions = v != 0,
-                            8 => m.has_filenames = v != 0,
-                            9 => m.has_line_numbers = v != 0,
-                            10 => m.has_inline_frames = v != 0,
-                            _ => {}
-                        }
-                    }
-                    p.mappings.push(m);
+                    let v = scalars(value.bytes()?)?;
+                    p.mappings.push(Mapping {
+                        id: v[1],
+                        memory_start: v[2],
+                        memory_limit: v[3],
+                        file_offset: v[4],
+                        filename: v[5] as i64,
+                        build_id: v[6] as i64,
+                        has_functions: v[7] != 0,
+                        has_filenames: v[8] != 0,
+                        has_line_numbers: v[9] != 0,
+                        has_inline_frames: v[10] != 0,
+                    });
                 }
                 4 => {
                     let mut loc = Location::default();
@@ -263,15 +235,11 @@ impl Profile {
                             (2, x) => loc.mapping_id = x.int()?,
                             (3, x) => loc.address = x.int()?,
                             (4, x) => {
-                                let mut line = Line::default();
-                                for field in wire::Fields::new(x.bytes()?) {
-                                    match field? {
-                                        (1, y) => line.function_id = y.int()?,
-                                        (2, y) => line.line = y.int()? as i64,
-                                        _ => {}
-                                    }
-                                }
-                                loc.lines.push(line);
+                                let v = scalars(x.bytes()?)?;
+                                loc.lines.push(Line {
+                                    function_id: v[1],
+                                    line: v[2] as i64,
+                                });
                             }
                             (5, x) => loc.is_folded = x.int()? != 0,
                             _ => {}
@@ -280,18 +248,14 @@ impl Profile {
                     p.locations.push(loc);
                 }
                 5 => {
-                    let mut f = Function::default();
-                    for field in wire::Fields::new(value.bytes()?) {
-                        match field? {
-                            (1, x) => f.id = x.int()?,
-                            (2, x) => f.name = x.int()? as i64,
-                            (3, x) => f.system_name = x.int()? as i64,
-                            (4, x) => f.filename = x.int()? as i64,
-                            (5, x) => f.start_line = x.int()? as i64,
-                            _ => {}
-                        }
-                    }
-                    p.functions.push(f);
+                    let v = scalars(value.bytes()?)?;
+                    p.functions.push(Function {
+                        id: v[1],
+                        name: v[2] as i64,
+                        system_name: v[3] as i64,
+                        filename: v[4] as i64,
+                        start_line: v[5] as i64,
+                    });
                 }
                 6 => p.strings.push(
                     String::from_utf8(value.bytes()?.to_vec())
@@ -374,24 +338,17 @@ impl Profile {
         mut lookup: impl FnMut(&str, Option<&str>, u64) -> Option<Vec<Frame>>,
     ) -> usize {
         let mut strings = Interner::from(std::mem::take(&mut self.strings));
-        let mut functions: HashMap<(i64, i64), u64> = self
-            .functions
-            .iter()
-            .map(|f| ((f.name, f.filename), f.id))
-            .collect();
+        let mut functions = FunctionIds::default();
+        for f in &self.functions {
+            functions.insert(f.name, f.filename, f.id);
+        }
         let mut next_function = self.functions.iter().map(|f| f.id).max().unwrap_or(0) + 1;
-        let mappings: HashMap<u64, usize> = self
-            .mappings
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.id, i))
-            .collect();
         let mut named = 0;
         for loc in self.locations.iter_mut().filter(|l| l.lines.is_empty()) {
-            let Some(&mi) = mappings.get(&loc.mapping_id) else {
+            // Mappings are few (one per mapped file): a search is enough.
+            let Some(m) = self.mappings.iter().find(|m| m.id == loc.mapping_id) else {
                 continue;
             };
-            let m = &self.mappings[mi];
             let Some(offset) = (loc.address.checked_sub(m.memory_start))
                 .and_then(|o| o.checked_add(m.file_offset))
             else {
@@ -422,7 +379,15 @@ impl Profile {
     /// A mapping's has_* flags say what its locations already carry, so
     /// that readers symbolize only what is not named yet.
     fn set_mapping_flags(&mut self) {
-        let functions: HashMap<u64, &Function> = self.functions.iter().map(|f| (f.id, f)).collect();
+        let functions = &self.functions;
+        // Ids are positions + 1 in profiles memleak writes; others are searched.
+        let has_file = |id: u64| {
+            let at = usize::try_from(id.wrapping_sub(1)).ok();
+            at.and_then(|i| functions.get(i))
+                .filter(|f| f.id == id)
+                .or_else(|| functions.iter().find(|f| f.id == id))
+                .is_some_and(|f| f.filename != 0)
+        };
         for m in &mut self.mappings {
             let id = m.id;
             let locs = || {
@@ -433,11 +398,9 @@ impl Profile {
             m.has_functions = locs().next().is_some();
             m.has_inline_frames = m.has_functions;
             m.has_line_numbers = locs().flat_map(|l| &l.lines).any(|l| l.line > 0);
-            m.has_filenames = locs().flat_map(|l| &l.lines).any(|l| {
-                functions
-                    .get(&l.function_id)
-                    .is_some_and(|f| f.filename != 0)
-            });
+            m.has_filenames = locs()
+                .flat_map(|l| &l.lines)
+                .any(|l| has_file(l.function_id));
         }
     }
 }
@@ -448,7 +411,7 @@ fn lines_of<'f>(
     frames: impl Iterator<Item = &'f Frame>,
     strings: &mut Interner,
     list: &mut Vec<Function>,
-    by_key: &mut HashMap<(i64, i64), u64>,
+    by_key: &mut FunctionIds,
     next_id: &mut u64,
 ) -> Vec<Line> {
     frames
@@ -458,7 +421,7 @@ fn lines_of<'f>(
                 Some((file, line)) => (strings.index(file), i64::from(*line)),
                 None => (0, 0),
             };
-            let function_id = *by_key.entry((name, file)).or_insert_with(|| {
+            let function_id = by_key.get(name, file).unwrap_or_else(|| {
                 let id = *next_id;
                 *next_id += 1;
                 list.push(Function {
@@ -468,11 +431,29 @@ fn lines_of<'f>(
                     filename: file,
                     start_line: 0,
                 });
+                by_key.insert(name, file, id);
                 id
             });
             Some(Line { function_id, line })
         })
         .collect()
+}
+
+/// Function ids by (name, file) string indices. Keyed like the report's
+/// (pid, stack) maps, (u32, u64), so the binary carries one hash table
+/// instantiation for both: a string table past 2^32 entries is not a
+/// profile anything reads.
+#[derive(Default)]
+struct FunctionIds(HashMap<(u32, u64), usize>);
+
+impl FunctionIds {
+    fn get(&self, name: i64, file: i64) -> Option<u64> {
+        self.0.get(&(name as u32, file as u64)).map(|&id| id as u64)
+    }
+
+    fn insert(&mut self, name: i64, file: i64, id: u64) {
+        self.0.insert((name as u32, file as u64), id as usize);
+    }
 }
 
 /// The string table, built as strings are used.
@@ -514,7 +495,7 @@ impl Interner {
 
 /// The mapped file an address lies in: a line of /proc/PID/maps, or the
 /// kernel as a whole.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappedFile {
     pub start: u64,
     pub end: u64,
@@ -540,11 +521,13 @@ pub struct Meta<'a> {
 pub struct Builder {
     profile: Profile,
     strings: Interner,
-    functions: HashMap<(i64, i64), u64>,
-    mappings: HashMap<(u32, MappedFile), u64>,
+    functions: FunctionIds,
+    /// (process, mapping) of each mapping id - 1: a few dozen, searched.
+    mappings: Vec<(u32, MappedFile)>,
     /// (process, address) -> location id.
-    locations: HashMap<(u32, u64), u64>,
-    missing: HashMap<&'static str, u64>,
+    locations: HashMap<(u32, u64), usize>,
+    /// Locations of stacks that could not be shown, by what they say.
+    missing: Vec<(&'static str, u64)>,
 }
 
 impl Default for Builder {
@@ -573,10 +556,10 @@ impl Builder {
         Builder {
             profile,
             strings,
-            functions: HashMap::new(),
-            mappings: HashMap::new(),
+            functions: FunctionIds::default(),
+            mappings: Vec::new(),
             locations: HashMap::new(),
-            missing: HashMap::new(),
+            missing: Vec::new(),
         }
     }
 
@@ -589,7 +572,7 @@ impl Builder {
         describe: impl FnOnce() -> (Option<MappedFile>, Vec<Shown>),
     ) -> u64 {
         if let Some(&id) = self.locations.get(&(tgid, ip)) {
-            return id;
+            return id as u64;
         }
         let (mapping, frames) = describe();
         let mapping_id = match mapping {
@@ -619,14 +602,14 @@ impl Builder {
             lines,
             is_folded: false,
         });
-        self.locations.insert((tgid, ip), id);
+        self.locations.insert((tgid, ip), id as usize);
         id
     }
 
     /// A location standing for a stack that could not be recorded
     /// (`[stack lost]`): a function of that name, so totals still add up.
     pub fn missing(&mut self, what: &'static str) -> u64 {
-        if let Some(&id) = self.missing.get(what) {
+        if let Some(&(_, id)) = self.missing.iter().find(|(w, _)| *w == what) {
             return id;
         }
         let name = self.strings.index(what);
@@ -646,13 +629,17 @@ impl Builder {
             }],
             ..Location::default()
         });
-        self.missing.insert(what, id);
+        self.missing.push((what, id));
         id
     }
 
     fn mapping(&mut self, tgid: u32, m: MappedFile) -> u64 {
-        if let Some(&id) = self.mappings.get(&(tgid, m.clone())) {
-            return id;
+        if let Some(i) = self
+            .mappings
+            .iter()
+            .position(|(t, k)| *t == tgid && *k == m)
+        {
+            return i as u64 + 1;
         }
         let id = self.profile.mappings.len() as u64 + 1;
         let build_id = match &m.build_id {
@@ -668,7 +655,7 @@ impl Builder {
             build_id,
             ..Mapping::default()
         });
-        self.mappings.insert((tgid, m), id);
+        self.mappings.push((tgid, m));
         id
     }
 

@@ -33,10 +33,6 @@ pub fn int(out: &mut Vec<u8>, field: u32, v: i64) {
     uint(out, field, v as u64);
 }
 
-pub fn boolean(out: &mut Vec<u8>, field: u32, v: bool) {
-    uint(out, field, u64::from(v));
-}
-
 /// A length-delimited field, written even when empty (string_table's
 /// first entry is the empty string and must be there).
 pub fn bytes(out: &mut Vec<u8>, field: u32, data: &[u8]) {
@@ -50,6 +46,16 @@ pub fn message(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     let mut inner = Vec::new();
     body(&mut inner);
     bytes(out, field, &inner);
+}
+
+/// A nested message of integer fields 1, 2, ... with these values (most
+/// of profile.proto's messages are such).
+pub fn scalars(out: &mut Vec<u8>, field: u32, values: &[u64]) {
+    message(out, field, |m| {
+        for (number, &v) in (1..).zip(values) {
+            uint(m, number, v);
+        }
+    });
 }
 
 /// A packed repeated integer field (left out when empty).
@@ -115,6 +121,20 @@ fn read_varint(data: &mut &[u8]) -> Result<u64, String> {
         }
     }
     Err("corrupt protobuf data (varint too long)".into())
+}
+
+/// The integer fields of a message by number (index 0 unused; numbers
+/// past the array and other wire types are skipped).
+pub fn read_scalars(data: &[u8]) -> Result<[u64; 12], String> {
+    let mut values = [0; 12];
+    for field in Fields::new(data) {
+        if let (n, Value::Int(v)) = field? {
+            if let Some(slot) = values.get_mut(n as usize) {
+                *slot = v;
+            }
+        }
+    }
+    Ok(values)
 }
 
 /// Iterates over the fields of one message.
