@@ -466,3 +466,65 @@ fn kernel_mode_pprof_has_the_kernel_as_one_mapping() {
     assert!(raw.contains("Comment: target: the kernel"), "{raw}");
     holder.send("go\n");
 }
+
+/// `grab [inliner] inliner.c:15 (inlined)` above `leak_inlined+0x25`:
+/// in the profile, one location with two lines, the inlined function
+/// first, as pprof models inlining.
+#[test]
+fn inlined_frames_are_lines_of_one_location() {
+    let dir = scratch("inlined");
+    let file = dir.join("inlined.pb.gz");
+    let memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-o", "0", "--pprof"])
+            .arg(&file)
+            .arg("-c")
+            .arg(fixture("inliner")),
+    );
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stderr}");
+    let report = parse_reports(&lines).pop().expect("a report");
+    let stack = report
+        .stacks
+        .iter()
+        .find(|s| s.frames[0].starts_with("grab [inliner] "))
+        .unwrap_or_else(|| panic!("no inlined frame: {report:#?}"));
+    assert_eq!((stack.bytes, stack.count), (256, 4), "{stack:#?}");
+    assert!(stack.frames[0].ends_with(" (inlined)"), "{stack:#?}");
+    assert!(stack.frames[1].starts_with("leak_inlined+0x"), "{stack:#?}");
+    // `... inliner.c:15 (inlined)` -> `inliner.c:15`.
+    let source = |frame: &str| {
+        let at = frame.find("inliner.c:").expect("a source line");
+        frame[at..].split(' ').next().unwrap().to_string()
+    };
+    let (inner, outer) = (source(&stack.frames[0]), source(&stack.frames[1]));
+
+    let raw = go_pprof(&["-raw"], &file);
+    let locations: Vec<&str> = raw
+        .lines()
+        .skip_while(|l| *l != "Locations")
+        .skip(1)
+        .take_while(|l| *l != "Mappings")
+        .collect();
+    let i = locations
+        .iter()
+        .position(|l| l.contains(" grab ") && l.ends_with(&format!("/{inner} s=0")))
+        .unwrap_or_else(|| panic!("grab at {inner}:\n{raw}"));
+    // `     1: 0x562d9c13915e M=1 grab .../inliner.c:15 s=0`: a location.
+    assert!(
+        locations[i]
+            .trim_start()
+            .split(':')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok(),
+        "{raw}"
+    );
+    // Its next line, not a location of its own: the caller.
+    let next = locations[i + 1].trim_start();
+    assert!(
+        next.starts_with("leak_inlined ") && next.ends_with(&format!("/{outer} s=0")),
+        "{raw}"
+    );
+}
