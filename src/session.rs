@@ -915,7 +915,11 @@ fn print_report(
         let profile = profile_of(
             opts, &stacks, tracer, symbolizer, symfs, unwound, output, &losses,
         );
-        pprof::write_atomically(&output.path, &profile.to_file_bytes())?;
+        // A full disk or a directory gone for a while should not end a
+        // long trace: said, and tried again at the next report.
+        if let Err(e) = pprof::write_atomically(&output.path, &profile.to_file_bytes()) {
+            eprintln!("memleak: {e}");
+        }
     }
     crate::verbose!(
         "report of {read} outstanding allocations took {:.1} ms",

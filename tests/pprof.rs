@@ -528,3 +528,37 @@ fn inlined_frames_are_lines_of_one_location() {
         "{raw}"
     );
 }
+
+/// A report that cannot write the file says so on stderr and the run goes
+/// on: the next report writes it again.
+#[test]
+fn pprof_write_failure_is_said_and_retried() {
+    let dir = scratch("retry");
+    let _ = std::fs::remove_dir_all(dir.with_extension("gone"));
+    let file = dir.join("p.pb.gz");
+    let file_arg = file.display().to_string();
+    let (_leaker, mut memleak) =
+        trace_waiting_leaker(&["-o", "0", "-T", "50", "--pprof", &file_arg, "1"], &[]);
+    let header = |l: &str| l.contains("stacks with outstanding allocations:");
+    memleak.wait_for(Duration::from_secs(30), header);
+    memleak.wait_for(Duration::from_secs(30), header);
+    assert!(file.exists());
+    // Moved away whole (a report may be writing into it right now).
+    std::fs::rename(&dir, dir.with_extension("gone")).unwrap();
+    memleak.wait_for(Duration::from_secs(30), header);
+    memleak.wait_for(Duration::from_secs(30), header);
+    std::fs::create_dir_all(&dir).unwrap();
+    memleak.wait_for(Duration::from_secs(30), header);
+    memleak.wait_for(Duration::from_secs(30), header);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&format!("memleak: cannot write --pprof {file_arg}: "))),
+        "{stderr}"
+    );
+    assert_all_leaks(&report);
+    let top = top_rows(&go_pprof(TOP_BYTES, &file));
+    assert_eq!(top.get("leak_malloc"), Some(&(1000, 1000)), "{top:#?}");
+}
