@@ -333,8 +333,11 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => std::path::Path::new("."),
         };
-        if !dir.is_dir() || path.is_dir() {
-            return Err(format!("--pprof {file}: no such directory, or a directory").into());
+        if path.is_dir() {
+            return Err(format!("--pprof {file}: a directory, not a file").into());
+        }
+        if !dir.is_dir() {
+            return Err(format!("--pprof {file}: no directory {}", dir.display()).into());
         }
     }
     check_privileges()?;
@@ -476,7 +479,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         )
     };
 
-    let mut pprof_output = opts
+    let pprof_output = opts
         .pprof
         .as_deref()
         .map(|path| PprofOutput::new(path, &symbolizer, &traced));
@@ -619,7 +622,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                 &mut symbolizer,
                 &mut symfs,
                 &mut unwound,
-                pprof_output.as_mut(),
+                pprof_output.as_ref(),
                 traced.len() > 1,
                 &mut out.lock(),
             )?;
@@ -634,7 +637,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                 &mut symbolizer,
                 &mut symfs,
                 &mut unwound,
-                pprof_output.as_mut(),
+                pprof_output.as_ref(),
                 traced.len() > 1,
                 &mut out.lock(),
             )?;
@@ -820,7 +823,7 @@ fn print_report(
     symbolizer: &mut Symbolizer,
     symfs: &mut Option<offline::Resolver>,
     unwound: &mut Unwound,
-    pprof_output: Option<&mut PprofOutput>,
+    pprof_output: Option<&PprofOutput>,
     show_pids: bool,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
