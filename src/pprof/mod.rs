@@ -7,7 +7,8 @@
 //! (file, build ID, offsets) it lies in and, once named, one line per
 //! function there (inlined ones first, the caller last, as pprof models
 //! them). With `--raw` the locations carry addresses and mappings only, for
-//! `memleak symbolize` or `pprof -symbolize` to name on another machine.
+//! `memleak symbolize` (or pprof's own symbolizer) to name on another
+//! machine.
 //!
 //! The protobuf encoding and the gzip container are written here (wire.rs,
 //! gzip.rs): a few varints and length-delimited fields do not justify a
