@@ -110,6 +110,13 @@ struct {
 	__type(value, struct notices);
 } notices SEC(".maps");
 
+/* Wakes memleak when a target was stopped at exec (cfg.hold_exec): the
+ * tgid. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} held SEC(".maps");
+
 /* With several target processes (-p 1,2,3): their tgids. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -873,26 +880,57 @@ static __always_inline struct notices *notices_of_current(void)
 	return bpf_map_lookup_elem(&notices, &tgid);
 }
 
+#define SIGSTOP 19
+#define CLONE_THREAD 0x00010000
+
 SEC("raw_tracepoint/sched_process_exec")
 int on_exec(void *ctx)
+{
+	struct notices *n = notices_of_current();
+	__u32 tgid;
+
+	if (!n)
+		return 0;
+	/*
+	 * The new program must not run before its allocator has probes: a
+	 * SIGSTOP sent now stops it before it returns to user space, and
+	 * memleak sends SIGCONT once attached (bpf_send_signal: Linux 5.3).
+	 * holds goes up before execs, so that memleak, seeing the exec, also
+	 * sees that the process is held.
+	 */
+	if (cfg.hold_exec) {
+		if (bpf_send_signal(SIGSTOP) == 0) {
+			__sync_fetch_and_add(&n->holds, 1);
+		} else {
+			count_loss(LOSS_EXEC_UNHELD);
+		}
+	}
+	/* Records older than this belong to the program that was replaced. */
+	n->exec_ns = bpf_ktime_get_ns();
+	__sync_fetch_and_add(&n->execs, 1);
+	if (cfg.hold_exec) {
+		tgid = current_ids() >> 32;
+		/* Only a wakeup: memleak also looks at the notices every 0.5 s. */
+		bpf_ringbuf_output(&held, &tgid, sizeof(tgid), 0);
+	}
+	return 0;
+}
+
+/*
+ * Runs in the parent (current) for every new task: args are the new
+ * task_struct and the clone flags. A thread (CLONE_THREAD) is traced like
+ * the rest of the process; another process is not.
+ */
+SEC("raw_tracepoint/task_newtask")
+int on_fork(__u64 *args)
 {
 	struct notices *n = notices_of_current();
 
 	if (!n)
 		return 0;
-	/* Records older than this belong to the program that was replaced. */
-	n->exec_ns = bpf_ktime_get_ns();
-	__sync_fetch_and_add(&n->execs, 1);
-	return 0;
-}
-
-/* Runs in the parent: current is the process that forks. */
-SEC("raw_tracepoint/sched_process_fork")
-int on_fork(void *ctx)
-{
-	struct notices *n = notices_of_current();
-
-	if (n)
+	if (args[1] & CLONE_THREAD)
+		__sync_fetch_and_add(&n->threads, 1);
+	else
 		__sync_fetch_and_add(&n->forks, 1);
 	return 0;
 }

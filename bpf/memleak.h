@@ -43,6 +43,8 @@ struct config {
 	__u8 kernel;		/* kernel stacks instead of user stacks */
 	__u8 many_targets;	/* several processes: the targets map lists them */
 	__u8 unwind;		/* enum unwind */
+	__u8 hold_exec;		/* stop a target at exec (SIGSTOP) until memleak
+				 * has probed the new program (-p; -c uses ptrace) */
 	__u64 page_size;
 	/* memleak's PID namespace when it is not the initial one: PIDs given
 	 * by the user are numbers there. 0: the initial namespace. */
@@ -138,6 +140,8 @@ enum loss {
 	LOSS_MISSED_RETURN,	/* an entry whose return never came */
 	LOSS_UNTRACKED,		/* calls to allocator functions memleak cannot size */
 	LOSS_COPY_FALLBACK,	/* stack copies refused (ring full): frame pointers used */
+	LOSS_EXEC_UNHELD,	/* execs that could not be held: the new program's
+				 * first allocations may be missed */
 	NR_LOSSES,
 };
 
@@ -146,6 +150,8 @@ struct notices {
 	__u64 execs;		/* it executed a new program */
 	__u64 forks;		/* it forked: children are not traced */
 	__u64 exec_ns;		/* bpf_ktime_get_ns() of the latest exec */
+	__u64 threads;		/* it started a thread (traced like the rest) */
+	__u64 holds;		/* execs it was stopped at (cfg.hold_exec) */
 };
 
 #endif /* MEMLEAK_H */

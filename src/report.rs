@@ -121,11 +121,12 @@ pub struct Losses {
     pub copy_fallbacks: u64,
     pub recursion_misses: u64,
     pub failed_attaches: u64,
+    pub execs_unheld: u64,
 }
 
 impl Losses {
     /// (count, JSON key, words for the `lost:` line) of each kind.
-    fn kinds(&self) -> [(u64, &'static str, &'static str); 10] {
+    fn kinds(&self) -> [(u64, &'static str, &'static str); 11] {
         [
             (
                 self.allocs_map_full,
@@ -176,6 +177,11 @@ impl Losses {
                 self.failed_attaches,
                 "failed_attaches",
                 "functions not attached",
+            ),
+            (
+                self.execs_unheld,
+                "execs_unheld",
+                "execs not held until probed (the new program's first allocations may be missed)",
             ),
         ]
     }

@@ -258,8 +258,9 @@ fn block_signals() -> Result<OwnedFd, String> {
     }
 }
 
-/// Drains the signalfd; returns the signals that arrived.
-fn read_signals(fd: &OwnedFd) -> Vec<i32> {
+/// Drains the signalfd; returns the signals that arrived, each with its
+/// si_code (SI_KERNEL: from the terminal; SI_USER: kill(2) by a process).
+fn read_signals(fd: &OwnedFd) -> Vec<(i32, i32)> {
     let mut out = Vec::new();
     loop {
         // SAFETY: signalfd_siginfo is plain data; read fills it whole or fails.
@@ -274,7 +275,7 @@ fn read_signals(fd: &OwnedFd) -> Vec<i32> {
         if n != std::mem::size_of::<libc::signalfd_siginfo>() as isize {
             return out;
         }
-        out.push(info.ssi_signo as i32);
+        out.push((info.ssi_signo as i32, info.ssi_code));
     }
 }
 
@@ -350,8 +351,17 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
     let mut traced: Vec<Traced> = Vec::new();
     match &opts.target {
         Target::Pids(pids) => {
-            for &pid in pids {
-                target::check_pid(pid)?;
+            let mut seen = Vec::new();
+            for &given in pids {
+                target::check_pid(given)?;
+                let pid = target::process_of(given);
+                if pid != given {
+                    eprintln!("memleak: {given} is a thread of process {pid}; tracing the process");
+                }
+                if seen.contains(&pid) {
+                    continue;
+                }
+                seen.push(pid);
                 let allocator = allocator::for_process(pid, opts.obj.as_deref())?;
                 let objects = traced_objects(
                     allocator,
@@ -370,13 +380,17 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         Target::Command(argv) => {
             let program = argv.first().ok_or_else(|| "empty command".to_string())?;
             let path = target::resolve_command(program)?;
-            let allocator = allocator::for_executable(&path, opts.obj.as_deref())?;
+            // A script runs its #! interpreter: that program is probed
+            // first, and whatever the script executes is held and probed
+            // in turn.
+            let image = target::interpreter_of(&path)?;
+            let allocator = allocator::for_executable(&image, opts.obj.as_deref())?;
             let started = Child::spawn_held(&path, argv)?;
             let pid = started.pid;
             let objects = traced_objects(
                 allocator,
-                || allocator::for_executable(&path, Some("c")),
-                Some((path.clone(), path.clone())),
+                || allocator::for_executable(&image, Some("c")),
+                Some((image.clone(), image.clone())),
             );
             // -c's own exec of the command is expected; any later one is news.
             let watch = Watch {
@@ -421,7 +435,10 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         traced.iter().map(|t| (t.pid, t.objects.clone())).collect();
     let attach = match &kernel_plan {
         Some(plan) => Attach::Kernel { plan },
-        None => Attach::User { targets: &targets },
+        None => Attach::User {
+            targets: &targets,
+            hold_exec: matches!(opts.target, Target::Pids(_)),
+        },
     };
     let started = Tracer::start(opts, attach, on_event);
     let mut tracer = match started {
@@ -513,7 +530,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             events: libc::POLLIN,
             revents: 0,
         }];
-        for fd in [tracer.ring_fd(), tracer.samples_fd()]
+        for fd in [tracer.ring_fd(), tracer.samples_fd(), tracer.held_fd()]
             .into_iter()
             .flatten()
         {
@@ -543,31 +560,54 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         // Stack copies are unwound while the process and its maps are there.
         unwound.drain(&mut tracer, &mut symbolizer);
 
+        // -p: a target stopped at exec waits for its new program's probes.
+        tracer.consume_held();
+        for t in traced.iter_mut().filter(|t| !t.exited) {
+            if tracer.is_held(t.pid) {
+                t.watch
+                    .check(t.pid, opts, &mut tracer, &mut t.objects, false)?;
+            }
+        }
+
         let mut stop = None;
-        for sig in read_signals(&signals) {
+        for (sig, code) in read_signals(&signals) {
             match sig {
                 libc::SIGCHLD => {
                     if let Some(c) = &mut child {
-                        for event in c.poll() {
-                            match event {
-                                ChildEvent::Exiting => {
-                                    // Its last stack copies, while its maps are there.
-                                    unwound.drain(&mut tracer, &mut symbolizer);
-                                    if let Some(p) = symbolizer.process(c.pid) {
-                                        p.refresh();
-                                        p.prefetch();
-                                    }
-                                    c.resume();
-                                    // Its exit comes with the next SIGCHLD.
-                                }
-                                ChildEvent::Exited(status) => {
-                                    stop = Some(Outcome::ChildExited(status))
-                                }
-                            }
+                        let events = ChildEvents {
+                            opts,
+                            tracer: &mut tracer,
+                            symbolizer: &mut symbolizer,
+                            unwound: &mut unwound,
+                            traced: &mut traced,
+                        };
+                        if let Some(status) = events.handle(c)? {
+                            stop = Some(Outcome::ChildExited(status));
                         }
                     }
                 }
-                _ => stop = stop.or(Some(Outcome::Done)),
+                _ => {
+                    // A signal sent to memleak alone (kill, a service
+                    // manager, timeout) would leave the command running
+                    // untraced: it gets the signal too, as under timeout. One
+                    // from the terminal reached the whole process group.
+                    if let Some(c) = child
+                        .as_mut()
+                        .filter(|c| c.released() && c.status.is_none() && stop.is_none())
+                    {
+                        if code != libc::SI_KERNEL {
+                            let events = ChildEvents {
+                                opts,
+                                tracer: &mut tracer,
+                                symbolizer: &mut symbolizer,
+                                unwound: &mut unwound,
+                                traced: &mut traced,
+                            };
+                            events.pass_signal(c, sig)?;
+                        }
+                    }
+                    stop = stop.or(Some(Outcome::Done));
+                }
             }
         }
         // Which processes went away: their pidfd became readable, or
@@ -599,7 +639,8 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         if refresh_due {
             if stop.is_none() {
                 for t in traced.iter_mut().filter(|t| !t.exited) {
-                    t.watch.check(t.pid, opts, &mut tracer, &mut t.objects)?;
+                    t.watch
+                        .check(t.pid, opts, &mut tracer, &mut t.objects, false)?;
                 }
             }
             symbolizer.refresh();
@@ -607,7 +648,8 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         }
         if let Some(Outcome::Done) = &stop {
             for t in traced.iter_mut().filter(|t| !t.exited) {
-                t.watch.check(t.pid, opts, &mut tracer, &mut t.objects)?;
+                t.watch
+                    .check(t.pid, opts, &mut tracer, &mut t.objects, false)?;
             }
             symbolizer.refresh();
         }
@@ -665,45 +707,171 @@ struct Watch {
 impl Watch {
     /// An exec replaced the process's memory: its earlier records describe
     /// nothing any more, and the new program may use another allocator. A
-    /// fork starts a process that is not traced: said once.
+    /// fork starts a process that is not traced: said once (a thread is
+    /// traced like the rest of its process).
+    ///
+    /// `stopped_at_exec`: -c's command is in its ptrace exec stop. A -p
+    /// target the BPF program stopped at exec is held too. Either way the
+    /// new program has not run an instruction yet, its loader has mapped
+    /// nothing, and it goes on only once its allocator has probes.
     fn check(
         &mut self,
         pid: u32,
         opts: &Options,
         tracer: &mut Tracer,
         objects: &mut Vec<allocator::Allocator>,
+        stopped_at_exec: bool,
     ) -> Result<(), String> {
-        let abi::Notices {
-            execs,
-            forks,
-            exec_ns,
-        } = tracer.notices(pid);
-        if forks > 0 && !self.fork_reported {
+        // execs is read before holds (struct order): an exec counted is
+        // already known to be held if it is.
+        let notices = tracer.notices(pid);
+        let held = tracer.is_held(pid);
+        let result = self.after_exec(pid, opts, tracer, objects, notices, stopped_at_exec || held);
+        if held {
+            tracer.release_hold(pid);
+        }
+        result
+    }
+
+    fn after_exec(
+        &mut self,
+        pid: u32,
+        opts: &Options,
+        tracer: &mut Tracer,
+        objects: &mut Vec<allocator::Allocator>,
+        notices: abi::Notices,
+        stopped: bool,
+    ) -> Result<(), String> {
+        if notices.forks > 0 && !self.fork_reported {
             self.fork_reported = true;
             eprintln!("memleak: process {pid} forked; its children are not traced");
         }
-        if execs <= self.execs_seen {
+        if notices.execs <= self.execs_seen {
             return Ok(());
         }
-        self.execs_seen = execs;
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "?".into());
-        let dropped = tracer.forget_process(pid, exec_ns)?;
+        self.execs_seen = notices.execs;
+        let (read, exe) = exe_paths(pid);
+        let dropped = tracer.forget_process(pid, notices.exec_ns)?;
         eprintln!("memleak: process {pid} executed {exe}; {dropped} allocations made before it are dropped");
-        // The same libc file keeps its probes (the kernel re-applies them
-        // when the new program maps it); another allocator needs new ones.
-        match allocator::for_process(pid, opts.obj.as_deref()) {
-            Ok(new) if objects.first().map(|o| &o.display_path) != Some(&new.display_path) => {
-                *objects = traced_objects(
-                    new,
+        let found = if stopped {
+            // Nothing is mapped but the program and its loader yet: find
+            // its allocator as for a command about to run.
+            let path = if std::path::Path::new(&exe).exists() {
+                exe.clone()
+            } else {
+                read.clone()
+            };
+            allocator::for_executable(&path, opts.obj.as_deref()).map(|a| {
+                traced_objects(
+                    a,
+                    || allocator::for_executable(&path, Some("c")),
+                    Some((read, exe)),
+                )
+            })
+        } else {
+            allocator::for_process(pid, opts.obj.as_deref()).map(|a| {
+                traced_objects(
+                    a,
                     || allocator::for_process(pid, Some("c")),
                     Some(exe_paths(pid)),
-                );
-                tracer.replace_user_probes(pid, objects)?;
+                )
+            })
+        };
+        match found {
+            Ok(new) => {
+                tracer.update_user_probes(pid, &new)?;
+                *objects = new;
             }
-            Ok(_) => {}
             Err(e) => eprintln!("memleak: warning: after exec: {e}"),
+        }
+        Ok(())
+    }
+}
+
+/// What handling the -c command's state changes needs.
+struct ChildEvents<'a> {
+    opts: &'a Options,
+    tracer: &'a mut Tracer,
+    symbolizer: &'a mut Symbolizer,
+    unwound: &'a mut Unwound,
+    traced: &'a mut [Traced],
+}
+
+impl ChildEvents<'_> {
+    /// Handles every pending state change of the command; its exit status
+    /// once it exited.
+    fn handle(self, c: &mut Child) -> Result<Option<target::ExitStatus>, String> {
+        let mut exited = None;
+        for event in c.poll() {
+            match event {
+                ChildEvent::Exec => {
+                    if let Some(t) = self.traced.iter_mut().find(|t| t.pid == c.pid) {
+                        let result =
+                            t.watch
+                                .check(t.pid, self.opts, self.tracer, &mut t.objects, true);
+                        // Never left stopped, even when probing failed.
+                        c.resume();
+                        result?;
+                    } else {
+                        c.resume();
+                    }
+                }
+                ChildEvent::Exiting => {
+                    // Its last stack copies, while its maps are there.
+                    self.unwound.drain(self.tracer, self.symbolizer);
+                    if let Some(p) = self.symbolizer.process(c.pid) {
+                        p.refresh();
+                        p.prefetch();
+                    }
+                    c.resume();
+                    // Its exit comes with the next SIGCHLD.
+                }
+                ChildEvent::Exited(status) => exited = Some(status),
+            }
+        }
+        Ok(exited)
+    }
+
+    /// Passes `sig` on to the command and waits a moment for it to end,
+    /// so that the final report comes after its exit; says so on stderr.
+    fn pass_signal(self, c: &mut Child, sig: i32) -> Result<(), String> {
+        const GRACE: Duration = Duration::from_secs(1);
+        let name = match sig {
+            libc::SIGINT => "SIGINT",
+            libc::SIGTERM => "SIGTERM",
+            libc::SIGHUP => "SIGHUP",
+            _ => "the signal",
+        };
+        c.signal(sig);
+        let deadline = Instant::now() + GRACE;
+        let status = loop {
+            let events = ChildEvents {
+                opts: self.opts,
+                tracer: &mut *self.tracer,
+                symbolizer: &mut *self.symbolizer,
+                unwound: &mut *self.unwound,
+                traced: &mut *self.traced,
+            };
+            if let Some(status) = events.handle(c)? {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.tracer.consume_events();
+        match status {
+            Some(status) => eprintln!(
+                "memleak: passed {name} on to the command (pid {}), which {}",
+                c.pid,
+                status.describe()
+            ),
+            None => eprintln!(
+                "memleak: passed {name} on to the command (pid {}), which still runs after {} s; it is left running untraced",
+                c.pid,
+                GRACE.as_secs()
+            ),
         }
         Ok(())
     }

@@ -37,6 +37,13 @@ pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     }
 }
 
+/// Lets a process stopped at exec (by the BPF program, for memleak to probe
+/// its new program) go on.
+pub fn send_sigcont(pid: u32) {
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+}
+
 /// The state letter of /proc/PID/stat (R, S, Z, ...).
 fn process_state(pid: u32) -> io::Result<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -83,6 +90,52 @@ pub fn resolve_command(program: &str) -> Result<String, String> {
     Err(format!("command not found: {program}"))
 }
 
+/// The thread group (process) of `pid`: itself for a process, its process
+/// for a thread's ID (which /proc also answers to).
+pub fn process_of(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(pid)
+}
+
+/// The program exec really runs for `path`: the file itself, or for a
+/// script its `#!` interpreter (followed as the kernel does, up to 4
+/// levels deep).
+pub fn interpreter_of(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut current = path.to_string();
+    for _ in 0..5 {
+        let mut head = [0u8; 256];
+        let n = std::fs::File::open(&current)
+            .and_then(|mut f| f.read(&mut head))
+            .map_err(|e| format!("cannot read {current}: {e}"))?;
+        let Some(line) = head[..n].strip_prefix(b"#!") else {
+            return Ok(current);
+        };
+        let line = line.split(|&b| b == b'\n').next().unwrap_or(&[]);
+        let line = String::from_utf8_lossy(line);
+        let Some(interp) = line.split_ascii_whitespace().next() else {
+            return Err(format!(
+                "cannot run {current}: its #! line names no interpreter"
+            ));
+        };
+        if !std::path::Path::new(interp).exists() {
+            return Err(format!(
+                "cannot run {current}: its interpreter {interp} does not exist"
+            ));
+        }
+        current = interp.to_string();
+    }
+    Err(format!(
+        "cannot run {path}: too many levels of #! interpreters"
+    ))
+}
+
 /// How a child process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -125,6 +178,9 @@ impl ExitStatus {
 
 /// What a child did, as seen by `Child::poll`.
 pub enum ChildEvent {
+    /// Executed a program and stopped there, before its first instruction,
+    /// until `Child::resume`: time to probe the new program's allocator.
+    Exec,
     /// About to exit and stopped there: its memory map is still readable
     /// until `Child::resume`.
     Exiting,
@@ -170,8 +226,10 @@ impl Child {
         let (err_read, err_write) =
             pipe_cloexec().map_err(|e| format!("cannot create a pipe: {e}"))?;
 
-        // SAFETY: memleak is single-threaded here; the child only makes
-        // async-signal-safe calls before exec or _exit.
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the child only makes async-signal-safe calls before exec
+        // or _exit.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(format!("cannot fork: {}", io::Error::last_os_error()));
@@ -184,9 +242,25 @@ impl Child {
                 libc::sigemptyset(&mut empty);
                 libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
                 libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                // Die with memleak while held, however it dies; if it is
+                // already gone (reparented), never run the command.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                if libc::getppid() != parent {
+                    libc::_exit(127);
+                }
+                // memleak's ends of the pipes: with the write end open
+                // here, memleak's death would never give EOF.
+                libc::close(go_write.as_raw_fd());
+                libc::close(err_read.as_raw_fd());
                 let mut byte = 0u8;
                 // Wait for the go; EOF (memleak died) means do not run.
                 if libc::read(go_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) != 1 {
+                    libc::_exit(127);
+                }
+                // Released: from now on the command runs on its own if
+                // memleak ends, as a -p target does.
+                libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong);
+                if libc::getppid() != parent {
                     libc::_exit(127);
                 }
                 libc::execv(cpath.as_ptr(), argv_ptrs.as_ptr());
@@ -198,18 +272,24 @@ impl Child {
         drop(go_read);
         drop(err_write);
         let pid = pid as u32;
-        // SAFETY: plain ptrace call on our own child.
+        // SAFETY: plain ptrace call on our own child. Exec stops hold the
+        // command at each exec until its new program is probed; the exit
+        // stop keeps its maps readable for the final report.
         let seized = unsafe {
             libc::ptrace(
                 libc::PTRACE_SEIZE,
                 pid as libc::pid_t,
                 0usize,
-                libc::PTRACE_O_TRACEEXIT as usize,
+                (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC) as usize,
             )
         };
         if seized < 0 {
-            // Only symbolization after exit suffers; tracing works without.
-            crate::verbose!("cannot ptrace-seize {pid}: {}", io::Error::last_os_error());
+            // Without it, an exec is noticed late and the report made
+            // after exit is not symbolized; tracing works.
+            eprintln!(
+                "memleak: warning: cannot ptrace process {pid}: {}; a program it executes may lose its first allocations",
+                io::Error::last_os_error()
+            );
         }
         Ok(Child {
             pid,
@@ -269,6 +349,10 @@ impl Child {
                     // Stays stopped until the caller has read its maps.
                     events.push(ChildEvent::Exiting);
                     break;
+                } else if event == libc::PTRACE_EVENT_EXEC {
+                    // Stays stopped until the caller has probed it.
+                    events.push(ChildEvent::Exec);
+                    break;
                 } else if event == 0 {
                     // A signal on its way to the child: pass it on.
                     inject = libc::WSTOPSIG(status);
@@ -289,7 +373,20 @@ impl Child {
         events
     }
 
-    /// Lets a child stopped at its exit (`ChildEvent::Exiting`) go on.
+    /// Whether the command has been let run (it may have exited since).
+    pub fn released(&self) -> bool {
+        self.go.is_none()
+    }
+
+    /// Sends `sig` to the command, if it still runs.
+    pub fn signal(&self, sig: i32) {
+        if self.status.is_none() {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe { libc::kill(self.pid as libc::pid_t, sig) };
+        }
+    }
+
+    /// Lets a child stopped at its exit or an exec go on.
     pub fn resume(&mut self) {
         // SAFETY: the child is in its ptrace exit stop.
         unsafe { libc::ptrace(libc::PTRACE_CONT, self.pid as libc::pid_t, 0usize, 0usize) };
@@ -301,13 +398,22 @@ impl Child {
         if self.status.is_some() {
             return;
         }
-        if self.go.is_some() {
+        if self.go.take().is_some() {
             // SAFETY: killing our own held child.
             unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
             let mut status = 0;
             unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::__WALL) };
+            self.status = ExitStatus::from_wait(status).or(Some(ExitStatus::Signal(libc::SIGKILL)));
         }
         // A tracer's exit detaches it; nothing else to undo.
+    }
+}
+
+impl Drop for Child {
+    /// However a run ends (an error, a closed stdout), a command still
+    /// held never runs.
+    fn drop(&mut self) {
+        self.abandon();
     }
 }
 

@@ -147,8 +147,18 @@ pub fn kernel_release() -> (u32, u32) {
 /// A loaded, attached set of BPF programs. Field order matters: links and
 /// the ring buffer are dropped before the object they belong to.
 pub struct Tracer {
-    /// Each with the process it traces (0: the kernel).
-    links: Vec<(u32, Link)>,
+    /// Each with the process it traces (0: the kernel) and the index in
+    /// `objects` of what it probes.
+    links: Vec<(u32, usize, Link)>,
+    /// Every object ever probed: links of an object a new program still
+    /// uses are kept across its exec.
+    objects: Vec<ProbedObject>,
+    /// The object the links being made belong to.
+    attaching: usize,
+    /// Stopped-at-exec wakeups (struct notices holds), and how many holds
+    /// of each target were released with SIGCONT.
+    held: Option<RingBuffer>,
+    released_holds: Vec<(u32, u64)>,
     /// Raw tracepoints that notice the traced process's exec and fork.
     watch_links: Vec<Link>,
     ring: Option<RingBuffer>,
@@ -175,6 +185,29 @@ pub struct Tracer {
     /// `make bench` only: attach programs that do nothing, to measure the
     /// cost of the probes themselves (MEMLEAK_BENCH_EMPTY_PROBES=1).
     empty_probes: bool,
+}
+
+/// What a set of uprobe links probes: the file, by device and inode however
+/// it was named (/lib and /usr/lib are one directory on merged-/usr
+/// systems), and the sites in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ProbedObject {
+    file: Result<(u64, u64), String>,
+    offsets: Vec<(Func, u64)>,
+    sites: Vec<(u64, u64)>,
+}
+
+impl ProbedObject {
+    fn of(allocator: &Allocator) -> ProbedObject {
+        use std::os::unix::fs::MetadataExt;
+        ProbedObject {
+            file: std::fs::metadata(&allocator.attach_path)
+                .map(|m| (m.dev(), m.ino()))
+                .map_err(|_| allocator.attach_path.clone()),
+            offsets: allocator.offsets.clone(),
+            sites: allocator.sites.clone(),
+        }
+    }
 }
 
 /// What -t hands each traced call to.
@@ -224,6 +257,9 @@ pub enum Attach<'a> {
     /// family an allocator library (jemalloc, tcmalloc) does not define.
     User {
         targets: &'a [(u32, Vec<Allocator>)],
+        /// Stop a target at exec until its new program is probed (-p;
+        /// memleak -c holds its command with ptrace instead).
+        hold_exec: bool,
     },
     /// The kmem (or percpu) tracepoints of `plan`.
     Kernel { plan: &'a tracepoints::Plan },
@@ -249,7 +285,7 @@ impl Tracer {
             combined: keep_stack_sums(
                 opts,
                 match &attach {
-                    Attach::User { targets } => targets.len(),
+                    Attach::User { targets, .. } => targets.len(),
                     Attach::Kernel { .. } => 1,
                 },
             ) as u8,
@@ -262,7 +298,8 @@ impl Tracer {
             ..Default::default()
         };
         let programs: Vec<&'static str> = match &attach {
-            Attach::User { targets } => {
+            Attach::User { targets, hold_exec } => {
+                cfg.hold_exec = *hold_exec as u8;
                 match targets {
                     [(pid, _)] => cfg.target_tgid = *pid,
                     _ => cfg.many_targets = 1,
@@ -303,7 +340,7 @@ impl Tracer {
         };
         let max_stacks = opts.stack_storage_size.unwrap_or(limits.max_stacks);
         let processes = match &attach {
-            Attach::User { targets } => targets.len().max(1) as u32,
+            Attach::User { targets, .. } => targets.len().max(1) as u32,
             Attach::Kernel { .. } => 1,
         };
         crate::verbose!(
@@ -390,8 +427,20 @@ impl Tracer {
             None
         };
 
+        let held = if cfg.hold_exec != 0 {
+            Some(RingBuffer::new(
+                obj.map_fd("held")?,
+                Box::new(|_: &[u8]| {}),
+            )?)
+        } else {
+            None
+        };
         let mut tracer = Tracer {
             links: Vec::new(),
+            objects: Vec::new(),
+            attaching: usize::MAX,
+            held,
+            released_holds: Vec::new(),
             watch_links: Vec::new(),
             ring,
             samples,
@@ -412,8 +461,9 @@ impl Tracer {
             sums_tgid: cfg.target_tgid,
         };
         match attach {
-            Attach::User { targets } => {
+            Attach::User { targets, .. } => {
                 for (pid, objects) in targets {
+                    tracer.released_holds.push((*pid, 0));
                     let has = |f: Func| objects.iter().any(|o| o.offset(f).is_some());
                     if !has(Func::Malloc) || !has(Func::Free) {
                         let name = objects
@@ -442,7 +492,7 @@ impl Tracer {
                 }
                 for (prog, tp) in [
                     ("on_exec", "sched_process_exec"),
-                    ("on_fork", "sched_process_fork"),
+                    ("on_fork", "task_newtask"),
                 ] {
                     match tracer.obj.attach_raw_tracepoint(prog, tp) {
                         Ok(link) => tracer.watch_links.push(link),
@@ -459,20 +509,89 @@ impl Tracer {
 
     fn attach_objects(&mut self, pid: u32, objects: &[Allocator]) -> Result<(), String> {
         for object in objects {
-            if self.multi {
-                self.attach_user_multi(pid, object)?;
+            self.attach_object(pid, object)?;
+        }
+        Ok(())
+    }
+
+    fn attach_object(&mut self, pid: u32, object: &Allocator) -> Result<(), String> {
+        let probed = ProbedObject::of(object);
+        self.attaching = match self.objects.iter().position(|o| *o == probed) {
+            Some(i) => i,
+            None => {
+                self.objects.push(probed);
+                self.objects.len() - 1
+            }
+        };
+        if self.multi {
+            self.attach_user_multi(pid, object)
+        } else {
+            self.attach_user(pid, object)
+        }
+    }
+
+    /// After the target executed another program: probes on `objects`.
+    /// The probes of an object the new program uses too (its file, however
+    /// named, with the same functions) stay: the kernel applies them to the
+    /// new mapping of that file, and nothing is missed in between. The
+    /// others go before the new ones come, so no call is seen twice.
+    pub fn update_user_probes(&mut self, pid: u32, objects: &[Allocator]) -> Result<(), String> {
+        let wanted: Vec<ProbedObject> = objects.iter().map(ProbedObject::of).collect();
+        let (stale, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|(p, i, _)| *p == pid && !wanted.contains(&self.objects[*i]));
+        self.links = kept;
+        release_links(stale.into_iter().map(|(_, _, link)| link).collect());
+        for (object, probed) in objects.iter().zip(&wanted) {
+            let has_links = self
+                .links
+                .iter()
+                .any(|(p, i, _)| *p == pid && self.objects[*i] == *probed);
+            if has_links {
+                crate::verbose!(
+                    "probes on {} kept: the new program uses the same file",
+                    object.display_path
+                );
             } else {
-                self.attach_user(pid, object)?;
+                self.attach_object(pid, object)?;
             }
         }
         Ok(())
     }
 
-    /// After the target executed another program: probes on `objects`
-    /// instead of the old ones.
-    pub fn replace_user_probes(&mut self, pid: u32, objects: &[Allocator]) -> Result<(), String> {
-        self.links.retain(|(p, _)| *p != pid);
-        self.attach_objects(pid, objects)
+    /// A file descriptor that polls readable when a target was stopped at
+    /// exec (-p), for `release_hold`.
+    pub fn held_fd(&self) -> Option<i32> {
+        self.held.as_ref().map(|r| r.epoll_fd())
+    }
+
+    /// Empties the stopped-at-exec wakeups; the notices say who is held.
+    pub fn consume_held(&mut self) {
+        if let Some(r) = &mut self.held {
+            r.consume();
+        }
+    }
+
+    /// Whether process `pid` is stopped at an exec (or about to be) that
+    /// memleak has not let go on from yet.
+    pub fn is_held(&self, pid: u32) -> bool {
+        let released = self
+            .released_holds
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .map_or(0, |(_, n)| *n);
+        self.notices(pid).holds > released
+    }
+
+    /// Lets process `pid` go on from every exec it was stopped at.
+    pub fn release_hold(&mut self, pid: u32) {
+        let holds = self.notices(pid).holds;
+        if let Some(entry) = self.released_holds.iter_mut().find(|(p, _)| *p == pid) {
+            if holds > entry.1 {
+                entry.1 = holds;
+                crate::target::send_sigcont(pid);
+            }
+        }
     }
 
     /// How often process `pid` executed a program and forked so far, and
@@ -520,7 +639,7 @@ impl Tracer {
                     attach_error(&e)
                 )
             })?;
-            self.links.push((0, link));
+            self.links.push((0, usize::MAX, link));
         }
         crate::verbose!(
             "attached {} tracepoints (field offsets from {:?})",
@@ -599,7 +718,7 @@ impl Tracer {
                 true,
             )
             .map_err(fail)?;
-        self.links.push((pid, exit));
+        self.links.push((pid, self.attaching, exit));
         let entry = self
             .obj
             .attach_uprobe_multi(
@@ -610,7 +729,7 @@ impl Tracer {
                 false,
             )
             .map_err(fail)?;
-        self.links.push((pid, entry));
+        self.links.push((pid, self.attaching, entry));
         crate::verbose!(
             "attached {} functions of {} with uprobe_multi links",
             sites.len(),
@@ -635,7 +754,7 @@ impl Tracer {
                 self.failed_attaches += 1;
             }
         }
-        let attached = self.links.iter().filter(|(p, _)| *p == pid).count();
+        let attached = self.links.iter().filter(|(p, _, _)| *p == pid).count();
         crate::verbose!(
             "attached {attached} probes to {} for pid {pid}",
             allocator.display_path
@@ -666,7 +785,7 @@ impl Tracer {
                 offset,
                 true,
             )?;
-            self.links.push((pid, exit));
+            self.links.push((pid, self.attaching, exit));
         }
         let entry = self.obj.attach_uprobe(
             entry_prog,
@@ -675,7 +794,7 @@ impl Tracer {
             offset,
             false,
         )?;
-        self.links.push((pid, entry));
+        self.links.push((pid, self.attaching, entry));
         Ok(())
     }
 
@@ -687,16 +806,15 @@ impl Tracer {
         let links: Vec<Link> = self
             .links
             .drain(..)
-            .map(|(_, link)| link)
+            .map(|(_, _, link)| link)
             .chain(self.watch_links.drain(..))
             .collect();
-        std::thread::scope(|scope| {
-            for link in links {
-                // Without a thread the closure, and the link in it, is
-                // dropped right here: one wait longer, nothing left behind.
-                let _ = std::thread::Builder::new().spawn_scoped(scope, move || drop(link));
-            }
-        });
+        release_links(links);
+        // Nothing can stop a target any more: let go of any still held.
+        let pids: Vec<u32> = self.released_holds.iter().map(|(p, _)| *p).collect();
+        for pid in pids {
+            self.release_hold(pid);
+        }
     }
 
     pub fn ring_fd(&self) -> Option<i32> {
@@ -814,7 +932,27 @@ impl Tracer {
                 .map(|p| self.obj.recursion_misses(p))
                 .sum(),
             failed_attaches: self.failed_attaches,
+            execs_unheld: sum(abi::LOSS_EXEC_UNHELD),
         }
+    }
+}
+
+/// Drops links in parallel: each uprobe link's release waits for a grace
+/// period.
+fn release_links(links: Vec<Link>) {
+    std::thread::scope(|scope| {
+        for link in links {
+            // Without a thread the closure, and the link in it, is
+            // dropped right here: one wait longer, nothing left behind.
+            let _ = std::thread::Builder::new().spawn_scoped(scope, move || drop(link));
+        }
+    });
+}
+
+impl Drop for Tracer {
+    /// Whatever way a run ends, no probe stays and no target stays stopped.
+    fn drop(&mut self) {
+        self.detach();
     }
 }
 

@@ -15,6 +15,8 @@ pub struct Config {
     pub many_targets: u8,
     /// enum unwind: 0 frame pointers, 1 dwarf, 2 auto.
     pub unwind: u8,
+    /// Stop a target at exec until the new program is probed (-p).
+    pub hold_exec: u8,
     pub page_size: u64,
     pub pidns_dev: u64,
     pub pidns_ino: u64,
@@ -93,6 +95,7 @@ pub const LOSS_INFLIGHT_FULL: usize = 4;
 pub const LOSS_MISSED_RETURN: usize = 5;
 pub const LOSS_UNTRACKED: usize = 6;
 pub const LOSS_COPY_FALLBACK: usize = 7;
+pub const LOSS_EXEC_UNHELD: usize = 8;
 
 /// struct notices: what happened to one traced process.
 #[repr(C)]
@@ -101,6 +104,10 @@ pub struct Notices {
     pub execs: u64,
     pub forks: u64,
     pub exec_ns: u64,
+    pub threads: u64,
+    /// Execs it was stopped at (SIGSTOP from BPF) for memleak to probe the
+    /// new program; memleak sends SIGCONT.
+    pub holds: u64,
 }
 
 /// Bytes of user stack in an unwind sample (STACK_COPY).
