@@ -30,6 +30,7 @@ mod offline;
 mod pprof;
 mod report;
 mod session;
+mod setup_signals;
 mod symbolize;
 mod target;
 mod tracepoints;

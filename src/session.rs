@@ -408,6 +408,9 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         }
         Target::Kernel => {}
     }
+    // Setup can take seconds (tables of 100 million entries): a signal
+    // ends it at once.
+    let setup = crate::setup_signals::SetupSignals::watch(child.as_ref().map(|c| c.pid))?;
     let kernel_plan = match traced.is_empty() {
         false => None,
         true => {
@@ -473,6 +476,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         Format::Classic => writeln!(out.lock(), "{attaching}")?,
         Format::Folded | Format::Json => eprintln!("memleak: {attaching}"),
     }
+    setup.finish();
     if let Some(c) = &mut child {
         if let Err(e) = c.release(&opts_command_name(opts)) {
             c.poll();

@@ -351,6 +351,7 @@ impl Tracer {
                 "allocated as used"
             }
         );
+        check_table_sizes(max_allocs, max_stacks)?;
         let dwarf = opts.unwind != Unwind::FramePointer && !kernel;
         let obj = {
             let mut obj = Object::open()?;
@@ -395,7 +396,16 @@ impl Tracer {
             obj.set_max_entries("events", if opts.trace { 1 << 20 } else { page })?;
             // Room for about 500 stack copies between two reads.
             obj.set_max_entries("samples", if dwarf { 8 << 20 } else { page })?;
-            obj.load().map_err(load_error)?;
+            obj.load().map_err(|e| {
+                if e.raw_os_error() == Some(libc::E2BIG) {
+                    // Older kernels also cap a table's memory (4 GiB).
+                    format!(
+                        "cannot create the tables: this kernel refuses {max_allocs} allocations or {max_stacks} stacks as too big (Argument list too long); try a smaller --max-allocs or --stack-storage-size"
+                    )
+                } else {
+                    load_error(e)
+                }
+            })?;
             obj
         };
 
@@ -977,6 +987,27 @@ fn privilege_hint(e: &io::Error) -> &'static str {
         }
         _ => "",
     }
+}
+
+/// The kernel sizes a hash table's buckets (16 bytes each, a power of two
+/// of them) in 32 bits: more than 2^27 entries is refused with E2BIG.
+const MAX_HASH_ENTRIES: u32 = 1 << 27;
+
+fn check_table_sizes(max_allocs: u32, max_stacks: u32) -> Result<(), String> {
+    if max_allocs > MAX_HASH_ENTRIES {
+        return Err(format!(
+            "--max-allocs {max_allocs} is too big for the allocation table: the kernel accepts at most {MAX_HASH_ENTRIES}"
+        ));
+    }
+    // The per-stack totals take one entry more (allocations whose stack
+    // was lost).
+    if max_stacks > MAX_HASH_ENTRIES - 1 {
+        return Err(format!(
+            "--stack-storage-size {max_stacks} is too big for the stack table: the kernel accepts at most {}",
+            MAX_HASH_ENTRIES - 1
+        ));
+    }
+    Ok(())
 }
 
 fn load_error(e: io::Error) -> String {
