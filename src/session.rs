@@ -322,6 +322,20 @@ fn format_event(e: &abi::Event) -> String {
 }
 
 pub fn run(opts: &Options) -> Result<Outcome, Failure> {
+    // -O NAME: a file of that name in the current directory is meant
+    // first, as the user can see it there; other names are matched
+    // against what the target loads.
+    let resolved;
+    let opts = match opts.obj.as_deref() {
+        Some(obj) if !obj.contains('/') && std::path::Path::new(obj).is_file() => {
+            resolved = Options {
+                obj: Some(format!("./{obj}")),
+                ..opts.clone()
+            };
+            &resolved
+        }
+        _ => opts,
+    };
     if let Some(dir) = &opts.symfs {
         if !std::path::Path::new(dir).is_dir() {
             return Err(format!("--symfs {dir}: not a directory").into());
@@ -463,6 +477,9 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             }
         );
     }
+    // Setup is over before the line that says so: a signal sent once it
+    // is seen gets the final report.
+    setup.finish();
     let attaching = match traced.as_slice() {
         [] => "Attaching to kernel allocators, Ctrl+C to quit.".to_string(),
         [one] => format!("Attaching to pid {}, Ctrl+C to quit.", one.pid),
@@ -476,7 +493,6 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         Format::Classic => writeln!(out.lock(), "{attaching}")?,
         Format::Folded | Format::Json => eprintln!("memleak: {attaching}"),
     }
-    setup.finish();
     if let Some(c) = &mut child {
         if let Err(e) = c.release(&opts_command_name(opts)) {
             c.poll();
