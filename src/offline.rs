@@ -77,15 +77,18 @@ pub fn run(
         }
         return symbolize_profile(&data, &mut resolver, out);
     }
-    for line in input.lines() {
+    // Lines as bytes: a report may hold paths or names that are not
+    // UTF-8; every line but a raw frame's is copied through unchanged.
+    for line in input.split(b'\n') {
         let line = line.map_err(|e| format!("cannot read the report: {e}"))?;
-        let frames = line
-            .strip_prefix("\t\t")
+        let frames = std::str::from_utf8(&line)
+            .ok()
+            .and_then(|l| l.strip_prefix("\t\t"))
             .and_then(|f| f.strip_prefix(RAW_PREFIX))
             .map(|raw| resolver.frames(raw));
         let written = match frames {
             Some(frames) => frames.iter().try_for_each(|f| writeln!(out, "\t\t{f}")),
-            None => writeln!(out, "{line}"),
+            None => out.write_all(&line).and_then(|_| out.write_all(b"\n")),
         };
         written.map_err(|e| e.to_string())?;
     }
