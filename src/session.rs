@@ -678,8 +678,22 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             // 0.1 s per probe (an RCU grace period each), which the user
             // should not wait for before seeing the numbers.
             tracer.consume_events();
+            // Once the traced program has exited, every block it left is a
+            // leak of that run, however young: -o, which hides blocks a
+            // running program may still free, no longer applies.
+            let at_exit;
+            let report_opts = match outcome {
+                Outcome::ChildExited(_) | Outcome::TargetExited(_) if opts.older_ms > 0 => {
+                    at_exit = Options {
+                        older_ms: 0,
+                        ..opts.clone()
+                    };
+                    &at_exit
+                }
+                _ => opts,
+            };
             print_report(
-                opts,
+                report_opts,
                 &mut tracer,
                 &mut symbolizer,
                 &mut symfs,

@@ -140,3 +140,35 @@ fn obj_names_a_file_here_first() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With the default -o 500, a command that exits at once still gets every
+/// block it left in the final report: after its exit none is young.
+#[test]
+fn final_report_of_an_exited_command_ignores_the_age_limit() {
+    let memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-T", "50", "-c"])
+            .arg(format!("{} --exit 3", fixture("leaker").display())),
+    );
+    let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(3), "{stderr}");
+    assert_all_leaks(parse_reports(&lines).last().expect("final report"));
+}
+
+/// `memleak symbolize` copies lines that are not UTF-8 through unchanged.
+#[test]
+fn symbolize_copies_other_bytes_through() {
+    let input: &[u8] = b"[12:00:00] Top 10 stacks with outstanding allocations:\n\t100 bytes in 1 allocations from stack\n\t\tf+0x1 [caf\xe9.so]\n\xff\xfe\n";
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("latin1-report.{}", std::process::id()));
+    std::fs::write(&path, input).unwrap();
+    let out = Command::new(memleak_bin())
+        .arg("symbolize")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, input);
+    assert_eq!(out.stderr, b"");
+    std::fs::remove_file(&path).unwrap();
+}
