@@ -85,6 +85,12 @@ bind() { # SRC DEST [ro]
   [ "${3:-}" = ro ] && mount -o remount,bind,ro "$2"
   return 0
 }
+# On a real machine / is a mount point (tests make private mount
+# namespaces from it): the root, bound onto itself, private so that nothing
+# mounted inside reaches the host.
+mount --bind "$root" "$root"
+mount --make-private "$root"
+mounted+=("$root")
 mkdir -p "$root/proc"
 mount -t proc proc "$root/proc"
 mounted+=("$root/proc")
