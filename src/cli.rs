@@ -94,6 +94,14 @@ pub struct Options {
     /// Distinct stacks the BPF stack map can hold (None: default).
     pub stack_storage_size: Option<u32>,
     pub verbose: bool,
+    /// --unreachable: scan the process for blocks it cannot reach.
+    pub unreachable: bool,
+    /// --unreachable-only: show only stacks with unreachable blocks.
+    pub unreachable_only: bool,
+    /// --growth: each stack's change since the last report.
+    pub growth: bool,
+    /// --grew N: show only stacks that grew in each of the last N reports.
+    pub grew: Option<u64>,
     pub interval_s: u64,
     /// `None` means report until interrupted.
     pub count: Option<u64>,
@@ -125,6 +133,10 @@ impl Default for Options {
             max_allocs: None,
             stack_storage_size: None,
             verbose: false,
+            unreachable: false,
+            unreachable_only: false,
+            growth: false,
+            grew: None,
             interval_s: 5,
             count: None,
         }
@@ -152,7 +164,8 @@ usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]
                [--percpu] [--max-allocs N] [--stack-storage-size N]
                [--folded | --json] [--unwind {fp,dwarf,auto}] [--raw]
                [--symfs DIR] [--fallback LIST] [--pprof FILE]
-               [-v] [--version] [interval] [count]";
+               [--unreachable | --unreachable-only] [--growth]
+               [--grew N] [-v] [--version] [interval] [count]";
 
 // Everything after the synopsis; argparse layout so it reads like BCC's.
 const HELP_BODY: &str = r#"Trace outstanding memory allocations that weren't freed.
@@ -219,6 +232,15 @@ optional arguments:
                         uprobe link per function), sums (copy every
                         allocation out for each report); -v says which
                         paths a run uses
+  --unreachable         at each report stop the process briefly, scan its
+                        memory from its registers, stacks and globals, and
+                        show how much of each stack is no longer reachable
+                        (leaked, not just outstanding)
+  --unreachable-only    the same, showing only stacks with unreachable blocks
+  --growth              show each stack's change since the last report and
+                        for how many reports in a row it grew
+  --grew N              show only stacks that grew in each of the last N
+                        reports (implies --growth)
   -v, --verbose         print debug messages to stderr
   --version             show program's version number and exit
 
@@ -288,6 +310,10 @@ struct Raw {
     max_allocs: Option<u32>,
     stack_storage_size: Option<u32>,
     verbose: bool,
+    unreachable: bool,
+    unreachable_only: bool,
+    growth: bool,
+    grew: Option<u64>,
     interval_s: Option<u64>,
     count: Option<u64>,
 }
@@ -413,6 +439,22 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
                 }
             }
             Long("raw") => raw.raw = true,
+            Long("unreachable") => raw.unreachable = true,
+            Long("unreachable-only") => {
+                raw.unreachable = true;
+                raw.unreachable_only = true;
+            }
+            Long("growth") => raw.growth = true,
+            Long("grew") => {
+                raw.growth = true;
+                raw.grew = Some(next_number(
+                    &mut p,
+                    &flag,
+                    1,
+                    u32::MAX as u64,
+                    WHOLE_AT_LEAST_1,
+                )?);
+            }
             Long("symfs") => {
                 let v = value(&mut p)?;
                 raw.symfs = Some(text(&flag, &v)?.to_string());
@@ -521,6 +563,23 @@ fn validate(raw: Raw) -> Result<Options, String> {
             return Err(format!("--unwind {name} cannot be used with --combined-only (stacks are unwound outside BPF)"));
         }
     }
+    if raw.unreachable {
+        let flag = if raw.unreachable_only {
+            "--unreachable-only"
+        } else {
+            "--unreachable"
+        };
+        if raw.pids.is_none() && raw.command.is_none() {
+            return Err(format!(
+                "{flag} scans a process's memory: use it with -p or -c, not in kernel mode"
+            ));
+        }
+        if raw.combined_only {
+            return Err(format!(
+                "{flag} needs each allocation's address: not with --combined-only"
+            ));
+        }
+    }
     let target = match (raw.pids, raw.command) {
         // BCC silently lets -c win; refusing is less surprising.
         (Some(_), Some(_)) => return Err("-p and -c cannot be used together".to_owned()),
@@ -561,6 +620,10 @@ fn validate(raw: Raw) -> Result<Options, String> {
         max_allocs: raw.max_allocs,
         stack_storage_size: raw.stack_storage_size,
         verbose: raw.verbose,
+        unreachable: raw.unreachable,
+        unreachable_only: raw.unreachable_only,
+        growth: raw.growth,
+        grew: raw.grew,
         interval_s: raw.interval_s.unwrap_or(d.interval_s),
         count: raw.count,
     })
@@ -1156,6 +1219,25 @@ mod tests {
     }
 
     #[test]
+    fn reachability_and_growth_flags() {
+        let o = opts(&["-p", "1", "--unreachable"]);
+        assert!(o.unreachable && !o.unreachable_only && !o.growth);
+        let o = opts(&["-c", "ls", "--unreachable-only", "--grew", "3"]);
+        assert!(o.unreachable && o.unreachable_only && o.growth);
+        assert_eq!(o.grew, Some(3));
+        assert!(opts(&["--growth"]).growth);
+        assert_eq!(
+            err(&["--unreachable"]),
+            "--unreachable scans a process's memory: use it with -p or -c, not in kernel mode"
+        );
+        assert_eq!(
+            err(&["-p", "1", "--combined-only", "--unreachable-only"]),
+            "--unreachable-only needs each allocation's address: not with --combined-only"
+        );
+        assert!(err(&["--grew", "0"]).contains("--grew"));
+    }
+
+    #[test]
     fn map_sizes() {
         let o = opts(&["--max-allocs", "5", "--stack-storage-size=64"]);
         assert_eq!((o.max_allocs, o.stack_storage_size), (Some(5), Some(64)));
@@ -1169,7 +1251,7 @@ mod tests {
         let u = usage();
         assert!(u.starts_with("usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]\n"));
         assert!(u.starts_with(SHORT_USAGE));
-        assert_eq!(SHORT_USAGE.lines().count(), 7);
+        assert_eq!(SHORT_USAGE.lines().count(), 8);
         assert!(!u.ends_with('\n') && !SHORT_USAGE.ends_with('\n'));
         for line in u.lines() {
             assert!(line.len() <= 80, "too wide: {line:?}");
@@ -1223,6 +1305,8 @@ mod tests {
                 "--symfs" => vec![word, "/"],
                 "--fallback" => vec![word, "entry,links,sums"],
                 "--pprof" => vec![word, "leaks.pb.gz"],
+                "--unreachable" | "--unreachable-only" => vec!["-p", "1", word],
+                "--grew" => vec![word, "2"],
                 w if [
                     "-p",
                     "-o",

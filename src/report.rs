@@ -270,6 +270,87 @@ impl Shown {
 pub struct PrintedStack<'a> {
     pub total: &'a StackTotal,
     pub frames: Vec<Shown>,
+    /// --unreachable: what of it the process can no longer reach (None:
+    /// not scanned).
+    pub unreachable: Option<Unreachable>,
+    /// How it changed since the last report.
+    pub growth: Option<Growth>,
+}
+
+/// The unreachable blocks of one stack: direct (nothing points to them)
+/// and indirect (only other unreachable blocks do).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unreachable {
+    pub direct_bytes: u64,
+    pub direct_count: u64,
+    pub indirect_bytes: u64,
+    pub indirect_count: u64,
+}
+
+impl Unreachable {
+    pub fn bytes(&self) -> u64 {
+        self.direct_bytes + self.indirect_bytes
+    }
+
+    pub fn count(&self) -> u64 {
+        self.direct_count + self.indirect_count
+    }
+}
+
+/// A stack's outstanding bytes compared with the last report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Growth {
+    /// Bytes now minus bytes at the last report (0 before the first).
+    pub delta_bytes: i64,
+    /// For how many reports in a row its bytes grew (this one included).
+    pub grew_reports: u64,
+}
+
+/// Remembers each stack's bytes from report to report. The first report
+/// compares with the moment tracing began, when nothing was outstanding,
+/// so a stack that grew in every interval has grown in as many reports as
+/// there were.
+#[derive(Debug, Default)]
+pub struct GrowthTracker {
+    last: HashMap<(u32, u64), (u64, u64)>,
+    reports: u64,
+}
+
+impl GrowthTracker {
+    /// Records a report's totals (every stack, before top N) and returns
+    /// each stack's growth.
+    pub fn update(&mut self, totals: &[StackTotal]) -> HashMap<(u32, u64), Growth> {
+        self.reports += 1;
+        let mut now = HashMap::with_capacity(totals.len());
+        let mut growth = HashMap::with_capacity(totals.len());
+        for t in totals.iter().filter(|t| t.count > 0) {
+            let key = (t.tgid, t.stack_id);
+            let (bytes, streak) = self.last.get(&key).copied().unwrap_or((0, 0));
+            let grew = t.bytes > bytes;
+            let streak = if grew { streak + 1 } else { 0 };
+            now.insert(key, (t.bytes, streak));
+            growth.insert(
+                key,
+                Growth {
+                    delta_bytes: t.bytes as i64 - bytes as i64,
+                    grew_reports: streak,
+                },
+            );
+        }
+        self.last = now;
+        growth
+    }
+
+    /// Reports so far: the intervals since tracing began.
+    pub fn reports(&self) -> u64 {
+        self.reports
+    }
+}
+
+/// Which stacks grew in every interval, for the final report (--growth).
+pub struct GrowthSummary<'a> {
+    pub intervals: u64,
+    pub stacks: &'a [PrintedStack<'a>],
 }
 
 /// Everything one report shows.
@@ -285,6 +366,10 @@ pub struct Report<'a> {
     /// Several processes are traced: say whose each stack is.
     pub show_pids: bool,
     pub losses: &'a Losses,
+    /// --growth: the growth suffix on classic stack lines.
+    pub show_growth: bool,
+    /// The final report's summary of stacks that grew every interval.
+    pub summary: Option<GrowthSummary<'a>>,
 }
 
 impl Report<'_> {
@@ -320,24 +405,58 @@ impl Report<'_> {
                     writeln!(out, "\taddr = {addr:x} size = {size}")?;
                 }
             }
-            write!(
-                out,
-                "\t{} bytes in {} allocations from stack",
-                s.total.bytes, s.total.count
-            )?;
-            if self.show_pids {
-                write!(out, " in pid {}", s.total.tgid)?;
-            }
-            writeln!(out)?;
-            for frame in &s.frames {
-                writeln!(out, "\t\t{frame}")?;
-            }
-            writeln!(out)?;
+            self.write_classic_stack(s, out)?;
         }
         if let Some(line) = self.losses.line() {
             writeln!(out, "{line}")?;
         }
+        if let Some(summary) = &self.summary {
+            writeln!(
+                out,
+                "Stacks that grew in every interval ({}): {}",
+                summary.intervals,
+                summary.stacks.len()
+            )?;
+            for s in summary.stacks {
+                self.write_classic_stack(s, out)?;
+            }
+        }
         Ok(())
+    }
+
+    /// A stack line and its frames, then a blank line. The stack line is
+    /// BCC's, then ` in pid PID` (several processes), then
+    /// `, unreachable: U bytes in K allocations` (--unreachable), then
+    /// `, +B B since last, grew N reports` (--growth).
+    fn write_classic_stack(&self, s: &PrintedStack<'_>, out: &mut impl Write) -> io::Result<()> {
+        write!(
+            out,
+            "\t{} bytes in {} allocations from stack",
+            s.total.bytes, s.total.count
+        )?;
+        if self.show_pids {
+            write!(out, " in pid {}", s.total.tgid)?;
+        }
+        if let Some(u) = &s.unreachable {
+            write!(
+                out,
+                ", unreachable: {} bytes in {} allocations",
+                u.bytes(),
+                u.count()
+            )?;
+        }
+        if let (true, Some(g)) = (self.show_growth, &s.growth) {
+            write!(
+                out,
+                ", {:+} B since last, grew {} reports",
+                g.delta_bytes, g.grew_reports
+            )?;
+        }
+        writeln!(out)?;
+        for frame in &s.frames {
+            writeln!(out, "\t\t{frame}")?;
+        }
+        writeln!(out)
     }
 
     /// `outermost;...;innermost BYTES` per stack, the input of flamegraph.pl
@@ -370,61 +489,11 @@ impl Report<'_> {
     /// stacks largest first, frames innermost first; "lost" lists only
     /// what was lost.
     fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
-        let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "null".to_string(), json_str);
         let stacks: Vec<String> = self
             .stacks
             .iter()
             .rev()
-            .map(|s| {
-                let frames: Vec<String> = s
-                    .frames
-                    .iter()
-                    .map(|frame| match frame {
-                        Shown::Frame(f) => {
-                            let mut frame = format!(
-                                r#"{{"symbol":{},"offset":{},"module":{}"#,
-                                opt(&f.symbol),
-                                f.offset,
-                                opt(&f.module)
-                            );
-                            if let Some((file, line)) = &f.source {
-                                frame.push_str(&format!(
-                                    r#","file":{},"line":{line}"#,
-                                    json_str(file)
-                                ));
-                            }
-                            if f.inlined {
-                                frame.push_str(r#","inlined":true"#);
-                            }
-                            frame.push('}');
-                            frame
-                        }
-                        Shown::Address(a) => format!(r#"{{"address":{a}}}"#),
-                        Shown::Missing(what) => format!(r#"{{"missing":{}}}"#, json_str(what)),
-                        raw @ Shown::Raw { .. } => {
-                            format!(r#"{{"raw":{}}}"#, json_str(&raw.to_string()))
-                        }
-                    })
-                    .collect();
-                let mut stack = format!(
-                    r#"{{"bytes":{},"allocations":{},"pid":{},"frames":[{}]"#,
-                    s.total.bytes,
-                    s.total.count,
-                    s.total.tgid,
-                    frames.join(",")
-                );
-                if self.show_allocs {
-                    let blocks: Vec<String> = s
-                        .total
-                        .allocs
-                        .iter()
-                        .map(|(a, size)| format!(r#"{{"address":{a},"size":{size}}}"#))
-                        .collect();
-                    stack.push_str(&format!(r#","allocs":[{}]"#, blocks.join(",")));
-                }
-                stack.push('}');
-                stack
-            })
+            .map(|s| self.json_stack(s))
             .collect();
         let lost: Vec<String> = self
             .losses
@@ -433,14 +502,94 @@ impl Report<'_> {
             .filter(|(n, _, _)| *n > 0)
             .map(|(n, key, _)| format!(r#""{key}":{n}"#))
             .collect();
+        let summary = match &self.summary {
+            Some(g) => {
+                let stacks: Vec<String> =
+                    g.stacks.iter().rev().map(|s| self.json_stack(s)).collect();
+                format!(
+                    r#","grew_in_every_interval":{{"intervals":{},"stacks":[{}]}}"#,
+                    g.intervals,
+                    stacks.join(",")
+                )
+            }
+            None => String::new(),
+        };
         writeln!(
             out,
-            r#"{{"time":{},"top":{},"stacks":[{}],"lost":{{{}}}}}"#,
+            r#"{{"time":{},"top":{},"stacks":[{}],"lost":{{{}}}{}}}"#,
             json_str(self.time),
             self.top,
             stacks.join(","),
-            lost.join(",")
+            lost.join(","),
+            summary
         )
+    }
+
+    /// One stack as a JSON object (see [`Report::write_json`]).
+    fn json_stack(&self, s: &PrintedStack<'_>) -> String {
+        let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "null".to_string(), json_str);
+        let frames: Vec<String> = s
+            .frames
+            .iter()
+            .map(|frame| match frame {
+                Shown::Frame(f) => {
+                    let mut frame = format!(
+                        r#"{{"symbol":{},"offset":{},"module":{}"#,
+                        opt(&f.symbol),
+                        f.offset,
+                        opt(&f.module)
+                    );
+                    if let Some((file, line)) = &f.source {
+                        frame.push_str(&format!(r#","file":{},"line":{line}"#, json_str(file)));
+                    }
+                    if f.inlined {
+                        frame.push_str(r#","inlined":true"#);
+                    }
+                    frame.push('}');
+                    frame
+                }
+                Shown::Address(a) => format!(r#"{{"address":{a}}}"#),
+                Shown::Missing(what) => format!(r#"{{"missing":{}}}"#, json_str(what)),
+                raw @ Shown::Raw { .. } => {
+                    format!(r#"{{"raw":{}}}"#, json_str(&raw.to_string()))
+                }
+            })
+            .collect();
+        let mut stack = format!(
+            r#"{{"bytes":{},"allocations":{},"pid":{},"frames":[{}]"#,
+            s.total.bytes,
+            s.total.count,
+            s.total.tgid,
+            frames.join(",")
+        );
+        if let Some(u) = &s.unreachable {
+            stack.push_str(&format!(
+                r#","unreachable":{{"bytes":{},"allocations":{},"direct_bytes":{},"direct_allocations":{},"indirect_bytes":{},"indirect_allocations":{}}}"#,
+                u.bytes(),
+                u.count(),
+                u.direct_bytes,
+                u.direct_count,
+                u.indirect_bytes,
+                u.indirect_count
+            ));
+        }
+        if let Some(g) = &s.growth {
+            stack.push_str(&format!(
+                r#","growth":{{"bytes_since_last":{},"grew_reports":{}}}"#,
+                g.delta_bytes, g.grew_reports
+            ));
+        }
+        if self.show_allocs {
+            let blocks: Vec<String> = s
+                .total
+                .allocs
+                .iter()
+                .map(|(a, size)| format!(r#"{{"address":{a},"size":{size}}}"#))
+                .collect();
+            stack.push_str(&format!(r#","allocs":[{}]"#, blocks.join(",")));
+        }
+        stack.push('}');
+        stack
     }
 }
 
@@ -543,6 +692,8 @@ mod tests {
                 frame(None, 0, "libc.so.6"),
                 Shown::Address(0x10),
             ],
+            unreachable: None,
+            growth: None,
         }];
         let report = Report {
             time: "11:16:33",
@@ -551,6 +702,8 @@ mod tests {
             show_allocs: true,
             show_pids: false,
             losses,
+            show_growth: false,
+            summary: None,
         };
         let mut out = Vec::new();
         report.write(format, &mut out).unwrap();

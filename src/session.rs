@@ -11,6 +11,7 @@ use crate::bpf::abi;
 use crate::cli::{Format, Options, Target};
 use crate::offline;
 use crate::pprof;
+use crate::reach;
 use crate::report::{self, Allocation, PrintedStack, Shown};
 use crate::symbolize::unwind;
 use crate::symbolize::{KernelSymbolizer, ProcessSymbolizer};
@@ -376,6 +377,10 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                     continue;
                 }
                 seen.push(pid);
+                if opts.unreachable {
+                    // A debugger holds it: it cannot be stopped for scans.
+                    reach::check_not_traced(pid)?;
+                }
                 let allocator = allocator::for_process(pid, opts.obj.as_deref())?;
                 let objects = traced_objects(
                     allocator,
@@ -521,6 +526,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         .as_deref()
         .map(|path| PprofOutput::new(path, &symbolizer, &traced));
     let mut unwound = Unwound::default();
+    let mut across = Across::default();
     // --symfs: unstripped copies to name frames from, looked up by build ID.
     let mut symfs = opts
         .symfs
@@ -600,6 +606,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                             symbolizer: &mut symbolizer,
                             unwound: &mut unwound,
                             traced: &mut traced,
+                            across: &mut across,
                         };
                         if let Some(status) = events.handle(c)? {
                             stop = Some(Outcome::ChildExited(status));
@@ -622,6 +629,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                                 symbolizer: &mut symbolizer,
                                 unwound: &mut unwound,
                                 traced: &mut traced,
+                                across: &mut across,
                             };
                             events.pass_signal(c, sig)?;
                         }
@@ -692,6 +700,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                 }
                 _ => opts,
             };
+            let live = live_targets(&traced, child.as_ref());
             print_report(
                 report_opts,
                 &mut tracer,
@@ -699,6 +708,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                 &mut symfs,
                 &mut unwound,
                 pprof_output.as_ref(),
+                (&mut across, &live, true),
                 traced.len() > 1,
                 &mut out.lock(),
             )?;
@@ -707,6 +717,9 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         }
         if Instant::now() >= next_report {
             symbolizer.refresh();
+            let live = live_targets(&traced, child.as_ref());
+            // The count's last report is the final one.
+            let last = opts.count.is_some_and(|c| reports + 1 >= c);
             print_report(
                 opts,
                 &mut tracer,
@@ -714,6 +727,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                 &mut symfs,
                 &mut unwound,
                 pprof_output.as_ref(),
+                (&mut across, &live, last),
                 traced.len() > 1,
                 &mut out.lock(),
             )?;
@@ -829,6 +843,7 @@ struct ChildEvents<'a> {
     symbolizer: &'a mut Symbolizer,
     unwound: &'a mut Unwound,
     traced: &'a mut [Traced],
+    across: &'a mut Across,
 }
 
 impl ChildEvents<'_> {
@@ -853,6 +868,11 @@ impl ChildEvents<'_> {
                 ChildEvent::Exiting => {
                     // Its last stack copies, while its maps are there.
                     self.unwound.drain(self.tracer, self.symbolizer);
+                    if self.opts.unreachable {
+                        // Its memory is still there: what it leaked at
+                        // exit is the final answer.
+                        self.across.scan_at_exit(self.tracer, c.pid)?;
+                    }
                     if let Some(p) = self.symbolizer.process(c.pid) {
                         p.refresh();
                         p.prefetch();
@@ -885,6 +905,7 @@ impl ChildEvents<'_> {
                 symbolizer: &mut *self.symbolizer,
                 unwound: &mut *self.unwound,
                 traced: &mut *self.traced,
+                across: &mut *self.across,
             };
             if let Some(status) = events.handle(c)? {
                 break Some(status);
@@ -1018,6 +1039,96 @@ impl Unwound {
     }
 }
 
+/// The processes still there to scan, and which one memleak already traces
+/// (-c's command, when its ptrace seize worked).
+fn live_targets(traced: &[Traced], child: Option<&Child>) -> Vec<(u32, reach::Held)> {
+    traced
+        .iter()
+        .filter(|t| !t.exited)
+        .filter_map(|t| match child {
+            Some(c) if c.pid == t.pid && c.status.is_some() => None,
+            Some(c) if c.pid == t.pid => Some((t.pid, reach::Held::Running(t.pid))),
+            _ => Some((t.pid, reach::Held::None)),
+        })
+        .collect()
+}
+
+/// What reports keep from one to the next: each stack's growth, and the
+/// scan of -c's command made as it exited.
+#[derive(Default)]
+struct Across {
+    growth: report::GrowthTracker,
+    exit_scans: HashMap<u32, reach::Scan>,
+}
+
+impl Across {
+    /// Scans `pid`, stopped at its exit, for the final report.
+    fn scan_at_exit(&mut self, tracer: &Tracer, pid: u32) -> Result<(), String> {
+        let mut blocks = Vec::new();
+        tracer.for_each_allocation(|a| {
+            if a.tgid == pid {
+                blocks.push((a.addr, a.size));
+            }
+        })?;
+        match reach::scan(pid, blocks, reach::Held::AtExit(pid)) {
+            Ok(scan) => {
+                log_scan(pid, &scan);
+                self.exit_scans.insert(pid, scan);
+            }
+            Err(e) => eprintln!("memleak: cannot scan process {pid} at its exit: {e}"),
+        }
+        Ok(())
+    }
+
+    /// Scans each live process in `live` whose blocks are in `allocs`; a
+    /// process gone since keeps the scan made at its exit, if any.
+    fn scans(
+        &mut self,
+        live: &[(u32, reach::Held)],
+        allocs: &[Allocation],
+    ) -> HashMap<u32, reach::Scan> {
+        let mut blocks: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+        for a in allocs {
+            blocks.entry(a.tgid).or_default().push((a.addr, a.size));
+        }
+        let mut scans = HashMap::new();
+        for (pid, mine) in blocks {
+            let scan = match live.iter().find(|(p, _)| *p == pid) {
+                Some(&(_, held)) => match reach::scan(pid, mine, held) {
+                    Ok(scan) => {
+                        log_scan(pid, &scan);
+                        scan
+                    }
+                    Err(e) => {
+                        eprintln!("memleak: cannot scan process {pid}: {e}");
+                        continue;
+                    }
+                },
+                // Kept for every report after its exit.
+                None => match self.exit_scans.get(&pid) {
+                    Some(scan) => scan.clone(),
+                    None => continue,
+                },
+            };
+            scans.insert(pid, scan);
+        }
+        scans
+    }
+}
+
+fn log_scan(pid: u32, scan: &reach::Scan) {
+    crate::verbose!(
+        "scan of process {pid}: {} threads stopped for {:.1} ms ({:.1} ms of CPU), {} bytes scanned ({:.2} GB/s), {} ranges ({} bytes) unreadable",
+        scan.threads,
+        scan.pause.as_secs_f64() * 1e3,
+        scan.cpu.as_secs_f64() * 1e3,
+        scan.bytes_scanned,
+        scan.bytes_scanned as f64 / scan.pause.as_secs_f64().max(1e-9) / 1e9,
+        scan.unreadable,
+        scan.unreadable_bytes
+    );
+}
+
 #[allow(clippy::too_many_arguments)]
 fn print_report(
     opts: &Options,
@@ -1026,6 +1137,7 @@ fn print_report(
     symfs: &mut Option<offline::Resolver>,
     unwound: &mut Unwound,
     pprof_output: Option<&PprofOutput>,
+    (across, live, last): (&mut Across, &[(u32, reach::Held)], bool),
     show_pids: bool,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
@@ -1035,11 +1147,15 @@ fn print_report(
     let now = monotonic_ns();
     let min_age = opts.older_ms.saturating_mul(1_000_000);
     // The sums BPF keeps per stack (only without an age limit) are the report.
-    let sums = if opts.combined_only {
+    let sums = if opts.combined_only || opts.unreachable {
         None
     } else {
         tracer.stack_sums()?
     };
+    // --unreachable: each stack's unreachable blocks, for the processes
+    // that could be scanned.
+    let mut unreachable: HashMap<(u32, u64), report::Unreachable> = HashMap::new();
+    let mut scanned_pids = std::collections::HashSet::new();
     let totals = if opts.combined_only {
         tracer.combined()?
     } else if let Some(totals) = sums {
@@ -1048,15 +1164,44 @@ fn print_report(
     } else {
         let mut agg = report::Aggregator::new(now, min_age);
         let mut live_samples = std::collections::HashSet::new();
+        // --unreachable keeps every block (young ones too: they may hold
+        // the only pointer to an old one) for the scan.
+        let mut kept = Vec::new();
         read = tracer.for_each_allocation(|a| {
             if a.stack_id & abi::UNWIND_ID_BIT != 0 {
                 live_samples.insert(a.stack_id);
             }
-            agg.add(&Allocation {
+            let a = Allocation {
                 stack_id: unwound.resolve(a.stack_id),
                 ..*a
-            })
+            };
+            agg.add(&a);
+            if opts.unreachable {
+                kept.push(a);
+            }
         })?;
+        if opts.unreachable {
+            // In address order the lookups of each block's class below
+            // touch memory in order (a million random ones took seconds).
+            kept.sort_unstable_by_key(|a| (a.tgid, a.addr));
+            let scans = across.scans(live, &kept);
+            scanned_pids.extend(scans.keys().copied());
+            for a in kept.iter().filter(|a| agg.is_old_enough(a)) {
+                let class = scans.get(&a.tgid).and_then(|s| s.class_of(a.addr));
+                let u = unreachable.entry((a.tgid, a.stack_id)).or_default();
+                match class {
+                    Some(reach::Class::Direct) => {
+                        u.direct_bytes += a.size;
+                        u.direct_count += 1;
+                    }
+                    Some(reach::Class::Indirect) => {
+                        u.indirect_bytes += a.size;
+                        u.indirect_count += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
         // Samples whose blocks were freed are done with.
         if !unwound.by_sample.is_empty() {
             unwound.by_sample.retain(|id, _| live_samples.contains(id));
@@ -1067,6 +1212,40 @@ fn print_report(
     let every_stack = pprof_output
         .is_some()
         .then(|| report::top(totals.clone(), &opts.sort, usize::MAX));
+    let growth = across.growth.update(&totals);
+    let unreachable_of = |s: &report::StackTotal| {
+        scanned_pids.contains(&s.tgid).then(|| {
+            unreachable
+                .get(&(s.tgid, s.stack_id))
+                .copied()
+                .unwrap_or_default()
+        })
+    };
+    let mut totals = totals;
+    if opts.unreachable_only {
+        totals.retain(|s| unreachable_of(s).is_some_and(|u| u.count() > 0));
+    }
+    if let Some(n) = opts.grew {
+        totals.retain(|s| {
+            growth
+                .get(&(s.tgid, s.stack_id))
+                .is_some_and(|g| g.grew_reports >= n)
+        });
+    }
+    // The final report names the stacks that grew in every interval.
+    let intervals = across.growth.reports();
+    let grew_always = (opts.growth && last).then(|| {
+        let always: Vec<report::StackTotal> = totals
+            .iter()
+            .filter(|s| {
+                growth
+                    .get(&(s.tgid, s.stack_id))
+                    .is_some_and(|g| g.grew_reports == intervals)
+            })
+            .cloned()
+            .collect();
+        report::top(always, &opts.sort, usize::MAX)
+    });
     let mut top = report::top(totals, &opts.sort, opts.top);
     // -a: a second pass collects the blocks of the stacks shown only.
     if opts.show_allocs && !opts.combined_only {
@@ -1087,7 +1266,11 @@ fn print_report(
             s.allocs.sort_unstable_by_key(|&(addr, size)| (size, addr));
         }
     }
-    let printed: Vec<PrintedStack<'_>> = top
+    // The stacks shown, then those of the growth summary.
+    let shown = top.len();
+    top.extend(grew_always.into_iter().flatten());
+    let summary_asked = opts.growth && last;
+    let mut printed: Vec<PrintedStack<'_>> = top
         .iter()
         .map(|total| {
             let stack = unwound
@@ -1103,9 +1286,15 @@ fn print_report(
                 None if total.stack_id == abi::LOST_STACK => vec![Shown::Missing("[stack lost]")],
                 None => vec![Shown::Missing("[stack unavailable]")],
             };
-            PrintedStack { total, frames }
+            PrintedStack {
+                total,
+                frames,
+                unreachable: unreachable_of(total),
+                growth: growth.get(&(total.tgid, total.stack_id)).copied(),
+            }
         })
         .collect();
+    let always_printed = printed.split_off(shown);
     let losses = tracer.losses();
     let report = report::Report {
         time: &report::clock_time(),
@@ -1114,6 +1303,11 @@ fn print_report(
         show_allocs: opts.show_allocs && !opts.combined_only,
         show_pids,
         losses: &losses,
+        show_growth: opts.growth,
+        summary: summary_asked.then_some(report::GrowthSummary {
+            intervals,
+            stacks: &always_printed,
+        }),
     };
     report.write(opts.format, out)?;
     if let (Some(output), Some(stacks)) = (pprof_output, every_stack) {

@@ -69,11 +69,13 @@ fn use_uprobe_multi(opts: &Options) -> bool {
 /// stack instead of one per outstanding allocation. They need final stack
 /// ids (unwind sample ids are resolved in userspace), one process (the
 /// sums are keyed by stack only) and no age filter (a sum cannot be split
-/// by age, and keeping it would cost every traced call for nothing).
+/// by age, and keeping it would cost every traced call for nothing), and
+/// no --unreachable (which needs every block's address anyway).
 /// `--fallback sums` turns them off.
 fn keep_stack_sums(opts: &Options, processes: usize) -> bool {
     opts.combined_only
         || (!opts.fallbacks.copy_report
+            && !opts.unreachable
             && opts.older_ms == 0
             && opts.unwind == Unwind::FramePointer
             && processes == 1)

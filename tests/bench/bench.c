@@ -8,6 +8,11 @@
 //                   allocates 1,000,000 blocks of 32 bytes from 10 distinct
 //                   call sites (100,000 each), prints "held <ns_per_alloc>"
 //                   and keeps them until stdin reaches EOF.
+//   bench scan      like hold, for --unreachable: 1,000,000 blocks of 256
+//                   bytes (256 MB of heap), half of them pointed to from a
+//                   table in .bss, the other half only from the first word
+//                   of one of those (the flood fill's second round); prints
+//                   "held <ns_per_alloc>" and keeps them until EOF.
 //   bench libs DIR N  dlopen()s DIR/lib00.so .. lib<N-1>.so, prints
 //                   "ready <pid>" and waits until stdin reaches EOF: a
 //                   process mapping N more libraries, to time attaching.
@@ -71,6 +76,29 @@ static void (*const sites[HOLD_SITES])(void **) = {
 	site0, site1, site2, site3, site4, site5, site6, site7, site8, site9,
 };
 
+#ifndef SCAN_BLOCKS
+#define SCAN_BLOCKS 1000000L
+#endif
+#define SCAN_SIZE 256
+// Not static: the stores into it must stay, though nothing reads it.
+void *scan_table[SCAN_BLOCKS / 2];
+
+static __attribute__((noinline)) void scan_site(void)
+{
+	for (long i = 0; i < SCAN_BLOCKS / 2; i++) {
+		void **first = malloc(SCAN_SIZE);
+		void **second = malloc(SCAN_SIZE);
+		if (!first || !second) {
+			fprintf(stderr, "bench: malloc failed\n");
+			exit(1);
+		}
+		first[0] = second;
+		second[0] = NULL;
+		scan_table[i] = first;
+	}
+	__asm__ volatile("" ::: "memory");
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "pairs")) {
@@ -107,6 +135,17 @@ int main(int argc, char **argv)
 			;
 		return 0;
 	}
+	if (argc == 2 && !strcmp(argv[1], "scan")) {
+		ready_and_wait();
+		double t0 = now_ns();
+		scan_site();
+		double t1 = now_ns();
+		printf("held %.2f\n", (t1 - t0) / SCAN_BLOCKS);
+		fflush(stdout);
+		while (getchar() != EOF)
+			;
+		return 0;
+	}
 	if (argc == 4 && !strcmp(argv[1], "libs")) {
 		char path[4096];
 		for (int i = 0; i < atoi(argv[3]); i++) {
@@ -122,6 +161,6 @@ int main(int argc, char **argv)
 			;
 		return 0;
 	}
-	fprintf(stderr, "usage: bench pairs N | bench hold | bench libs DIR N\n");
+	fprintf(stderr, "usage: bench pairs N | bench hold | bench scan | bench libs DIR N\n");
 	return 2;
 }

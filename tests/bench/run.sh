@@ -10,7 +10,8 @@
 #   the anchors are installed, libbpf-tools' memleak and BCC's memleak.py;
 #   a report of 1,000,000 outstanding allocations from 10 stacks;
 #   memleak's peak RSS during that run; the time from starting a tracer to
-#   its attached line, on a process that maps 50 more libraries; the size of
+#   its attached line, on a process that maps 50 more libraries; the pause
+#   and rate of an --unreachable scan of 1,000,000 blocks in 256 MB; the size of
 #   the memleak binaries. Then each goal of the performance work (issue 8)
 #   with its measure from this run.
 #
@@ -23,6 +24,7 @@
 #                             ../shared/anchors/install-anchors.sh)
 #   BENCH_ROUNDS=N            runs of each pairs configuration (default 3)
 #   BENCH_SKIP_ANCHORS=1      do not run the reference tools even if installed
+#   BENCH_ONLY=scan           only the --unreachable scan row (and its goals)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -297,6 +299,48 @@ attach_run() {
 	wait_exit "$wl" 10
 }
 
+# scan_run NAME: `bench scan` (1,000,000 blocks of 256 bytes, half reachable
+# only through the other half) under memleak --unreachable -v; once all is
+# allocated, SIGTERM: the final report stops the process and scans it. Sets
+# SCAN_PAUSE (s, process stopped), SCAN_CPU (s, memleak's CPU in that time),
+# SCAN_BYTES (bytes read and scanned) and SCAN_UNREACHABLE (blocks it found
+# unreachable: must be 0).
+scan_run() {
+	local name=$1
+	note "running $name (1,000,000 blocks in 256 MB; takes a while when traced)"
+	start_workload "$name" "$WORK/bench" scan || { abandon_run "$WL_PID"; return 1; }
+	local wl=$WL_PID
+	start_tracer "$name" "$MEMLEAK_READY" "$MEMLEAK_RUN" --unreachable -v -o 0 -p PID 3600 \
+		|| { abandon_run "$wl" "$TR_PID"; return 1; }
+	local tr=$TR_PID
+	echo go >&"$WL_FD"
+	wait_line "$WORK/$name.out" '^held' 300 "$wl" || { abandon_run "$wl" "$tr"; return 1; }
+	kill -TERM "$tr"
+	wait_exit "$tr" 120
+	exec {WL_FD}>&-
+	wait_exit "$wl" 30
+	# -v: "scan of process P: T threads stopped for X ms (Y ms of CPU), B bytes scanned ..."
+	read -r SCAN_PAUSE SCAN_CPU SCAN_BYTES < <(sed -nE \
+		's/.*stopped for ([0-9.]+) ms \(([0-9.]+) ms of CPU\), ([0-9]+) bytes scanned.*/\1 \2 \3/p' \
+		"$WORK/$name.tracer.err" | tail -1 | awk '{ print $1 / 1000, $2 / 1000, $3 }')
+	SCAN_UNREACHABLE=$(sed -nE 's/.*unreachable: [0-9]+ bytes in ([0-9]+) allocations.*/\1/p' \
+		"$WORK/$name.tracer.out" | awk '{ n += $1 } END { print n + 0 }')
+	[ -n "${SCAN_PAUSE:-}" ] || { note "$name: no scan line; see $WORK/$name.tracer.err"; return 1; }
+}
+
+# scan_lines: the scan row and its goals (after scan_run).
+scan_lines() {
+	local rate cpu_rate
+	rate=$(awk -v b="$SCAN_BYTES" -v t="$SCAN_PAUSE" 'BEGIN { printf "%.2f", b / t / 1e9 }')
+	cpu_rate=$(awk -v b="$SCAN_BYTES" -v t="$SCAN_CPU" 'BEGIN { printf "%.2f", b / t / 1e9 }')
+	line "--unreachable scan, 1M blocks in 256 MB" \
+		"pause $(secs "$SCAN_PAUSE") ($(secs "$SCAN_CPU") of CPU), $(mb "$SCAN_BYTES") scanned, $rate GB/s ($cpu_rate GB/s of CPU); $SCAN_UNREACHABLE blocks unreachable (expected 0)"
+	SCAN_GOALS=(
+		"  scan pause, 1M blocks in 256 MB (goal < 1 s)" "$(secs "$SCAN_PAUSE"): $(verdict "$SCAN_PAUSE" 0.999)"
+		"  scan rate (goal >= 1 GB/s)" "$rate GB/s: $(awk -v r="$rate" 'BEGIN { print (r >= 1) ? "met" : "missed" }')"
+	)
+}
+
 # Formatting for the table; a value that is not a number ("failed") passes
 # through, and a ratio involving one is "-".
 num() { [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
@@ -307,10 +351,24 @@ ns() { num "$1" && awk -v v="$1" 'BEGIN { if (v < 100) printf "%.1f", v; else pr
 secs() { num "$1" && awk -v v="$1" 'BEGIN { if (v < 1) printf "%.0f ms", v * 1000; else printf "%.2f s", v }' || echo "$1"; }
 
 
+verdict() { awk -v v="$1" -v lim="$2" 'BEGIN { if (v == "" || v == "-" || v == "failed") print "not measured"; else if (v + 0 <= lim + 0) print "met"; else print "missed" }'; }
+
 # ---------------------------------------------------------------- runs
 
 unset MEMLEAK_BENCH_EMPTY_PROBES       # only the floor runs may set it
 MEMLEAK_READY='^Attaching to pid'
+line() { printf '%-46s %s\n' "$@"; }
+if [ "${BENCH_ONLY:-}" = scan ]; then
+	scan_run scan-memleak || die "memleak --unreachable scan run failed"
+	echo
+	scan_lines
+	echo
+	echo "goals (this run):"
+	line "${SCAN_GOALS[@]:0:2}"
+	line "${SCAN_GOALS[@]:2:2}"
+	line "load average at start" "$(cut -d' ' -f1 /proc/loadavg)"
+	exit 0
+fi
 LBT_READY='^(Attaching to pid|Tracing outstanding memory allocs)'
 FAILED=()                              # runs that failed (reference tools only)
 
@@ -363,6 +421,7 @@ read -r ML_REPORT_N ML_REPORT_MS < <(awk '/report of [0-9]+ outstanding allocati
 ML_STACKS=$(grep -c 'allocations from stack' "$WORK/hold-memleak.tracer.out" || true)
 stop_idle_run stop-memleak "" TERM "$MEMLEAK_RUN" -p PID -o 0 3600 || die "memleak stop run failed"
 ML_STOP=$STOP_WALL
+scan_run scan-memleak || die "memleak --unreachable scan run failed"
 
 # The reference tools, in the anchor chroot: libbpf-tools resolves libc.so.6 in
 # its own filesystem, so the workload must run in there too. The chroot's glibc
@@ -427,7 +486,6 @@ HOST_GLIBC=$(ldd --version 2>/dev/null | awk 'NR == 1 { print $NF }')
 UNTRACED=$(med untraced) FLOOR=$(med floor) ML=$(med memleak) MLS=$(med memleak-s10)
 MLD=$(med dwarf) MLDS=$(med dwarf-s10)
 row() { printf '%-46s %9s %12s %9s  %-15s %s\n' "$@"; }
-line() { printf '%-46s %s\n' "$@"; }
 echo
 row "memleak bench ($(uname -m), $(uname -r), $(nproc) CPUs)" ns/pair "vs untraced" "vs floor" "range ($ROUNDS runs)" ""
 row "untraced (host glibc $HOST_GLIBC)" "$(ns "$UNTRACED")" "" "" "$(range untraced)" ""
@@ -470,6 +528,7 @@ ML_ATTACH=$(med attach)
 line "attach, process mapping $ATTACH_LIBS more libraries" \
 	"memleak $(secs "$ML_ATTACH") (start to 'Attaching to pid')${ANCHORS_OK:+   libbpf-tools $(secs "$(med c-attach-libbpf-tools)") (start to 'Tracing outstanding', via the chroot)}"
 line "traced malloc, filling the 1M table" "memleak $(ns "$ML_ALLOC_NS") ns${ANCHORS_OK:+   libbpf-tools $(ns "$LBT_ALLOC_NS") ns}"
+scan_lines
 line "memleak peak RSS (VmHWM, 1M outstanding)" \
 	"$(mb $((ML_HWM * 1024))) (before the report: $(mb $((ML_HWM_BEFORE * 1024))))${ANCHORS_OK:+   libbpf-tools $(mb $((LBT_HWM * 1024)))}"
 for bin in "$MEMLEAK" target/x86_64-unknown-linux-musl/release/memleak target/aarch64-unknown-linux-musl/release/memleak; do
@@ -478,8 +537,7 @@ for bin in "$MEMLEAK" target/x86_64-unknown-linux-musl/release/memleak target/aa
 	if readelf -S "$bin" 2>/dev/null | grep -q '\.symtab'; then strip="not stripped"; else strip=stripped; fi
 	line "binary size ${bin#target/}" "$(mb "$(stat -c %s "$bin")") ($strip)"
 done
-# The goals of the performance work (issue 8), each against this run.
-verdict() { awk -v v="$1" -v lim="$2" 'BEGIN { if (v == "" || v == "-" || v == "failed") print "not measured"; else if (v + 0 <= lim + 0) print "met"; else print "missed" }'; }
+# The goals of the performance work (issues 8 and 18), each against this run.
 echo
 echo "goals (this run):"
 if [ -n "$ANCHORS_OK" ]; then
@@ -492,6 +550,8 @@ fi
 line "  report of 1M allocations (goal <= 0.2 s)" "$(secs "$ML_REPORT_WALL") signal to exit: $(verdict "$ML_REPORT_WALL" 0.2)"
 line "  RSS, 1M outstanding (goal < 16 MB)" "$(mb $((ML_HWM * 1024))): $(verdict "$ML_HWM" 16383)"
 line "  attach, $ATTACH_LIBS more libraries (goal < 100 ms)" "$(secs "$ML_ATTACH"): $(verdict "$ML_ATTACH" 0.0999)"
+line "${SCAN_GOALS[@]:0:2}"
+line "${SCAN_GOALS[@]:2:2}"
 echo
 line "load average at start" "$LOAD_AT_START${OTHER_TRACERS:+; other tracers running: $OTHER_TRACERS}"
 [ ${#FAILED[@]} -eq 0 ] || echo "failed runs: ${FAILED[*]} (logs: target/bench/last-run/<run>.tracer.err)"
