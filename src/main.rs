@@ -33,6 +33,7 @@ mod session;
 mod setup_signals;
 mod symbolize;
 mod target;
+mod tracepoint_args;
 mod tracepoints;
 mod tracer;
 

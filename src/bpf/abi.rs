@@ -21,6 +21,25 @@ pub struct Config {
     pub pidns_dev: u64,
     pub pidns_ino: u64,
     pub kernel_events: [EventFields; NR_KERNEL_EVENTS],
+    pub raw_events: [RawEventArgs; NR_KERNEL_EVENTS],
+}
+
+/// enum raw_size: where a raw tracepoint program finds the size.
+pub const RAW_SIZE_NONE: u8 = 0;
+pub const RAW_SIZE_ARG: u8 = 1;
+pub const RAW_SIZE_CACHE: u8 = 2;
+
+/// struct raw_event_args: an event's address and size among the raw
+/// tracepoint's arguments.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawEventArgs {
+    pub addr: u8,
+    pub size: u8,
+    pub size_kind: u8,
+    pub pad: u8,
+    pub cache_size_offset: u16,
+    pub pad2: u16,
 }
 
 /// Where a tracepoint field lies in the event record; size 0: absent.
