@@ -748,10 +748,15 @@ impl Tracer {
             };
             let link = link.map_err(|e| {
                 format!(
-                    "cannot attach to tracepoint {}:{}: {}",
+                    "cannot attach to tracepoint {}:{}: {}{}",
                     def.category,
                     def.name,
-                    attach_error(&e)
+                    attach_error(&e),
+                    if self.kernel_path == KernelPath::Tracepoints {
+                        ""
+                    } else {
+                        " (--fallback tracepoints takes the classic tracepoints)"
+                    }
                 )
             })?;
             self.links.push((0, usize::MAX, link));
