@@ -197,6 +197,11 @@ n=$(grep -c '^\[[0-9:]*\] Top 3 stacks with outstanding allocations:$' "$OUT/ker
 if [ "$n" = 2 ]; then pass "kernel mode: 2 reports"; else fail "kernel mode: $n reports, expected 2"; fi
 k=$(grep -c ' \[kernel\]$' "$OUT/kernel.out")
 if [ "$k" -gt 0 ]; then pass "kernel mode: $k [kernel] frames"; else fail "kernel mode: no [kernel] frame"; fi
+# A raw tracepoint program's stack starts inside it: those frames must be
+# left out, so that each stack starts in the allocator.
+b=$(awk '/allocations from stack$/ { getline; print }' "$OUT/kernel.out" | grep -cE '\[bpf\]$|bpf_trace_run|__bpf_trace_|__traceiter_')
+if [ "$b" = 0 ]; then pass "kernel mode: no stack starts in BPF or tracing frames"
+else fail "kernel mode: $b stacks start in BPF or tracing frames"; fi
 # Raw tracepoints: typed by BTF where the kernel has it, else raw_tp with
 # argument positions from memleak's table checked against tracefs.
 if [ -e /sys/kernel/btf/vmlinux ]; then path=tp_btf; else path=raw_tp; fi
