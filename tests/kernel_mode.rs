@@ -246,6 +246,17 @@ fn kernel_mode_interval_and_count() {
         .stacks
         .iter()
         .any(|s| s.frames.iter().any(|f| f.ends_with(" [kernel]"))));
+    // Raw tracepoint programs take the stack from inside themselves: their
+    // frames and the kernel's tracing ones are left out.
+    let tracing = ["bpf_trace_run", "__bpf_trace_", "__traceiter_", "bpf_prog_"];
+    assert!(
+        last.stacks
+            .iter()
+            .all(|s| s.frames.first().is_some_and(|f| {
+                !f.ends_with(" [bpf]") && !tracing.iter().any(|t| f.starts_with(t))
+            })),
+        "{last:#?}"
+    );
 }
 
 #[test]
