@@ -141,6 +141,18 @@ impl KernelPath {
     /// another program running on that CPU) unless turned off or their
     /// arguments are unknown.
     pub fn choose(opts: &Options, plan: &tracepoints::Plan) -> KernelPath {
+        let path = Self::pick(opts, plan);
+        if path == KernelPath::Tracepoints && kernel_release() < (6, 7) {
+            // Raw tracepoints have no guard before 6.1 and count their misses since.
+            crate::verbose!(
+                "this kernel does not count the misses of classic tracepoint programs (6.7+): \
+                 the lost: line cannot show them"
+            );
+        }
+        path
+    }
+
+    fn pick(opts: &Options, plan: &tracepoints::Plan) -> KernelPath {
         if opts.fallbacks.tracepoints {
             crate::verbose!("kernel mode through classic tracepoints (--fallback tracepoints)");
             return KernelPath::Tracepoints;
