@@ -1051,14 +1051,51 @@ static __always_inline int raw_alloc(void *ctx, __u32 ev, bool slab)
 	return kernel_alloc_at(ctx, ev, slab, raw_arg(ctx, a.addr), size);
 }
 
+/*
+ * Per CPU and event: a free program is running. From 6.1 on the kernel
+ * skips a raw tracepoint program that is already running on the CPU, so a
+ * free in an interrupt that arrives while that event's program runs would
+ * be lost: a second program on the same tracepoint, the rescue, sees the
+ * flag and does its work. Otherwise the rescue does nothing. (Both skipped
+ * takes an interrupt within an interrupt; those the kernel counts.)
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NR_KERNEL_EVENTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} free_running SEC(".maps");
+
 static __always_inline int raw_free(void *ctx, __u32 ev)
 {
-	return free_common(F_KERNEL, raw_arg(ctx, cfg.raw_events[ev].addr));
+	/* Read before ev's address is taken for the lookup: the verifier
+	 * must see a constant index into cfg. */
+	__u64 addr = raw_arg(ctx, cfg.raw_events[ev].addr);
+	__u32 key = ev, *running = bpf_map_lookup_elem(&free_running, &key);
+
+	if (running)
+		*running += 1;
+	free_common(F_KERNEL, addr);
+	if (running)
+		*running -= 1;
+	return 0;
+}
+
+static __always_inline int raw_free_rescue(void *ctx, __u32 ev)
+{
+	__u64 addr = raw_arg(ctx, cfg.raw_events[ev].addr);
+	__u32 key = ev, *running = bpf_map_lookup_elem(&free_running, &key);
+
+	if (!running || !*running)
+		return 0;	/* the free program saw this one */
+	count_loss(RESCUED_FREES);
+	return free_common(F_KERNEL, addr);
 }
 
 /*
  * Each event three ways: a classic tracepoint (prog), tp_btf (btf_prog)
- * and raw_tp (raw_prog); userspace loads one of them.
+ * and raw_tp (raw_prog); userspace loads one of them. Frees also have a
+ * rescue (btf_prog_r, raw_prog_r), loaded beside the raw one from 6.1 on.
  */
 #define KERNEL_ALLOC(prog, category, tp, ev, slab)			\
 SEC("tracepoint/" #category "/" #tp)					\
@@ -1074,7 +1111,11 @@ int prog(void *ctx) { return kernel_free(ctx, ev); }			\
 SEC("tp_btf/" #tp)							\
 int btf_##prog(void *ctx) { return raw_free(ctx, ev); }			\
 SEC("raw_tp/" #tp)							\
-int raw_##prog(void *ctx) { return raw_free(ctx, ev); }
+int raw_##prog(void *ctx) { return raw_free(ctx, ev); }		\
+SEC("tp_btf/" #tp)							\
+int btf_##prog##_r(void *ctx) { return raw_free_rescue(ctx, ev); }	\
+SEC("raw_tp/" #tp)							\
+int raw_##prog##_r(void *ctx) { return raw_free_rescue(ctx, ev); }
 
 KERNEL_ALLOC(kmalloc, kmem, kmalloc, KEV_KMALLOC, true)
 KERNEL_ALLOC(kmalloc_node, kmem, kmalloc_node, KEV_KMALLOC_NODE, true)

@@ -161,6 +161,8 @@ enum loss {
 	LOSS_COPY_FALLBACK,	/* stack copies refused (ring full): frame pointers used */
 	LOSS_EXEC_UNHELD,	/* execs that could not be held: the new program's
 				 * first allocations may be missed */
+	RESCUED_FREES,		/* not a loss: frees a rescue program saw for the free
+				 * program the kernel skipped (kernel mode, 6.1+) */
 	NR_LOSSES,
 };
 

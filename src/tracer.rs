@@ -201,6 +201,38 @@ const RAW_PROGRAMS: [(&str, &str); abi::NR_KERNEL_EVENTS] = [
     ("btf_percpu_free", "raw_percpu_free"),
 ];
 
+/// The rescue programs of the free events (tp_btf, raw_tp), in
+/// `tracepoints::EVENTS` order: beside a free program on the same
+/// tracepoint, each does the free program's work when the kernel skipped
+/// it because it was already running on that CPU (raw tracepoints have a
+/// guard per program from 6.1 on), and counts it in RESCUED_FREES.
+const RESCUE_PROGRAMS: [Option<(&str, &str)>; abi::NR_KERNEL_EVENTS] = [
+    None,
+    None,
+    None,
+    None,
+    Some(("btf_kfree_r", "raw_kfree_r")),
+    Some(("btf_cache_free_r", "raw_cache_free_r")),
+    None,
+    Some(("btf_page_free_r", "raw_page_free_r")),
+    None,
+    Some(("btf_percpu_free_r", "raw_percpu_free_r")),
+];
+
+impl KernelPath {
+    /// The rescue program of event `i`, where this path and kernel have one.
+    fn rescue(self, i: usize) -> Option<&'static str> {
+        let (btf, raw) = RESCUE_PROGRAMS[i]?;
+        match self {
+            KernelPath::Tracepoints => None,
+            // Before 6.1 raw tracepoint programs are never skipped.
+            _ if kernel_release() < (6, 1) => None,
+            KernelPath::TpBtf => Some(btf),
+            KernelPath::RawTp => Some(raw),
+        }
+    }
+}
+
 /// Preallocated in kernel mode: about 100 bytes per entry of kernel memory.
 const KERNEL_MAX_ALLOCS: u32 = 262_144;
 
@@ -250,8 +282,10 @@ pub struct Tracer {
     notices: MapFd,
     failed_attaches: u64,
     programs: Vec<&'static str>,
-    /// Kernel mode: the programs that see frees (a miss is a false leak).
+    /// Kernel mode: the programs that see frees (a miss is a false leak),
+    /// and their rescues (see [`RESCUE_PROGRAMS`]).
     free_programs: Vec<&'static str>,
+    rescue_programs: Vec<(usize, &'static str)>,
     kernel_path: KernelPath,
     /// Uprobes through uprobe_multi links (Linux 6.6+).
     multi: bool,
@@ -431,6 +465,13 @@ impl Tracer {
                 .collect(),
             Attach::User { .. } => Vec::new(),
         };
+        let rescue_programs: Vec<(usize, &'static str)> = match &attach {
+            Attach::Kernel { plan } => (0..plan.events.len())
+                .filter(|&i| plan.events[i].is_some())
+                .filter_map(|i| Some((i, kernel_path.rescue(i)?)))
+                .collect(),
+            Attach::User { .. } => Vec::new(),
+        };
         let kernel = matches!(attach, Attach::Kernel { .. });
         let max_allocs = match (opts.max_allocs, kernel) {
             (Some(n), _) => n,
@@ -460,8 +501,10 @@ impl Tracer {
                 .chain(MULTI_PROGRAMS)
                 .chain(tracepoints::EVENTS.iter().map(|e| &e.program))
                 .chain(RAW_PROGRAMS.iter().flat_map(|(b, r)| [b, r]))
+                .chain(RESCUE_PROGRAMS.iter().flatten().flat_map(|(b, r)| [b, r]))
             {
-                obj.set_autoload(prog, programs.contains(prog))?;
+                let rescue = rescue_programs.iter().any(|(_, r)| r == prog);
+                obj.set_autoload(prog, programs.contains(prog) || rescue)?;
             }
             for prog in ["empty_enter", "empty_exit", "on_exec", "on_fork"] {
                 obj.set_autoload(prog, !kernel)?;
@@ -567,6 +610,7 @@ impl Tracer {
             failed_attaches: 0,
             programs,
             free_programs,
+            rescue_programs,
             kernel_path,
             empty_probes,
             multi: false,
@@ -772,6 +816,17 @@ impl Tracer {
                 )
             })?;
             self.links.push((0, usize::MAX, link));
+            if let Some(&(_, rescue)) = self.rescue_programs.iter().find(|(e, _)| *e == i) {
+                let link = match self.kernel_path {
+                    KernelPath::TpBtf => self.obj.attach_tp_btf(rescue),
+                    _ => self.obj.attach_raw_tracepoint(rescue, def.name),
+                };
+                // Without it frees in interrupts are lost and counted as today.
+                match link {
+                    Ok(link) => self.links.push((0, usize::MAX, link)),
+                    Err(e) => crate::verbose!("cannot attach {rescue}: {e}"),
+                }
+            }
         }
         match self.kernel_path {
             KernelPath::Tracepoints => crate::verbose!(
@@ -1054,6 +1109,7 @@ impl Tracer {
 
     pub fn losses(&self) -> Losses {
         let sum = |i: usize| self.loss(i);
+        let rescued = sum(abi::RESCUED_FREES);
         Losses {
             allocs_map_full: sum(abi::LOSS_ALLOCS_FULL),
             stacks_lost: sum(abi::LOSS_STACK),
@@ -1069,16 +1125,19 @@ impl Tracer {
             missed_returns: sum(abi::LOSS_MISSED_RETURN),
             untracked_calls: sum(abi::LOSS_UNTRACKED),
             copy_fallbacks: sum(abi::LOSS_COPY_FALLBACK),
+            // A skipped free program whose rescue did its work lost nothing.
             recursion_misses: self
                 .programs
                 .iter()
                 .map(|p| self.obj.recursion_misses(p))
-                .sum(),
+                .sum::<u64>()
+                .saturating_sub(rescued),
             recursion_missed_frees: self
                 .free_programs
                 .iter()
                 .map(|p| self.obj.recursion_misses(p))
-                .sum(),
+                .sum::<u64>()
+                .saturating_sub(rescued),
             failed_attaches: self.failed_attaches,
             execs_unheld: sum(abi::LOSS_EXEC_UNHELD),
         }
