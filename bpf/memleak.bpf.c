@@ -62,14 +62,30 @@ struct {
 	__type(value, __u64);
 } sample_seq SEC(".maps");
 
-/* Where a stack is captured before it is hashed (too big for the BPF
- * stack). */
+/*
+ * Where a stack is captured before it is hashed (too big for the BPF
+ * stack). One slot per nesting level: raw tracepoint programs (kernel
+ * mode) have no guard shared between programs, so an allocation in an
+ * interrupt can run its program while another one's stack sits here.
+ */
+#define SCRATCH_LEVELS 4
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SCRATCH_LEVELS);
+	__type(key, __u32);
+	__type(value, struct stack);
+} stack_scratch SEC(".maps");
+
+/* How many programs on this CPU hold a stack_scratch slot. Interrupts
+ * nest, so each one gives its slot back before the one it interrupted
+ * resumes, and a plain increment is enough. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct stack);
-} stack_scratch SEC(".maps");
+	__type(value, __u32);
+} scratch_level SEC(".maps");
 
 /* A call in progress on one thread: entry probe to return probe. */
 struct inflight {
@@ -148,8 +164,10 @@ static __always_inline void count_loss(__u32 which)
 {
 	__u64 *n = bpf_map_lookup_elem(&losses, &which);
 
+	/* Atomic: a raw tracepoint program in an interrupt may count on this
+	 * CPU between another's read and write. */
 	if (n)
-		*n += 1;
+		__sync_fetch_and_add(n, 1);
 }
 
 static __always_inline void emit(__u32 kind, __u32 func, __u64 size, __u64 addr)
@@ -308,18 +326,13 @@ static __always_inline __u64 walk_user(struct pt_regs *ctx, struct stack *st)
  * could not be stored. `frames` is set only where it is needed (--unwind
  * auto), which takes the kernel's walk.
  */
-static __always_inline __u64 store_stack(void *ctx, __u32 *frames)
+static __always_inline __u64 hash_stack(void *ctx, struct stack *st, __u32 *frames)
 {
 	__u64 flags = cfg.kernel ? 0 : BPF_F_USER_STACK;
 	__u64 hash = FNV_OFFSET;
-	struct stack *st;
-	__u32 zero = 0;
 	long len;
 	int i;
 
-	st = bpf_map_lookup_elem(&stack_scratch, &zero);
-	if (!st)
-		return 0;
 	if (!cfg.kernel && cfg.unwind != UNWIND_AUTO) {
 		hash = walk_user(ctx, st);
 	} else {
@@ -344,6 +357,27 @@ static __always_inline __u64 store_stack(void *ctx, __u32 *frames)
 	if (bpf_map_update_elem(&stacks, &hash, st, BPF_NOEXIST) &&
 	    !bpf_map_lookup_elem(&stacks, &hash))
 		return 0;	/* full */
+	return hash;
+}
+
+static __always_inline __u64 store_stack(void *ctx, __u32 *frames)
+{
+	__u32 zero = 0, slot, *level;
+	struct stack *st;
+	__u64 hash;
+
+	level = bpf_map_lookup_elem(&scratch_level, &zero);
+	if (!level)
+		return 0;
+	slot = *level;
+	if (slot >= SCRATCH_LEVELS)
+		return 0;
+	st = bpf_map_lookup_elem(&stack_scratch, &slot);
+	if (!st)
+		return 0;
+	*level = slot + 1;
+	hash = hash_stack(ctx, st, frames);
+	*level = slot;
 	return hash;
 }
 
@@ -937,8 +971,14 @@ int on_fork(__u64 *args)
 
 /*
  * Kernel mode: each allocation is one tracepoint, entry and result at once.
- * Frees that interrupt a running BPF program on the same CPU are skipped by
- * the kernel's recursion guard; userspace reports those misses.
+ *
+ * Classic tracepoint programs read the trace record at offsets from BTF or
+ * tracefs. The kernel runs them under one per-CPU guard shared by every
+ * tracepoint and kprobe program, so a free in an interrupt that arrives
+ * while any of them runs is skipped. Raw tracepoint programs (tp_btf with
+ * BTF, raw_tp without) read the tracepoint's arguments instead and have a
+ * guard per program (none before 6.1), so such a free is still seen.
+ * Userspace reports whatever misses remain.
  */
 static __always_inline __u64 read_field(void *ctx, struct tp_field f)
 {
@@ -954,12 +994,9 @@ static __always_inline __u64 read_field(void *ctx, struct tp_field f)
 	return v;
 }
 
-static __always_inline int kernel_alloc(void *ctx, __u32 ev, bool slab)
+static __always_inline int kernel_alloc_at(void *ctx, __u32 ev, bool slab,
+					   __u64 addr, __u64 size)
 {
-	struct event_fields f = cfg.kernel_events[ev];
-	__u64 addr = read_field(ctx, f.addr);
-	__u64 size = read_field(ctx, f.size);
-
 	if (ev == KEV_PAGE_ALLOC)
 		size = cfg.page_size << size;	/* the field is the order */
 	if (!addr || !keep_size(size) || !sampled())
@@ -971,6 +1008,14 @@ static __always_inline int kernel_alloc(void *ctx, __u32 ev, bool slab)
 	return 0;
 }
 
+static __always_inline int kernel_alloc(void *ctx, __u32 ev, bool slab)
+{
+	struct event_fields f = cfg.kernel_events[ev];
+
+	return kernel_alloc_at(ctx, ev, slab, read_field(ctx, f.addr),
+			       read_field(ctx, f.size));
+}
+
 static __always_inline int kernel_free(void *ctx, __u32 ev)
 {
 	struct event_fields f = cfg.kernel_events[ev];
@@ -978,65 +1023,110 @@ static __always_inline int kernel_free(void *ctx, __u32 ev)
 	return free_common(F_KERNEL, read_field(ctx, f.addr));
 }
 
-SEC("tracepoint/kmem/kmalloc")
-int kmalloc(void *ctx)
+/* Argument i of a raw tracepoint (an array of u64, one per argument). */
+static __always_inline __u64 raw_arg(void *ctx, __u32 i)
 {
-	return kernel_alloc(ctx, KEV_KMALLOC, true);
+	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), (__u64 *)ctx + (i & 15));
+	return v;
 }
 
-SEC("tracepoint/kmem/kmalloc_node")
-int kmalloc_node(void *ctx)
+static __always_inline int raw_alloc(void *ctx, __u32 ev, bool slab)
 {
-	return kernel_alloc(ctx, KEV_KMALLOC_NODE, true);
+	struct raw_event_args a = cfg.raw_events[ev];
+	__u64 size = 0;
+	__u32 size32 = 0;
+
+	if (a.size_kind == RAW_SIZE_ARG) {
+		size = raw_arg(ctx, a.size);
+	} else if (a.size_kind == RAW_SIZE_CACHE) {
+		void *cache = (void *)raw_arg(ctx, a.size);
+
+		if (cache)
+			bpf_probe_read_kernel(&size32, sizeof(size32),
+					      cache + a.cache_size_offset);
+		size = size32;
+	}
+	return kernel_alloc_at(ctx, ev, slab, raw_arg(ctx, a.addr), size);
 }
 
-SEC("tracepoint/kmem/kmem_cache_alloc")
-int cache_alloc(void *ctx)
+/*
+ * Per CPU and event: a free program is running. From 6.1 on the kernel
+ * skips a raw tracepoint program that is already running on the CPU, so a
+ * free in an interrupt that arrives while that event's program runs would
+ * be lost: a second program on the same tracepoint, the rescue, sees the
+ * flag and does its work. Otherwise the rescue does nothing. (Both skipped
+ * takes an interrupt within an interrupt; those the kernel counts.)
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NR_KERNEL_EVENTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} free_running SEC(".maps");
+
+static __always_inline int raw_free(void *ctx, __u32 ev)
 {
-	return kernel_alloc(ctx, KEV_CACHE_ALLOC, true);
+	/* Read before ev's address is taken for the lookup: the verifier
+	 * must see a constant index into cfg. */
+	__u64 addr = raw_arg(ctx, cfg.raw_events[ev].addr);
+	__u32 key = ev, *running = bpf_map_lookup_elem(&free_running, &key);
+
+	if (running)
+		*running += 1;
+	free_common(F_KERNEL, addr);
+	if (running)
+		*running -= 1;
+	return 0;
 }
 
-SEC("tracepoint/kmem/kmem_cache_alloc_node")
-int cache_alloc_node(void *ctx)
+static __always_inline int raw_free_rescue(void *ctx, __u32 ev)
 {
-	return kernel_alloc(ctx, KEV_CACHE_ALLOC_NODE, true);
+	__u64 addr = raw_arg(ctx, cfg.raw_events[ev].addr);
+	__u32 key = ev, *running = bpf_map_lookup_elem(&free_running, &key);
+
+	if (!running || !*running)
+		return 0;	/* the free program saw this one */
+	count_loss(RESCUED_FREES);
+	return free_common(F_KERNEL, addr);
 }
 
-SEC("tracepoint/kmem/kfree")
-int kfree(void *ctx)
-{
-	return kernel_free(ctx, KEV_KFREE);
-}
+/*
+ * Each event three ways: a classic tracepoint (prog), tp_btf (btf_prog)
+ * and raw_tp (raw_prog); userspace loads one of them. Frees also have a
+ * rescue (btf_prog_r, raw_prog_r), loaded beside the raw one from 6.1 on.
+ */
+#define KERNEL_ALLOC(prog, category, tp, ev, slab)			\
+SEC("tracepoint/" #category "/" #tp)					\
+int prog(void *ctx) { return kernel_alloc(ctx, ev, slab); }		\
+SEC("tp_btf/" #tp)							\
+int btf_##prog(void *ctx) { return raw_alloc(ctx, ev, slab); }		\
+SEC("raw_tp/" #tp)							\
+int raw_##prog(void *ctx) { return raw_alloc(ctx, ev, slab); }
 
-SEC("tracepoint/kmem/kmem_cache_free")
-int cache_free(void *ctx)
-{
-	return kernel_free(ctx, KEV_CACHE_FREE);
-}
+#define KERNEL_FREE(prog, category, tp, ev)				\
+SEC("tracepoint/" #category "/" #tp)					\
+int prog(void *ctx) { return kernel_free(ctx, ev); }			\
+SEC("tp_btf/" #tp)							\
+int btf_##prog(void *ctx) { return raw_free(ctx, ev); }			\
+SEC("raw_tp/" #tp)							\
+int raw_##prog(void *ctx) { return raw_free(ctx, ev); }		\
+SEC("tp_btf/" #tp)							\
+int btf_##prog##_r(void *ctx) { return raw_free_rescue(ctx, ev); }	\
+SEC("raw_tp/" #tp)							\
+int raw_##prog##_r(void *ctx) { return raw_free_rescue(ctx, ev); }
 
-SEC("tracepoint/kmem/mm_page_alloc")
-int page_alloc(void *ctx)
-{
-	return kernel_alloc(ctx, KEV_PAGE_ALLOC, false);
-}
-
-SEC("tracepoint/kmem/mm_page_free")
-int page_free(void *ctx)
-{
-	return kernel_free(ctx, KEV_PAGE_FREE);
-}
-
-SEC("tracepoint/percpu/percpu_alloc_percpu")
-int percpu_alloc(void *ctx)
-{
-	return kernel_alloc(ctx, KEV_PERCPU_ALLOC, false);
-}
-
-SEC("tracepoint/percpu/percpu_free_percpu")
-int percpu_free(void *ctx)
-{
-	return kernel_free(ctx, KEV_PERCPU_FREE);
-}
+KERNEL_ALLOC(kmalloc, kmem, kmalloc, KEV_KMALLOC, true)
+KERNEL_ALLOC(kmalloc_node, kmem, kmalloc_node, KEV_KMALLOC_NODE, true)
+KERNEL_ALLOC(cache_alloc, kmem, kmem_cache_alloc, KEV_CACHE_ALLOC, true)
+KERNEL_ALLOC(cache_alloc_node, kmem, kmem_cache_alloc_node, KEV_CACHE_ALLOC_NODE, true)
+KERNEL_FREE(kfree, kmem, kfree, KEV_KFREE)
+KERNEL_FREE(cache_free, kmem, kmem_cache_free, KEV_CACHE_FREE)
+KERNEL_ALLOC(page_alloc, kmem, mm_page_alloc, KEV_PAGE_ALLOC, false)
+KERNEL_FREE(page_free, kmem, mm_page_free, KEV_PAGE_FREE)
+KERNEL_ALLOC(percpu_alloc, percpu, percpu_alloc_percpu, KEV_PERCPU_ALLOC, false)
+KERNEL_FREE(percpu_free, percpu, percpu_free_percpu, KEV_PERCPU_FREE)
 
 /* For `make bench`: the cost of the probes alone, with no work in them. */
 SEC("uprobe")

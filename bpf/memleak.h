@@ -31,6 +31,24 @@ struct event_fields {
 	struct tp_field size;
 };
 
+/*
+ * Where raw tracepoint programs (tp_btf, raw_tp) find an event's address
+ * and size among the tracepoint's arguments (its TP_PROTO, not the trace
+ * record), which moved across kernel versions.
+ */
+enum raw_size { RAW_SIZE_NONE, RAW_SIZE_ARG, RAW_SIZE_CACHE };
+
+struct raw_event_args {
+	__u8 addr;		/* argument index of the address */
+	__u8 size;		/* argument index of the size, or of the cache */
+	__u8 size_kind;		/* enum raw_size; RAW_SIZE_CACHE: the u32 at
+				 * cache_size_offset in the struct kmem_cache
+				 * argument `size` points to (6.1+) */
+	__u8 pad;
+	__u16 cache_size_offset;
+	__u16 pad2;
+};
+
 /* Read-only configuration, written by userspace before load. */
 struct config {
 	__u64 min_size;		/* inclusive */
@@ -51,6 +69,7 @@ struct config {
 	__u64 pidns_dev;
 	__u64 pidns_ino;
 	struct event_fields kernel_events[NR_KERNEL_EVENTS];
+	struct raw_event_args raw_events[NR_KERNEL_EVENTS];
 };
 
 /* Key of the outstanding-allocation table: the address, per process. */
@@ -142,6 +161,8 @@ enum loss {
 	LOSS_COPY_FALLBACK,	/* stack copies refused (ring full): frame pointers used */
 	LOSS_EXEC_UNHELD,	/* execs that could not be held: the new program's
 				 * first allocations may be missed */
+	RESCUED_FREES,		/* not a loss: frees a rescue program saw for the free
+				 * program the kernel skipped (kernel mode, 6.1+) */
 	NR_LOSSES,
 };
 

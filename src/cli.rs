@@ -46,10 +46,13 @@ pub struct Fallbacks {
     /// `sums`: copy every allocation out at report time instead of summing
     /// per stack in the kernel.
     pub copy_report: bool,
+    /// `tracepoints`: kernel mode through classic tracepoint programs, not
+    /// raw tracepoints (tp_btf, raw_tp).
+    pub tracepoints: bool,
 }
 
 impl Fallbacks {
-    pub const NAMES: &'static str = "entry, links or sums";
+    pub const NAMES: &'static str = "entry, links, sums or tracepoints";
 }
 
 /// What gets traced.
@@ -230,8 +233,9 @@ optional arguments:
   --fallback LIST       turn off fast paths, comma-separated: entry (probe
                         functions at their first instruction), links (one
                         uprobe link per function), sums (copy every
-                        allocation out for each report); -v says which
-                        paths a run uses
+                        allocation out for each report), tracepoints
+                        (kernel mode through classic tracepoints, not raw
+                        ones); -v says which paths a run uses
   --unreachable         at each report stop the process briefly, scan its
                         memory from its registers, stacks and globals, and
                         show how much of each stack is no longer reachable
@@ -428,6 +432,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
                         "entry" => raw.fallbacks.entry_sites = true,
                         "links" => raw.fallbacks.single_links = true,
                         "sums" => raw.fallbacks.copy_report = true,
+                        "tracepoints" => raw.fallbacks.tracepoints = true,
                         _ => {
                             return Err(invalid(
                                 &flag,
@@ -1005,7 +1010,8 @@ mod tests {
             Fallbacks {
                 entry_sites: true,
                 single_links: false,
-                copy_report: true
+                copy_report: true,
+                tracepoints: false,
             }
         );
         assert_eq!(
@@ -1016,8 +1022,15 @@ mod tests {
             }
         );
         assert_eq!(
+            opts(&["--fallback=tracepoints"]).fallbacks,
+            Fallbacks {
+                tracepoints: true,
+                ..Fallbacks::default()
+            }
+        );
+        assert_eq!(
             err(&["--fallback", "entry,fast"]),
-            "invalid value 'entry,fast' for --fallback: expected entry, links or sums (comma-separated)"
+            "invalid value 'entry,fast' for --fallback: expected entry, links, sums or tracepoints (comma-separated)"
         );
         assert!(
             err(&["-p", "1", "--unwind", "dwarf", "--combined-only"]).contains("--combined-only")
@@ -1303,7 +1316,7 @@ mod tests {
                 "--unwind" => vec!["-p", "1", word, "fp"],
                 "--raw" => vec!["-p", "1", word],
                 "--symfs" => vec![word, "/"],
-                "--fallback" => vec![word, "entry,links,sums"],
+                "--fallback" => vec![word, "entry,links,sums,tracepoints"],
                 "--pprof" => vec![word, "leaks.pb.gz"],
                 "--unreachable" | "--unreachable-only" => vec!["-p", "1", word],
                 "--grew" => vec![word, "2"],

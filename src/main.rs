@@ -35,6 +35,7 @@ mod setup_signals;
 mod symbolize;
 mod sys;
 mod target;
+mod tracepoint_args;
 mod tracepoints;
 mod tracer;
 

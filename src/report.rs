@@ -120,13 +120,16 @@ pub struct Losses {
     pub untracked_calls: u64,
     pub copy_fallbacks: u64,
     pub recursion_misses: u64,
+    /// Of `recursion_misses`, those of programs that see frees: each one
+    /// a block that may be reported as leaked when it was freed.
+    pub recursion_missed_frees: u64,
     pub failed_attaches: u64,
     pub execs_unheld: u64,
 }
 
 impl Losses {
     /// (count, JSON key, words for the `lost:` line) of each kind.
-    fn kinds(&self) -> [(u64, &'static str, &'static str); 11] {
+    fn kinds(&self) -> [(u64, &'static str, &'static str); 12] {
         [
             (
                 self.allocs_map_full,
@@ -172,6 +175,12 @@ impl Losses {
                 self.recursion_misses,
                 "recursion_misses",
                 "probe hits (BPF recursion)",
+            ),
+            // Its own part, so that the one above reads as it always did.
+            (
+                self.recursion_missed_frees,
+                "recursion_missed_frees",
+                "of them frees (each a possible false leak)",
             ),
             (
                 self.failed_attaches,

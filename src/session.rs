@@ -36,6 +36,14 @@ impl Symbolizer {
         }
     }
 
+    /// Frames at the top of a stack that only show how it was taken.
+    fn tracing_frames(&self, ips: &[u64]) -> usize {
+        match self {
+            Symbolizer::Kernel(k) => k.tracing_frames(ips),
+            Symbolizer::Processes(_) => 0,
+        }
+    }
+
     fn process(&mut self, pid: u32) -> Option<&mut ProcessSymbolizer> {
         match self {
             Symbolizer::Processes(list) => list.iter_mut().find(|(p, _)| *p == pid).map(|(_, s)| s),
@@ -1279,7 +1287,7 @@ fn print_report(
                 .cloned()
                 .or_else(|| tracer.stack(total.stack_id));
             let frames = match stack {
-                Some(ips) => ips
+                Some(ips) => ips[symbolizer.tracing_frames(&ips)..]
                     .iter()
                     .flat_map(|&ip| symbolizer.frames(total.tgid, ip, opts.raw, symfs.as_mut()))
                     .collect(),

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::bpf::abi::{EventFields, TpField, NR_KERNEL_EVENTS};
+use crate::bpf::abi::{EventFields, RawEventArgs, TpField, NR_KERNEL_EVENTS};
 use crate::bpf::KernelBtf;
 
 /// One traced kernel event, in the order of `enum kernel_event`.
@@ -230,6 +230,10 @@ pub enum LayoutSource {
 /// The events this kernel has, with their fields and perf event ids.
 pub struct Plan {
     pub source: LayoutSource,
+    /// For raw tracepoint programs: each event's arguments (aligned with
+    /// `events`), or why they are unknown. tp_btf programs when `source`
+    /// is BTF, raw_tp ones otherwise.
+    pub raw: Result<Vec<Option<RawEventArgs>>, String>,
     /// Per event: fields and tracepoint id, or None where the kernel lacks
     /// it or this run does not trace it.
     pub events: Vec<Option<(EventFields, u64)>>,
@@ -253,21 +257,43 @@ pub fn plan(tracefs: &Path, percpu: bool, force_format: bool) -> Result<Plan, St
     };
     let mut events = Vec::new();
     let mut missing = Vec::new();
+    let release = crate::tracer::kernel_release();
+    let mut raw: Result<Vec<Option<RawEventArgs>>, String> = Ok(Vec::new());
     for event in &EVENTS {
         if event.percpu != percpu {
             events.push(None);
+            if let Ok(raw) = &mut raw {
+                raw.push(None);
+            }
             continue;
         }
         let dir = tracefs.join("events").join(event.category).join(event.name);
         let Ok(id) = std::fs::read_to_string(dir.join("id")) else {
             missing.push(format!("{}:{}", event.category, event.name));
             events.push(None);
+            if let Ok(raw) = &mut raw {
+                raw.push(None);
+            }
             continue;
         };
         let id: u64 = id
             .trim()
             .parse()
             .map_err(|_| format!("bad tracepoint id in {}", dir.display()))?;
+        let format = match &btf {
+            Some(_) => None,
+            None => Some(
+                std::fs::read_to_string(dir.join("format"))
+                    .map_err(|e| format!("cannot read {}/format: {e}", dir.display()))?,
+            ),
+        };
+        if let Ok(args) = &mut raw {
+            match crate::tracepoint_args::raw_args(event, btf.as_ref(), format.as_deref(), release)
+            {
+                Ok(a) => args.push(Some(a)),
+                Err(e) => raw = Err(e),
+            }
+        }
         let fields = match &btf {
             Some(btf) => event
                 .btf_structs
@@ -275,8 +301,7 @@ pub fn plan(tracefs: &Path, percpu: bool, force_format: bool) -> Result<Plan, St
                 .find_map(|s| btf.struct_members(s))
                 .and_then(|m| fields_of(event, &m)),
             None => {
-                let text = std::fs::read_to_string(dir.join("format"))
-                    .map_err(|e| format!("cannot read {}/format: {e}", dir.display()))?;
+                let text = format.unwrap_or_default();
                 let fields: Vec<(String, u32, u32)> = parse_format(&text)
                     .into_iter()
                     .map(|f| (f.name, f.offset as u32, f.size as u32))
@@ -302,6 +327,7 @@ pub fn plan(tracefs: &Path, percpu: bool, force_format: bool) -> Result<Plan, St
     }
     Ok(Plan {
         source,
+        raw,
         events,
         missing,
     })

@@ -125,6 +125,116 @@ fn own_pid_namespace() -> Option<(u64, u64)> {
     (meta.ino() != PROC_PID_INIT_INO).then(|| (meta.dev(), meta.ino()))
 }
 
+/// How kernel mode attaches to the kmem/percpu events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelPath {
+    /// tp_btf programs: raw tracepoints typed by the kernel's BTF.
+    TpBtf,
+    /// raw_tp programs, argument positions from the version table.
+    RawTp,
+    /// Classic tracepoint programs reading the trace record
+    /// (`--fallback tracepoints`, or raw tracepoints unusable).
+    Tracepoints,
+}
+
+impl KernelPath {
+    /// Picks the path for `plan`: raw tracepoints (each program with its
+    /// own recursion guard, so a free in an interrupt is not lost to
+    /// another program running on that CPU) unless turned off or their
+    /// arguments are unknown.
+    pub fn choose(opts: &Options, plan: &tracepoints::Plan) -> KernelPath {
+        let path = Self::pick(opts, plan);
+        if path == KernelPath::Tracepoints && kernel_release() < (6, 7) {
+            // Raw tracepoints have no guard before 6.1 and count their misses since.
+            crate::verbose!(
+                "this kernel does not count the misses of classic tracepoint programs (6.7+): \
+                 the lost: line cannot show them"
+            );
+        }
+        path
+    }
+
+    fn pick(opts: &Options, plan: &tracepoints::Plan) -> KernelPath {
+        if opts.fallbacks.tracepoints {
+            crate::verbose!("kernel mode through classic tracepoints (--fallback tracepoints)");
+            return KernelPath::Tracepoints;
+        }
+        match (&plan.raw, plan.source) {
+            (Ok(_), tracepoints::LayoutSource::Btf) => {
+                crate::verbose!("kernel mode through tp_btf raw tracepoints (arguments from BTF)");
+                KernelPath::TpBtf
+            }
+            (Ok(_), tracepoints::LayoutSource::Format) => {
+                crate::verbose!(
+                    "kernel mode through raw_tp raw tracepoints (arguments from memleak's \
+                     table, checked against tracefs)"
+                );
+                KernelPath::RawTp
+            }
+            (Err(e), _) => {
+                crate::verbose!("kernel mode through classic tracepoints: {e}");
+                KernelPath::Tracepoints
+            }
+        }
+    }
+
+    /// The program of event `i` (in `tracepoints::EVENTS` order) on this path.
+    fn program(self, i: usize) -> &'static str {
+        match self {
+            KernelPath::Tracepoints => tracepoints::EVENTS[i].program,
+            KernelPath::TpBtf => RAW_PROGRAMS[i].0,
+            KernelPath::RawTp => RAW_PROGRAMS[i].1,
+        }
+    }
+}
+
+/// The tp_btf and raw_tp programs of each event, in `tracepoints::EVENTS`
+/// order (bpf/memleak.bpf.c names them after the classic ones).
+const RAW_PROGRAMS: [(&str, &str); abi::NR_KERNEL_EVENTS] = [
+    ("btf_kmalloc", "raw_kmalloc"),
+    ("btf_kmalloc_node", "raw_kmalloc_node"),
+    ("btf_cache_alloc", "raw_cache_alloc"),
+    ("btf_cache_alloc_node", "raw_cache_alloc_node"),
+    ("btf_kfree", "raw_kfree"),
+    ("btf_cache_free", "raw_cache_free"),
+    ("btf_page_alloc", "raw_page_alloc"),
+    ("btf_page_free", "raw_page_free"),
+    ("btf_percpu_alloc", "raw_percpu_alloc"),
+    ("btf_percpu_free", "raw_percpu_free"),
+];
+
+/// The rescue programs of the free events (tp_btf, raw_tp), in
+/// `tracepoints::EVENTS` order: beside a free program on the same
+/// tracepoint, each does the free program's work when the kernel skipped
+/// it because it was already running on that CPU (raw tracepoints have a
+/// guard per program from 6.1 on), and counts it in RESCUED_FREES.
+const RESCUE_PROGRAMS: [Option<(&str, &str)>; abi::NR_KERNEL_EVENTS] = [
+    None,
+    None,
+    None,
+    None,
+    Some(("btf_kfree_r", "raw_kfree_r")),
+    Some(("btf_cache_free_r", "raw_cache_free_r")),
+    None,
+    Some(("btf_page_free_r", "raw_page_free_r")),
+    None,
+    Some(("btf_percpu_free_r", "raw_percpu_free_r")),
+];
+
+impl KernelPath {
+    /// The rescue program of event `i`, where this path and kernel have one.
+    fn rescue(self, i: usize) -> Option<&'static str> {
+        let (btf, raw) = RESCUE_PROGRAMS[i]?;
+        match self {
+            KernelPath::Tracepoints => None,
+            // Before 6.1 raw tracepoint programs are never skipped.
+            _ if kernel_release() < (6, 1) => None,
+            KernelPath::TpBtf => Some(btf),
+            KernelPath::RawTp => Some(raw),
+        }
+    }
+}
+
 /// Preallocated in kernel mode: about 100 bytes per entry of kernel memory.
 const KERNEL_MAX_ALLOCS: u32 = 262_144;
 
@@ -174,6 +284,11 @@ pub struct Tracer {
     notices: MapFd,
     failed_attaches: u64,
     programs: Vec<&'static str>,
+    /// Kernel mode: the programs that see frees (a miss is a false leak),
+    /// and their rescues (see [`RESCUE_PROGRAMS`]).
+    free_programs: Vec<&'static str>,
+    rescue_programs: Vec<(usize, &'static str)>,
+    kernel_path: KernelPath,
     /// Uprobes through uprobe_multi links (Linux 6.6+).
     multi: bool,
     combined_only: bool,
@@ -276,6 +391,10 @@ impl Tracer {
         let release = kernel_release();
         let limits = Limits::for_kernel(release);
         let empty_probes = std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some();
+        let kernel_path = match &attach {
+            Attach::Kernel { plan } => KernelPath::choose(opts, plan),
+            Attach::User { .. } => KernelPath::Tracepoints,
+        };
         // The empty programs exist only as one-link-per-function programs.
         let multi =
             !empty_probes && !matches!(attach, Attach::Kernel { .. }) && use_uprobe_multi(opts);
@@ -326,13 +445,34 @@ impl Tracer {
                         cfg.kernel_events[i] = *fields;
                     }
                 }
+                if let Ok(raw) = &plan.raw {
+                    for (i, args) in raw.iter().enumerate() {
+                        cfg.raw_events[i] = args.unwrap_or_default();
+                    }
+                }
                 plan.events
                     .iter()
-                    .zip(tracepoints::EVENTS.iter())
-                    .filter(|(e, _)| e.is_some())
-                    .map(|(_, ev)| ev.program)
+                    .enumerate()
+                    .filter(|(_, e)| e.is_some())
+                    .map(|(i, _)| kernel_path.program(i))
                     .collect()
             }
+        };
+        let free_programs: Vec<&'static str> = match &attach {
+            Attach::Kernel { plan } => (0..plan.events.len())
+                .filter(|&i| {
+                    plan.events[i].is_some() && tracepoints::EVENTS[i].size_fields.is_empty()
+                })
+                .map(|i| kernel_path.program(i))
+                .collect(),
+            Attach::User { .. } => Vec::new(),
+        };
+        let rescue_programs: Vec<(usize, &'static str)> = match &attach {
+            Attach::Kernel { plan } => (0..plan.events.len())
+                .filter(|&i| plan.events[i].is_some())
+                .filter_map(|i| Some((i, kernel_path.rescue(i)?)))
+                .collect(),
+            Attach::User { .. } => Vec::new(),
         };
         let kernel = matches!(attach, Attach::Kernel { .. });
         let max_allocs = match (opts.max_allocs, kernel) {
@@ -362,8 +502,11 @@ impl Tracer {
                 .iter()
                 .chain(MULTI_PROGRAMS)
                 .chain(tracepoints::EVENTS.iter().map(|e| &e.program))
+                .chain(RAW_PROGRAMS.iter().flat_map(|(b, r)| [b, r]))
+                .chain(RESCUE_PROGRAMS.iter().flatten().flat_map(|(b, r)| [b, r]))
             {
-                obj.set_autoload(prog, programs.contains(prog))?;
+                let rescue = rescue_programs.iter().any(|(_, r)| r == prog);
+                obj.set_autoload(prog, programs.contains(prog) || rescue)?;
             }
             for prog in ["empty_enter", "empty_exit", "on_exec", "on_fork"] {
                 obj.set_autoload(prog, !kernel)?;
@@ -405,7 +548,11 @@ impl Tracer {
                         "cannot create the tables: this kernel refuses {max_allocs} allocations or {max_stacks} stacks as too big (Argument list too long); try a smaller --max-allocs or --stack-storage-size"
                     )
                 } else {
-                    load_error(e)
+                    let mut msg = load_error(e);
+                    if kernel && kernel_path != KernelPath::Tracepoints {
+                        msg += " (--fallback tracepoints takes the classic tracepoints)";
+                    }
+                    msg
                 }
             })?;
             obj
@@ -464,6 +611,9 @@ impl Tracer {
             notices,
             failed_attaches: 0,
             programs,
+            free_programs,
+            rescue_programs,
+            kernel_path,
             empty_probes,
             multi: false,
             combined_only: opts.combined_only,
@@ -641,23 +791,61 @@ impl Tracer {
         for name in &plan.missing {
             crate::verbose!("this kernel has no {name} tracepoint");
         }
-        for (event, def) in plan.events.iter().zip(tracepoints::EVENTS.iter()) {
+        for (i, (event, def)) in plan
+            .events
+            .iter()
+            .zip(tracepoints::EVENTS.iter())
+            .enumerate()
+        {
             let Some((_, id)) = event else { continue };
-            let link = self.obj.attach_tracepoint(def.program, *id).map_err(|e| {
+            let prog = self.kernel_path.program(i);
+            let link = match self.kernel_path {
+                KernelPath::Tracepoints => self.obj.attach_tracepoint(prog, *id),
+                KernelPath::TpBtf => self.obj.attach_tp_btf(prog),
+                KernelPath::RawTp => self.obj.attach_raw_tracepoint(prog, def.name),
+            };
+            let link = link.map_err(|e| {
                 format!(
-                    "cannot attach to tracepoint {}:{}: {}",
+                    "cannot attach to tracepoint {}:{}: {}{}",
                     def.category,
                     def.name,
-                    attach_error(&e)
+                    attach_error(&e),
+                    if self.kernel_path == KernelPath::Tracepoints {
+                        ""
+                    } else {
+                        " (--fallback tracepoints takes the classic tracepoints)"
+                    }
                 )
             })?;
             self.links.push((0, usize::MAX, link));
+            if let Some(&(_, rescue)) = self.rescue_programs.iter().find(|(e, _)| *e == i) {
+                let link = match self.kernel_path {
+                    KernelPath::TpBtf => self.obj.attach_tp_btf(rescue),
+                    _ => self.obj.attach_raw_tracepoint(rescue, def.name),
+                };
+                // Without it frees in interrupts are lost and counted as today.
+                match link {
+                    Ok(link) => self.links.push((0, usize::MAX, link)),
+                    Err(e) => crate::verbose!("cannot attach {rescue}: {e}"),
+                }
+            }
         }
-        crate::verbose!(
-            "attached {} tracepoints (field offsets from {:?})",
-            self.links.len(),
-            plan.source
-        );
+        match self.kernel_path {
+            KernelPath::Tracepoints => crate::verbose!(
+                "attached {} tracepoints (field offsets from {:?})",
+                self.links.len(),
+                plan.source
+            ),
+            path => crate::verbose!(
+                "attached {} raw tracepoints ({})",
+                self.links.len(),
+                if path == KernelPath::TpBtf {
+                    "tp_btf"
+                } else {
+                    "raw_tp"
+                }
+            ),
+        }
         Ok(())
     }
 
@@ -923,6 +1111,7 @@ impl Tracer {
 
     pub fn losses(&self) -> Losses {
         let sum = |i: usize| self.loss(i);
+        let rescued = sum(abi::RESCUED_FREES);
         Losses {
             allocs_map_full: sum(abi::LOSS_ALLOCS_FULL),
             stacks_lost: sum(abi::LOSS_STACK),
@@ -938,11 +1127,19 @@ impl Tracer {
             missed_returns: sum(abi::LOSS_MISSED_RETURN),
             untracked_calls: sum(abi::LOSS_UNTRACKED),
             copy_fallbacks: sum(abi::LOSS_COPY_FALLBACK),
+            // A skipped free program whose rescue did its work lost nothing.
             recursion_misses: self
                 .programs
                 .iter()
                 .map(|p| self.obj.recursion_misses(p))
-                .sum(),
+                .sum::<u64>()
+                .saturating_sub(rescued),
+            recursion_missed_frees: self
+                .free_programs
+                .iter()
+                .map(|p| self.obj.recursion_misses(p))
+                .sum::<u64>()
+                .saturating_sub(rescued),
             failed_attaches: self.failed_attaches,
             execs_unheld: sum(abi::LOSS_EXEC_UNHELD),
         }

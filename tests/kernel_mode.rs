@@ -40,12 +40,18 @@ fn pipe_buffers(report: &Report) -> u64 {
 /// Holds PIPES pipes under memleak in kernel mode, then releases them.
 /// Returns (report while held, report after release).
 fn hold_and_release(env: &[(&str, &str)], args: &[&str]) -> (Report, Report) {
+    let (held, released, _) = hold_and_release_verbose(env, args);
+    (held, released)
+}
+
+/// As [`hold_and_release`], with `-v`, and memleak's stderr.
+fn hold_and_release_verbose(env: &[(&str, &str)], args: &[&str]) -> (Report, Report, String) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut holder = Running::spawn(Command::new(fixture("kholder")).arg(PIPES.to_string()));
     holder.wait_for(Duration::from_secs(10), |l| l.starts_with("ready "));
     let mut cmd = Command::new(memleak_bin());
     // Only the 1024-byte pipe buffer arrays: keeps reports small.
-    cmd.args(["-z", "1024", "-Z", "1024", "-o", "0", "-T", "100"])
+    cmd.args(["-v", "-z", "1024", "-Z", "1024", "-o", "0", "-T", "100"])
         .args(args)
         .arg("1");
     for (k, v) in env {
@@ -63,7 +69,7 @@ fn hold_and_release(env: &[(&str, &str)], args: &[&str]) -> (Report, Report) {
     let released = next_full_report(&mut memleak);
     let (code, _, stderr) = memleak.finish_after_interrupt();
     assert_eq!(code, Some(0), "{stderr}");
-    (held, released)
+    (held, released, stderr)
 }
 
 /// Skips the report in progress, then returns the next complete one.
@@ -110,14 +116,98 @@ fn assert_pipes_tracked(held: &Report, released: &Report) {
 
 #[test]
 fn kernel_mode_with_btf_tracks_pipes_while_held_and_after_release() {
-    let (held, released) = hold_and_release(&[], &[]);
+    let (held, released, stderr) = hold_and_release_verbose(&[], &[]);
+    assert!(
+        stderr.contains("kernel mode through tp_btf raw tracepoints"),
+        "{stderr}"
+    );
     assert_pipes_tracked(&held, &released);
 }
 
 #[test]
 fn kernel_mode_without_btf_reads_tracefs_formats() {
-    let (held, released) = hold_and_release(&[("MEMLEAK_NO_BTF", "1")], &[]);
+    let (held, released, stderr) = hold_and_release_verbose(&[("MEMLEAK_NO_BTF", "1")], &[]);
+    assert!(
+        stderr.contains("kernel mode through raw_tp raw tracepoints"),
+        "{stderr}"
+    );
     assert_pipes_tracked(&held, &released);
+}
+
+#[test]
+fn kernel_mode_tracepoint_fallback_tracks_pipes() {
+    for env in [&[][..], &[("MEMLEAK_NO_BTF", "1")][..]] {
+        let (held, released, stderr) =
+            hold_and_release_verbose(env, &["--fallback", "tracepoints"]);
+        assert!(
+            stderr.contains("kernel mode through classic tracepoints (--fallback tracepoints)"),
+            "{stderr}"
+        );
+        assert_pipes_tracked(&held, &released);
+    }
+}
+
+/// (all recursion misses, those of free programs) of one kernel-mode run
+/// while a shell runs `cat /proc/self/status` 3,000 times: each cat
+/// allocates and frees slab objects and pages, and interrupts free on the
+/// side.
+fn misses_under_status_loop(args: &[&str]) -> (u64, u64) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // One report, at Ctrl+C after the loop: the run covers all of it
+    // however slow the machine is.
+    let mut memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-T", "1"])
+            .args(args)
+            .args(["3600", "1"]),
+    );
+    memleak.wait_for(Duration::from_secs(30), |l| {
+        l.starts_with("Attaching to kernel allocators")
+    });
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "i=0; while [ $i -lt 3000 ]; do cat /proc/self/status >/dev/null; i=$((i+1)); done",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, lines, stderr) = memleak.finish_after_interrupt();
+    assert_eq!(code, Some(0), "{stderr}");
+    let lost = lines.iter().find(|l| l.starts_with("lost: "));
+    let count_before = |words: &str| {
+        lost.and_then(|l| {
+            l["lost: ".len()..]
+                .split(", ")
+                .find_map(|part| part.strip_suffix(words)?.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+    };
+    let misses = count_before("probe hits (BPF recursion)");
+    let frees = count_before("of them frees (each a possible false leak)");
+    assert!(frees <= misses, "{lost:?}");
+    (misses, frees)
+}
+
+/// The issue's load: raw tracepoints must lose at most 1/20 of what the
+/// classic tracepoints lose in the same test, one run after the other.
+/// Misses come in bursts of interrupts, so a small allowance on top keeps
+/// a machine where even the fallback loses little (a few hundred) from
+/// failing on noise: raw tracepoints lose almost nothing there (only an
+/// interrupt's free inside the same program), the fallback thousands here.
+#[test]
+fn raw_tracepoints_lose_a_twentieth_of_the_fallbacks_misses() {
+    let (raw, raw_frees) = misses_under_status_loop(&[]);
+    let (fallback, fallback_frees) = misses_under_status_loop(&["--fallback", "tracepoints"]);
+    println!(
+        "recursion misses: raw tracepoints {raw} ({raw_frees} frees), \
+         --fallback tracepoints {fallback} ({fallback_frees} frees)"
+    );
+    eprintln!("recursion misses: raw {raw}, fallback {fallback}");
+    assert!(
+        raw <= fallback / 20 + 20,
+        "raw tracepoints missed {raw}, more than 1/20 of the fallback's {fallback} (+20)"
+    );
 }
 
 #[test]
@@ -156,6 +246,17 @@ fn kernel_mode_interval_and_count() {
         .stacks
         .iter()
         .any(|s| s.frames.iter().any(|f| f.ends_with(" [kernel]"))));
+    // Raw tracepoint programs take the stack from inside themselves: their
+    // frames and the kernel's tracing ones are left out.
+    let tracing = ["bpf_trace_run", "__bpf_trace_", "__traceiter_", "bpf_prog_"];
+    assert!(
+        last.stacks
+            .iter()
+            .all(|s| s.frames.first().is_some_and(|f| {
+                !f.ends_with(" [bpf]") && !tracing.iter().any(|t| f.starts_with(t))
+            })),
+        "{last:#?}"
+    );
 }
 
 #[test]

@@ -21,6 +21,25 @@ pub struct Config {
     pub pidns_dev: u64,
     pub pidns_ino: u64,
     pub kernel_events: [EventFields; NR_KERNEL_EVENTS],
+    pub raw_events: [RawEventArgs; NR_KERNEL_EVENTS],
+}
+
+/// enum raw_size: where a raw tracepoint program finds the size.
+pub const RAW_SIZE_NONE: u8 = 0;
+pub const RAW_SIZE_ARG: u8 = 1;
+pub const RAW_SIZE_CACHE: u8 = 2;
+
+/// struct raw_event_args: an event's address and size among the raw
+/// tracepoint's arguments.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawEventArgs {
+    pub addr: u8,
+    pub size: u8,
+    pub size_kind: u8,
+    pub pad: u8,
+    pub cache_size_offset: u16,
+    pub pad2: u16,
 }
 
 /// Where a tracepoint field lies in the event record; size 0: absent.
@@ -96,6 +115,8 @@ pub const LOSS_MISSED_RETURN: usize = 5;
 pub const LOSS_UNTRACKED: usize = 6;
 pub const LOSS_COPY_FALLBACK: usize = 7;
 pub const LOSS_EXEC_UNHELD: usize = 8;
+/// Not a loss: frees the rescue programs handled for a skipped free program.
+pub const RESCUED_FREES: usize = 9;
 
 /// struct notices: what happened to one traced process.
 #[repr(C)]

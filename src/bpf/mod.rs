@@ -340,6 +340,16 @@ impl Object {
             .ok_or_else(io::Error::last_os_error)
     }
 
+    /// Attaches a tp_btf program to the tracepoint its section names.
+    pub fn attach_tp_btf(&self, prog: &str) -> Result<Link, io::Error> {
+        let p = self.program(prog).map_err(io::Error::other)?;
+        // SAFETY: valid loaded program.
+        let link = unsafe { sys::bpf_program__attach_trace(p) };
+        NonNull::new(link)
+            .map(|ptr| Link { ptr })
+            .ok_or_else(io::Error::last_os_error)
+    }
+
     /// Attaches a tracepoint program to the tracepoint with perf event id
     /// `id` (from tracefs `events/<category>/<name>/id`). Opening the perf
     /// event ourselves means tracefs is looked up in one place: ours.
@@ -704,6 +714,83 @@ impl KernelBtf {
             Some(out)
         }
     }
+}
+
+impl KernelBtf {
+    /// The parameters of tracepoint `tp`'s prototype after `void *__data`:
+    /// their names when BTF has the kernel's `__bpf_trace_<tp>` function
+    /// (its parameters are named), else only how many there are, from the
+    /// `btf_trace_<tp>` typedef (a pointer to an unnamed prototype).
+    pub fn tracepoint_params(&self, tp: &str) -> Option<TracepointParams> {
+        const BTF_KIND_PTR: u32 = 2;
+        const BTF_KIND_TYPEDEF: u32 = 8;
+        const BTF_KIND_FUNC: u32 = 12;
+        const BTF_KIND_FUNC_PROTO: u32 = 13;
+        let btf = self.ptr.as_ptr();
+        let kind = |t: *const sys::btf_type| {
+            // SAFETY: t is a valid type record from libbpf.
+            (unsafe { (*t).info } >> 24) & 0x1f
+        };
+        // The prototype a FUNC or a typedef'd pointer leads to.
+        let proto_of = |name: &str, first: u32| -> Option<*const sys::btf_type> {
+            let cname = CString::new(name).ok()?;
+            // SAFETY: btf is valid; ids come from libbpf itself.
+            unsafe {
+                let id = sys::btf__find_by_name_kind(btf, cname.as_ptr(), first);
+                if id < 0 {
+                    return None;
+                }
+                let mut t = sys::btf__type_by_id(btf, id as u32);
+                for _ in 0..3 {
+                    if t.is_null() {
+                        return None;
+                    }
+                    match kind(t) {
+                        BTF_KIND_FUNC_PROTO => return Some(t),
+                        BTF_KIND_FUNC | BTF_KIND_TYPEDEF | BTF_KIND_PTR => {
+                            t = sys::btf__type_by_id(btf, (*t).__bindgen_anon_1.type_);
+                        }
+                        _ => return None,
+                    }
+                }
+                None
+            }
+        };
+        // SAFETY: a FUNC_PROTO record is followed by `vlen` btf_param records.
+        let params = |proto: *const sys::btf_type| unsafe {
+            let vlen = ((*proto).info & 0xffff) as usize;
+            let first = proto.add(1).cast::<sys::btf_param>();
+            (0..vlen)
+                .map(|i| {
+                    let p = &*first.add(i);
+                    let name = sys::btf__name_by_offset(btf, p.name_off);
+                    if name.is_null() {
+                        String::new()
+                    } else {
+                        std::ffi::CStr::from_ptr(name)
+                            .to_string_lossy()
+                            .into_owned()
+                    }
+                })
+                .skip(1)
+                .collect::<Vec<String>>()
+        };
+        if let Some(proto) = proto_of(&format!("__bpf_trace_{tp}"), BTF_KIND_FUNC) {
+            let names = params(proto);
+            if names.iter().all(|n| !n.is_empty()) {
+                return Some(TracepointParams::Named(names));
+            }
+        }
+        let proto = proto_of(&format!("btf_trace_{tp}"), BTF_KIND_TYPEDEF)?;
+        Some(TracepointParams::Count(params(proto).len()))
+    }
+}
+
+/// What BTF says about a tracepoint's arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TracepointParams {
+    Named(Vec<String>),
+    Count(usize),
 }
 
 impl Drop for KernelBtf {

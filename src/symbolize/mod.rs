@@ -411,6 +411,24 @@ impl KernelSymbolizer {
         self.kallsyms.text_range()
     }
 
+    /// How many frames at the top of a kernel stack belong to the tracing
+    /// machinery rather than to the allocator: a raw tracepoint program
+    /// takes its stack from inside itself, so its own frames (`[bpf]`) and
+    /// the kernel's bpf_trace_run*, __bpf_trace_* and __traceiter_* come
+    /// first. Classic tracepoint stacks start at the allocator: 0.
+    pub fn tracing_frames(&self, ips: &[u64]) -> usize {
+        ips.iter()
+            .take_while(|&&ip| {
+                self.kallsyms.lookup(ip).is_some_and(|s| {
+                    s.module == Some("bpf")
+                        || ["bpf_trace_run", "__bpf_trace_", "__traceiter_"]
+                            .iter()
+                            .any(|p| s.name.starts_with(p))
+                })
+            })
+            .count()
+    }
+
     pub fn symbolize(&self, addr: u64) -> Frame {
         match self.kallsyms.lookup(addr) {
             Some(s) => Frame {

@@ -13,6 +13,11 @@
 //                   table in .bss, the other half only from the first word
 //                   of one of those (the flood fill's second round); prints
 //                   "held <ns_per_alloc>" and keeps them until EOF.
+//   bench kpairs N  as pairs, but each round is one poll() of KPOLL_FDS
+//                   ignored descriptors (fd -1, no timeout): the kernel
+//                   kmallocs the entries that do not fit its stack buffer
+//                   and kfrees them, one kmalloc/kfree pair per call, for
+//                   kernel mode's cost per pair.
 //   bench libs DIR N  dlopen()s DIR/lib00.so .. lib<N-1>.so, prints
 //                   "ready <pid>" and waits until stdin reaches EOF: a
 //                   process mapping N more libraries, to time attaching.
@@ -21,6 +26,7 @@
 // tracers can walk user stacks; no identical-code folding so the 10 sites stay
 // 10 distinct functions).
 #include <dlfcn.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +62,23 @@ static __attribute__((noinline)) void pairs(long n)
 		sink = p;
 		free(p);
 	}
+}
+
+// do_sys_poll keeps about 30 entries on its stack (256 bytes) and kmallocs
+// one chunk for the rest, up to a page of them.
+#define KPOLL_FDS 64
+
+static __attribute__((noinline)) void kpairs(long n)
+{
+	struct pollfd fds[KPOLL_FDS];
+
+	for (int i = 0; i < KPOLL_FDS; i++)
+		fds[i] = (struct pollfd){ .fd = -1 };
+	for (long i = 0; i < n; i++)
+		if (poll(fds, KPOLL_FDS, 0) < 0) {
+			perror("bench: poll");
+			exit(1);
+		}
 }
 
 #define HOLD_SITES 10
@@ -101,7 +124,8 @@ static __attribute__((noinline)) void scan_site(void)
 
 int main(int argc, char **argv)
 {
-	if (argc == 3 && !strcmp(argv[1], "pairs")) {
+	if (argc == 3 && (!strcmp(argv[1], "pairs") || !strcmp(argv[1], "kpairs"))) {
+		void (*run)(long) = argv[1][0] == 'k' ? kpairs : pairs;
 		long n = atol(argv[2]);
 		if (n <= 0) {
 			fprintf(stderr, "bench: N must be > 0\n");
@@ -110,9 +134,9 @@ int main(int argc, char **argv)
 		ready_and_wait();
 		// Warm-up: fault in the heap, settle the allocator's fast path and
 		// the tracer's maps. 1/20 of the run, at most 10,000 pairs.
-		pairs(n / 20 < 10000 ? n / 20 : 10000);
+		run(n / 20 < 10000 ? n / 20 : 10000);
 		double t0 = now_ns();
-		pairs(n);
+		run(n);
 		double t1 = now_ns();
 		printf("ns_per_pair %.2f\n", (t1 - t0) / n);
 		return 0;
@@ -161,6 +185,6 @@ int main(int argc, char **argv)
 			;
 		return 0;
 	}
-	fprintf(stderr, "usage: bench pairs N | bench hold | bench scan | bench libs DIR N\n");
+	fprintf(stderr, "usage: bench pairs N | bench kpairs N | bench hold | bench scan | bench libs DIR N\n");
 	return 2;
 }

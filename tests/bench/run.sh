@@ -12,7 +12,9 @@
 #   memleak's peak RSS during that run; the time from starting a tracer to
 #   its attached line, on a process that maps 50 more libraries; the pause
 #   and rate of an --unreachable scan of 1,000,000 blocks in 256 MB; the size of
-#   the memleak binaries. Then each goal of the performance work (issue 8)
+#   the memleak binaries; kernel mode's cost per kmalloc/kfree pair (a poll()
+#   that kmallocs and kfrees once), untraced, through raw tracepoints and
+#   through --fallback tracepoints. Then each goal of the performance work (issue 8)
 #   with its measure from this run.
 #
 # Needs root (BPF). Environment knobs:
@@ -22,6 +24,8 @@
 #                             pair costs 15-50 us on the 2-CPU dev VM, so 2-5 s)
 #   ANCHORS=dir               reference tools (default /opt/anchors, made by
 #                             ../shared/anchors/install-anchors.sh)
+#   BENCH_KPAIRS_UNTRACED=N   poll() calls, untraced (default 2,000,000)
+#   BENCH_KPAIRS_TRACED=N     poll() calls under kernel mode (default 200,000)
 #   BENCH_ROUNDS=N            runs of each pairs configuration (default 3)
 #   BENCH_SKIP_ANCHORS=1      do not run the reference tools even if installed
 #   BENCH_ONLY=scan           only the --unreachable scan row (and its goals)
@@ -32,6 +36,8 @@ cd "$ROOT"
 MEMLEAK=${MEMLEAK:-$ROOT/target/release/memleak}
 PAIRS_UNTRACED=${BENCH_PAIRS_UNTRACED:-20000000}
 PAIRS_TRACED=${BENCH_PAIRS_TRACED:-100000}
+KPAIRS_UNTRACED=${BENCH_KPAIRS_UNTRACED:-2000000}
+KPAIRS_TRACED=${BENCH_KPAIRS_TRACED:-200000}
 ROUNDS=${BENCH_ROUNDS:-3}
 ANCHORS=${ANCHORS:-/opt/anchors}
 ENTER=$ANCHORS/enter.sh
@@ -190,8 +196,8 @@ abandon_run() {
 	done
 }
 
-# pairs_run NAME N WORKLOAD_PREFIX TRACER...: one `bench pairs N` run, traced by
-# TRACER (none if empty). Sets NS (ns per pair); returns 1 if the run failed.
+# pairs_run NAME N WORKLOAD_PREFIX TRACER...: one `bench pairs N` run (or
+# `bench $BENCH_MODE N`: kpairs for the kernel), traced by TRACER (none if empty). Sets NS (ns per pair); returns 1 if the run failed.
 # WORKLOAD_PREFIX is "" or the chroot's enter.sh. The tracer's ready line is
 # READY_RE (set by the caller). Results go through globals, not $(...): a
 # subshell could not wait for or clean up the processes it started.
@@ -201,7 +207,7 @@ pairs_run() {
 	local name=$1 n=$2 prefix=$3; shift 3
 	NS=
 	note "running $name"
-	start_workload "$name" $prefix "$WORK/bench" pairs "$n" || { abandon_run "$WL_PID"; return 1; }
+	start_workload "$name" $prefix "$WORK/bench" "${BENCH_MODE:-pairs}" "$n" || { abandon_run "$WL_PID"; return 1; }
 	local wl=$WL_PID tr=
 	if [ $# -gt 0 ]; then
 		start_tracer "$name" "$READY_RE" "$@" || { abandon_run "$wl" "$TR_PID"; return 1; }
@@ -411,6 +417,17 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	RES[attach]+="$ATTACH_S "
 done
 
+# Kernel mode: what tracing the kernel's allocators adds to one kmalloc/kfree
+# pair, through raw tracepoints (the default) and the classic ones.
+KERNEL_READY='^Attaching to kernel allocators'
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+	BENCH_MODE=kpairs measure k-untraced "$KPAIRS_UNTRACED" "" "" || die "untraced poll run failed"
+	BENCH_MODE=kpairs measure k-raw "$KPAIRS_TRACED" "" "$KERNEL_READY" "$MEMLEAK_RUN" -o 0 3600 \
+		|| die "kernel mode run failed"
+	BENCH_MODE=kpairs measure k-tracepoints "$KPAIRS_TRACED" "" "$KERNEL_READY" \
+		"$MEMLEAK_RUN" -o 0 --fallback tracepoints 3600 || die "kernel mode --fallback tracepoints run failed"
+done
+
 # memleak stops on SIGINT or SIGTERM alike; SIGTERM, the same signal as for the
 # pairs runs (where BCC needs it).
 READY_RE=$MEMLEAK_READY
@@ -517,6 +534,16 @@ else
 	echo "libbpf-tools: not installed (../shared/anchors/install-anchors.sh)"
 	echo "BCC memleak.py: not installed (../shared/anchors/install-anchors.sh)"
 fi
+# Kernel mode: one kmalloc/kfree pair per poll(); the traced cost of a pair
+# is the difference to the untraced call.
+K_UNTRACED=$(med k-untraced) K_RAW=$(med k-raw) K_TP=$(med k-tracepoints)
+per_pair() { num "$1" && num "$2" && awk -v t="$1" -v u="$2" 'BEGIN { printf "%+.0f ns per kmalloc/kfree pair", t - u }' || echo "n/a"; }
+row "kernel mode: poll(), one kmalloc/kfree each" "" "" "" "" ""
+row "  untraced" "$(ns "$K_UNTRACED")" "" "" "$(range k-untraced)" ""
+row "  memleak -o 0 (raw tracepoints)" "$(ns "$K_RAW")" "$(times "$K_RAW" "$K_UNTRACED")" "" "$(range k-raw)" \
+	"$(per_pair "$K_RAW" "$K_UNTRACED")"
+row "  memleak -o 0 --fallback tracepoints" "$(ns "$K_TP")" "$(times "$K_TP" "$K_UNTRACED")" "" "$(range k-tracepoints)" \
+	"$(per_pair "$K_TP" "$K_UNTRACED"), raw/fallback = $(ratio "$K_RAW" "$K_TP")"
 echo
 line "report of 1,000,000 allocations (10 stacks)" \
 	"memleak $(secs "$ML_REPORT_WALL") signal to exit, report itself $(secs "$ML_REPORT_MS") (saw $ML_REPORT_N allocs, $ML_STACKS stacks)"

@@ -13,15 +13,22 @@
 #      pointers): 144 bytes in 3 allocations from compare, each stack
 #      walking through qsort up to main.
 #   2. kernel mode: memleak -T 3 1 2 must exit 0 with 2 reports and at least
-#      one [kernel] frame.
+#      one [kernel] frame, through raw tracepoints (-v: tp_btf with BTF,
+#      raw_tp without).
+#   3. kernel mode's recursion misses while a loop runs `cat /proc/self/status`
+#      STATUS_LOOPS times (default 3000): raw tracepoints, then
+#      --fallback tracepoints; the first at most 1/20 of the second (+20).
+#      Kernels before 6.7 do not count the fallback's misses: there the
+#      check says SKIP.
 #
 # Prints one PASS/FAIL line per check (and memleak's full output when a check
 # of that run fails); exits 1 if any check failed. Works on the host too:
 # copy memleak, leaker and this script into one directory and run it as root.
-# Env: RUN_TIMEOUT (seconds per memleak run, default 240).
+# Env: RUN_TIMEOUT (seconds per memleak run, default 240), STATUS_LOOPS.
 
 cd "$(dirname "$0")" || exit 1
 RUN_TIMEOUT=${RUN_TIMEOUT:-240}
+STATUS_LOOPS=${STATUS_LOOPS:-3000}
 OUT=${TMPDIR:-/tmp}/memleak-vmtest.$$
 mkdir -p "$OUT" || exit 1
 FAILS=0
@@ -178,9 +185,9 @@ FAILS=$((FAILS + $(grep -c '^FAIL' "$OUT/dwarf.checks")))
 [ "$FAILS" = "$before" ] || dump dwarf
 
 # ---- 2. kernel mode smoke: 2 reports one second apart
-echo "== kernel mode: memleak -T 3 1 2"
+echo "== kernel mode: memleak -v -T 3 1 2"
 t0=$(date +%s)
-timeout "$RUN_TIMEOUT" ./memleak -T 3 1 2 >"$OUT/kernel.out" 2>"$OUT/kernel.err"
+timeout "$RUN_TIMEOUT" ./memleak -v -T 3 1 2 >"$OUT/kernel.out" 2>"$OUT/kernel.err"
 rc=$?
 t1=$(date +%s)
 sed 's/^/  memleak stderr: /' "$OUT/kernel.err"
@@ -191,7 +198,65 @@ n=$(grep -c '^\[[0-9:]*\] Top 3 stacks with outstanding allocations:$' "$OUT/ker
 if [ "$n" = 2 ]; then pass "kernel mode: 2 reports"; else fail "kernel mode: $n reports, expected 2"; fi
 k=$(grep -c ' \[kernel\]$' "$OUT/kernel.out")
 if [ "$k" -gt 0 ]; then pass "kernel mode: $k [kernel] frames"; else fail "kernel mode: no [kernel] frame"; fi
+# A raw tracepoint program's stack starts inside it: those frames must be
+# left out, so that each stack starts in the allocator.
+b=$(awk '/allocations from stack$/ { getline; print }' "$OUT/kernel.out" | grep -cE '\[bpf\]$|bpf_trace_run|__bpf_trace_|__traceiter_')
+if [ "$b" = 0 ]; then pass "kernel mode: no stack starts in BPF or tracing frames"
+else fail "kernel mode: $b stacks start in BPF or tracing frames"; fi
+# Raw tracepoints: typed by BTF where the kernel has it, else raw_tp with
+# argument positions from memleak's table checked against tracefs.
+if [ -e /sys/kernel/btf/vmlinux ]; then path=tp_btf; else path=raw_tp; fi
+if grep -q "kernel mode through $path raw tracepoints" "$OUT/kernel.err"; then
+	pass "kernel mode: through $path raw tracepoints"
+else
+	fail "kernel mode: not through $path raw tracepoints (memleak -v)"
+fi
 [ "$FAILS" = "$before" ] || dump kernel
+
+# ---- 3. recursion misses under load, raw tracepoints vs the fallback
+# status_misses NAME [FLAGS...]: prints the `lost:` line's recursion misses
+# of one run that covers STATUS_LOOPS runs of cat (Ctrl+C after them).
+status_misses() {
+	name=$1
+	shift
+	timeout "$RUN_TIMEOUT" ./memleak -T 1 "$@" 3600 1 >"$OUT/$name.out" 2>"$OUT/$name.err" &
+	pid=$!
+	i=0
+	until grep -q '^Attaching to kernel allocators' "$OUT/$name.out"; do
+		i=$((i + 1))
+		[ "$i" -le "$RUN_TIMEOUT" ] && kill -0 "$pid" 2>/dev/null || break
+		sleep 1
+	done
+	n=0
+	while [ "$n" -lt "$STATUS_LOOPS" ]; do
+		cat /proc/self/status >/dev/null
+		n=$((n + 1))
+	done
+	kill -INT "$pid"
+	wait "$pid"
+	echo "exit $?" >>"$OUT/$name.err"
+	m=$(grep '^lost: ' "$OUT/$name.out" | grep -o '[0-9]* probe hits (BPF recursion)' | cut -d' ' -f1)
+	echo "${m:-0}"
+}
+echo "== kernel mode: recursion misses over $STATUS_LOOPS x cat /proc/self/status"
+before=$FAILS
+raw=$(status_misses raw)
+fallback=$(status_misses fallback --fallback tracepoints)
+for name in raw fallback; do
+	grep -q '^exit 0$' "$OUT/$name.err" || fail "kernel mode ($name) did not exit 0"
+	grep -q ' stacks with outstanding allocations:$' "$OUT/$name.out" || fail "kernel mode ($name): no report"
+done
+echo "  recursion misses: raw tracepoints $raw, --fallback tracepoints $fallback"
+if [ "$major" -lt 6 ] || { [ "$major" -eq 6 ] && [ "$minor" -lt 7 ]; }; then
+	# The kernel counts a classic tracepoint program's misses from 6.7 on
+	# (raw tracepoints' from 6.1, with their guard): nothing to compare.
+	echo "SKIP: recursion misses: Linux $major.$minor does not count the fallback's (6.7+)"
+elif [ "$raw" -le $((fallback / 20 + 20)) ]; then
+	pass "recursion misses: raw $raw <= fallback $fallback / 20 + 20"
+else
+	fail "recursion misses: raw $raw > fallback $fallback / 20 + 20"
+fi
+[ "$FAILS" = "$before" ] || { dump raw; dump fallback; }
 
 rm -rf "$OUT"
 if [ "$FAILS" = 0 ]; then

@@ -6,7 +6,8 @@
 # initramfs), copies in the static memleak, a static leaker (built here from
 # tests/fixtures/leaker.c) and tests/vm/run-tests.sh, and runs the latter:
 # exact leak_* totals of `memleak -c ./leaker`, its exit status, and a kernel
-# mode smoke check. Run names are KERNEL[+nobtf][+bare] (cache names of
+# mode checks (the raw tracepoint path, and its recursion misses against
+# --fallback tracepoints'). Run names are KERNEL[+nobtf][+bare] (cache names of
 # fetch-kernels.sh); +nobtf hides /sys/kernel/btf, +bare mounts no tracefs.
 #
 #   make vmtest                     all of VMTEST_RUNS (stops at the first failure;
@@ -20,11 +21,13 @@
 VMTEST ?= ../shared/vmtest
 # Runs: KERNEL[+nobtf][+bare]
 VMTEST_RUNS ?= x86_64-bookworm x86_64-bullseye x86_64-bookworm+nobtf x86_64-bookworm+bare aarch64-bookworm \
-	x86_64-trixie aarch64-trixie
+	x86_64-trixie aarch64-trixie x86_64-bullseye+nobtf x86_64-trixie+nobtf
 # Seconds per VM (boot + both memleak runs); guests are TCG-emulated in CI.
 VMTEST_TIMEOUT ?= 600
 # Per memleak run inside the guest (run-tests.sh RUN_TIMEOUT).
 VMTEST_RUN_TIMEOUT ?= 240
+# `cat /proc/self/status` runs of the recursion-miss check (run-tests.sh).
+VMTEST_STATUS_LOOPS ?= 3000
 VMTEST_OUT ?= $(or $(TARGET_DIR),$(CARGO_TARGET_DIR),target)/vm
 VMTEST_CC_x86_64 ?= gcc
 VMTEST_CC_aarch64 ?= aarch64-linux-gnu-gcc
@@ -80,7 +83,7 @@ vmtest-$(1): $(VMTEST_DEPS_$(call vmtest-arch,$(1))) $(VMTEST_OUT)/leaker-$(call
 	@echo "==== vmtest $(1): $(VMTEST_MEMLEAK_$(call vmtest-arch,$(1))) under $(call vmtest-kernel,$(1)) $(call vmtest-flags,$(1))"
 	@start=$$$$(date +%s); \
 	bash $(VMTEST)/run-in-vm.sh -k $(call vmtest-kernel,$(1)) $(call vmtest-flags,$(1)) -t $(VMTEST_TIMEOUT) \
-	  -e RUN_TIMEOUT=$(VMTEST_RUN_TIMEOUT) \
+	  -e RUN_TIMEOUT=$(VMTEST_RUN_TIMEOUT) -e STATUS_LOOPS=$(VMTEST_STATUS_LOOPS) \
 	  -f $(VMTEST_MEMLEAK_$(call vmtest-arch,$(1))):/vmtest/memleak \
 	  -f $(VMTEST_OUT)/leaker-$(call vmtest-arch,$(1)):/vmtest/leaker \
 	  -f $(VMTEST_OUT)/deep-$(call vmtest-arch,$(1)):/vmtest/deep \
