@@ -60,17 +60,24 @@ fn kill_all(words: &str) {
 
 /// A script that leaves a marker file, then sleeps: `mark MARKER SECONDS`.
 fn marking_script() -> PathBuf {
-    let dir = fixture("leaker").parent().unwrap().to_path_buf();
-    let path = dir.join("mark-and-sleep.sh");
-    let text = "#!/bin/sh\ntouch \"$1\"\nexec sleep \"$2\"\n";
-    if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
-        let tmp = dir.join(format!("mark-and-sleep.sh.{}", std::process::id()));
-        std::fs::write(&tmp, text).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-    path
+    // Once per test process: the tests run on several threads, which share
+    // a process id, so a temporary name made of it is not theirs alone.
+    static SCRIPT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SCRIPT
+        .get_or_init(|| {
+            let dir = fixture("leaker").parent().unwrap().to_path_buf();
+            let path = dir.join("mark-and-sleep.sh");
+            let text = "#!/bin/sh\ntouch \"$1\"\nexec sleep \"$2\"\n";
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
+                let tmp = dir.join(format!("mark-and-sleep.sh.{}", std::process::id()));
+                std::fs::write(&tmp, text).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+                std::fs::rename(&tmp, &path).unwrap();
+            }
+            path
+        })
+        .clone()
 }
 
 fn marker(name: &str) -> PathBuf {
