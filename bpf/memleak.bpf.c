@@ -141,9 +141,6 @@ struct {
 	__type(value, __u8);
 } targets SEC(".maps");
 
-/* Counts allocation calls for -s; shared by all CPUs. */
-__u64 sample_counter = 0;
-
 /*
  * (tgid << 32 | pid) of the current task as memleak's PID namespace numbers
  * it, so that a memleak running in a container matches the PIDs it was
@@ -514,18 +511,17 @@ static __always_inline bool keep_size(__u64 size)
 }
 
 /*
- * Not atomic on purpose: a fetching atomic add needs kernel 5.12, and a
- * race between CPUs only shifts which call is sampled.
+ * -s N: each allocation is recorded with probability 1/N, drawn on its
+ * own, so no rhythm of the program (ten call sites in turn, a handler
+ * that allocates ten times per request) can line up with the sampling
+ * and hide a call site, as counting every Nth call did. The modulo's bias
+ * is below N / 2^32.
  */
 static __always_inline bool sampled(void)
 {
-	__u64 n;
-
 	if (cfg.sample_every <= 1)
 		return true;
-	n = sample_counter;
-	sample_counter = n + 1;
-	return n % cfg.sample_every == 0;
+	return bpf_get_prandom_u32() % cfg.sample_every == 0;
 }
 
 /* The return address at function entry: on the stack on x86_64, in the
@@ -636,13 +632,14 @@ static __noinline int exit_common(struct pt_regs *ctx, __u64 ret)
 #endif
 	call = *st;
 	bpf_map_delete_elem(&inflight, &tid);
-	if (call.skip)
-		return 0;
 
+	/* A call that is not recorded (sampled out, or outside -z/-Z) still
+	 * frees or resizes the block it replaces, which may be recorded:
+	 * skipping that would leave a false leak. */
 	switch (call.func) {
 	case F_POSIX_MEMALIGN:
 		/* Returns an error number; the block is stored at *memptr. */
-		if ((int)ret != 0)
+		if ((int)ret != 0 || call.skip)
 			return 0;
 		if (bpf_probe_read_user(&addr, sizeof(addr), (void *)call.memptr))
 			return 0;
@@ -661,7 +658,8 @@ static __noinline int exit_common(struct pt_regs *ctx, __u64 ret)
 		break;
 	case F_XALLOCX:
 		/* The block stays where it is, with the usable size returned. */
-		emit(EV_ALLOC_EXIT, call.func, ret, call.old_addr);
+		if (!call.skip)
+			emit(EV_ALLOC_EXIT, call.func, ret, call.old_addr);
 		resize(call.old_addr, ret);
 		return 0;
 	case F_MMAP:
@@ -674,6 +672,8 @@ static __noinline int exit_common(struct pt_regs *ctx, __u64 ret)
 		release(call.old_addr);
 		break;
 	}
+	if (call.skip)
+		return 0;
 	emit(EV_ALLOC_EXIT, call.func, call.size, addr);
 	if (addr)
 		record(ctx, addr, call.size, cfg.drop_stale);

@@ -53,7 +53,7 @@ struct raw_event_args {
 struct config {
 	__u64 min_size;		/* inclusive */
 	__u64 max_size;		/* inclusive */
-	__u64 sample_every;	/* record every Nth allocation; 1 = all */
+	__u64 sample_every;	/* record each allocation with chance 1/N; 1 = all */
 	__u32 target_tgid;	/* the one traced process; 0: see many_targets */
 	__u8 trace;		/* stream every call through the ring buffer */
 	__u8 drop_stale;	/* an address handed out again proves a missed free */

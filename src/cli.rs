@@ -75,6 +75,8 @@ pub struct Options {
     pub combined_only: bool,
     pub wa_missing_free: bool,
     pub sample_rate: u64,
+    /// --estimate: counts and bytes are multiplied by the sample rate.
+    pub estimate: bool,
     pub top: usize,
     /// Inclusive lower bound on the allocation size.
     pub min_size: Option<u64>,
@@ -121,6 +123,7 @@ impl Default for Options {
             combined_only: false,
             wa_missing_free: false,
             sample_rate: 1,
+            estimate: false,
             top: 10,
             min_size: None,
             max_size: None,
@@ -168,7 +171,7 @@ usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]
                [--folded | --json] [--unwind {fp,dwarf,auto}] [--raw]
                [--symfs DIR] [--fallback LIST] [--pprof FILE]
                [--unreachable | --unreachable-only] [--growth]
-               [--grew N] [-v] [--version] [interval] [count]";
+               [--grew N] [--estimate] [-v] [--version] [interval] [count]";
 
 // Everything after the synopsis; argparse layout so it reads like BCC's.
 const HELP_BODY: &str = r#"Trace outstanding memory allocations that weren't freed.
@@ -197,6 +200,9 @@ optional arguments:
                         missing
   -s SAMPLE_RATE, --sample-rate SAMPLE_RATE
                         sample every N-th allocation to decrease the overhead
+                        (each one independently, with probability 1/N)
+  --estimate            with -s N, print estimated totals (each sampled
+                        allocation weighs N) instead of the sampled counts
   -T TOP, --top TOP     display only this many top allocating stacks (by size)
   -z MIN_SIZE, --min-size MIN_SIZE
                         capture only allocations of at least this size
@@ -299,6 +305,7 @@ struct Raw {
     combined_only: bool,
     wa_missing_free: bool,
     sample_rate: Option<u64>,
+    estimate: bool,
     top: Option<usize>,
     min_size: Option<u64>,
     max_size: Option<u64>,
@@ -389,6 +396,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
             Short('s') | Long("sample-rate") => {
                 raw.sample_rate = Some(next_number(&mut p, &flag, 1, u64::MAX, WHOLE_AT_LEAST_1)?);
             }
+            Long("estimate") => raw.estimate = true,
             Short('T') | Long("top") => {
                 let n = next_number(&mut p, &flag, 1, usize::MAX as u64, WHOLE_AT_LEAST_1)?;
                 raw.top = usize::try_from(n).ok();
@@ -585,6 +593,9 @@ fn validate(raw: Raw) -> Result<Options, String> {
             ));
         }
     }
+    if raw.estimate && raw.sample_rate.is_none_or(|n| n < 2) {
+        return Err("--estimate scales sampled counts: use it with -s N (N > 1)".to_owned());
+    }
     let target = match (raw.pids, raw.command) {
         // BCC silently lets -c win; refusing is less surprising.
         (Some(_), Some(_)) => return Err("-p and -c cannot be used together".to_owned()),
@@ -610,6 +621,7 @@ fn validate(raw: Raw) -> Result<Options, String> {
         combined_only: raw.combined_only,
         wa_missing_free: raw.wa_missing_free,
         sample_rate: raw.sample_rate.unwrap_or(d.sample_rate),
+        estimate: raw.estimate,
         top: raw.top.unwrap_or(d.top),
         min_size: raw.min_size,
         max_size: raw.max_size,
@@ -894,6 +906,19 @@ mod tests {
         let o = opts(&["-as10"]);
         assert_eq!((o.show_allocs, o.sample_rate), (true, 10));
         assert_eq!(opts(&["-p=5"]).target, Target::Pids(vec![5]));
+    }
+
+    #[test]
+    fn estimate_needs_a_sample_rate() {
+        let o = opts(&["-s", "10", "--estimate"]);
+        assert!(o.estimate && o.sample_rate == 10);
+        assert!(!opts(&["-s", "10"]).estimate);
+        for args in [&["--estimate"][..], &["-s", "1", "--estimate"]] {
+            assert_eq!(
+                err(args),
+                "--estimate scales sampled counts: use it with -s N (N > 1)"
+            );
+        }
     }
 
     #[test]
@@ -1278,6 +1303,7 @@ mod tests {
             "--combined-only",
             "--wa-missing-free",
             "-s SAMPLE_RATE, --sample-rate SAMPLE_RATE",
+            "--estimate",
             "-T TOP, --top TOP",
             "-z MIN_SIZE, --min-size MIN_SIZE",
             "capture only allocations of at least this size",
@@ -1320,6 +1346,7 @@ mod tests {
                 "--pprof" => vec![word, "leaks.pb.gz"],
                 "--unreachable" | "--unreachable-only" => vec!["-p", "1", word],
                 "--grew" => vec![word, "2"],
+                "--estimate" => vec!["-s", "2", word],
                 w if [
                     "-p",
                     "-o",

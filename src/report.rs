@@ -95,6 +95,14 @@ pub fn top(mut stacks: Vec<StackTotal>, sort: &SortKey, top: usize) -> Vec<Stack
     stacks
 }
 
+/// --estimate: each sampled allocation stands for `weight` allocations.
+pub fn scale(stacks: &mut [StackTotal], weight: u64) {
+    for s in stacks {
+        s.bytes = s.bytes.saturating_mul(weight);
+        s.count = s.count.saturating_mul(weight);
+    }
+}
+
 /// `[HH:MM:SS]` in local time.
 pub fn clock_time() -> String {
     // SAFETY: time/localtime_r write only into the local struct.
@@ -374,6 +382,9 @@ pub struct Report<'a> {
     pub show_allocs: bool,
     /// Several processes are traced: say whose each stack is.
     pub show_pids: bool,
+    /// --estimate: the sample rate the totals were multiplied by, which
+    /// the header states; None: sampled counts as recorded.
+    pub estimate_weight: Option<u64>,
     pub losses: &'a Losses,
     /// --growth: the growth suffix on classic stack lines.
     pub show_growth: bool,
@@ -403,11 +414,18 @@ impl Report<'_> {
     /// anything was. With several processes traced each stack line ends
     /// with ` in pid PID`.
     fn write_classic(&self, out: &mut impl Write) -> io::Result<()> {
-        writeln!(
+        write!(
             out,
-            "[{}] Top {} stacks with outstanding allocations:",
+            "[{}] Top {} stacks with outstanding allocations",
             self.time, self.top
         )?;
+        match self.estimate_weight {
+            Some(n) => writeln!(
+                out,
+                " (estimated: each sampled allocation counts {n} times):"
+            )?,
+            None => writeln!(out, ":")?,
+        }
         for s in self.stacks {
             if self.show_allocs {
                 for (addr, size) in &s.total.allocs {
@@ -523,9 +541,12 @@ impl Report<'_> {
             }
             None => String::new(),
         };
+        let estimate = self
+            .estimate_weight
+            .map_or_else(String::new, |n| format!(r#","estimated_weight":{n}"#));
         writeln!(
             out,
-            r#"{{"time":{},"top":{},"stacks":[{}],"lost":{{{}}}{}}}"#,
+            r#"{{"time":{},"top":{}{estimate},"stacks":[{}],"lost":{{{}}}{}}}"#,
             json_str(self.time),
             self.top,
             stacks.join(","),
@@ -686,6 +707,15 @@ mod tests {
     }
 
     fn example(total: &StackTotal, losses: &Losses, format: Format) -> String {
+        example_weighted(total, losses, format, None)
+    }
+
+    fn example_weighted(
+        total: &StackTotal,
+        losses: &Losses,
+        format: Format,
+        estimate_weight: Option<u64>,
+    ) -> String {
         let frame = |symbol: Option<&str>, offset, module: &str| {
             Shown::Frame(Frame {
                 symbol: symbol.map(str::to_string),
@@ -710,6 +740,7 @@ mod tests {
             stacks: &stacks,
             show_allocs: true,
             show_pids: false,
+            estimate_weight,
             losses,
             show_growth: false,
             summary: None,
@@ -737,6 +768,32 @@ mod tests {
              \t\tmain+0x6d [allocs]\n\
              \t\t[unknown] [libc.so.6]\n\
              \t\t0x10\n\n"
+        );
+    }
+
+    #[test]
+    fn estimate_scales_totals_and_says_so_in_the_header() {
+        let mut totals = vec![StackTotal {
+            stack_id: 1,
+            bytes: 32,
+            count: 2,
+            ..Default::default()
+        }];
+        scale(&mut totals, 10);
+        assert_eq!((totals[0].bytes, totals[0].count), (320, 20));
+        let classic = example_weighted(&totals[0], &Losses::default(), Format::Classic, Some(10));
+        assert_eq!(
+            classic.lines().take(2).collect::<Vec<_>>(),
+            [
+                "[11:16:33] Top 10 stacks with outstanding allocations \
+                 (estimated: each sampled allocation counts 10 times):",
+                "\t320 bytes in 20 allocations from stack",
+            ]
+        );
+        let json = example_weighted(&totals[0], &Losses::default(), Format::Json, Some(10));
+        assert!(
+            json.starts_with(r#"{"time":"11:16:33","top":10,"estimated_weight":10,"stacks":[{"bytes":320,"allocations":20,"#),
+            "{json}"
         );
     }
 

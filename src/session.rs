@@ -1255,6 +1255,10 @@ fn print_report(
         report::top(always, &opts.sort, usize::MAX)
     });
     let mut top = report::top(totals, &opts.sort, opts.top);
+    let estimate_weight = opts.estimate.then_some(opts.sample_rate);
+    if let Some(weight) = estimate_weight {
+        report::scale(&mut top, weight);
+    }
     // -a: a second pass collects the blocks of the stacks shown only.
     if opts.show_allocs && !opts.combined_only {
         let shown: std::collections::HashMap<(u32, u64), usize> = top
@@ -1310,6 +1314,7 @@ fn print_report(
         stacks: &printed,
         show_allocs: opts.show_allocs && !opts.combined_only,
         show_pids,
+        estimate_weight,
         losses: &losses,
         show_growth: opts.growth,
         summary: summary_asked.then_some(report::GrowthSummary {

@@ -205,12 +205,117 @@ fn older_hides_young_allocations() {
     assert!(report.stacks.is_empty(), "{report:#?}");
 }
 
+/// A realloc that is not recorded (here outside -Z) still frees the block
+/// it replaces: leak_realloc's malloc(8) blocks are gone, not leaked.
 #[test]
-fn sampling_records_every_nth_allocation() {
-    let (_leaker, memleak) = trace_waiting_leaker(&["-s", "10", "-o", "0", "1"], &["--sampling"]);
+fn unrecorded_realloc_frees_the_old_block() {
+    let (_leaker, memleak) = trace_waiting_leaker(&["-Z", "100", "-o", "0", "-T", "50", "1"], &[]);
     let (report, _, _, _) = interrupt(memleak);
-    let stack = report.expect("leak_sampled");
-    assert_eq!((stack.bytes, stack.count), (240, 10), "{stack:#?}");
+    assert!(report.by_function("leak_realloc").is_none(), "{report:#?}");
+    assert_eq!(report.expect("leak_malloc").bytes, 1000);
+}
+
+/// Runs roundrobin.c (ten call sites in turn, 100,000 leaked malloc(64)
+/// each) under `-s n`, with `--estimate` if asked, and returns the final
+/// report after checking nothing was lost.
+fn round_robin_report(n: u64, estimate: bool) -> Report {
+    let n = n.to_string();
+    let mut args = vec!["-s", &n, "-o", "0", "-T", "50"];
+    // -s 2 keeps 500,000 blocks: more than the default table before 6.1.
+    args.extend(["--max-allocs", "1000000"]);
+    if estimate {
+        args.push("--estimate");
+    }
+    // One report, at Ctrl+C: reading 500,000 blocks each second would
+    // only slow the run.
+    args.push("3600");
+    let (_program, memleak) = trace_waiting(&mut Command::new(fixture("roundrobin")), &args);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report.losses, None, "{stderr}");
+    report
+}
+
+/// -s N records each allocation on its own with probability 1/N, so a
+/// program's rhythm cannot line up with it: every one of ten call sites in
+/// a fixed cycle is seen about 100,000/N times (sampling every Nth call saw
+/// one site with -s 10 and none of the others).
+///
+/// Bounds: a site's count is Binomial(100,000, 1/N), the total
+/// Binomial(1,000,000, 1/N). Each site is checked at 6 standard deviations
+/// (two-sided miss 2e-9 by the normal approximation, good at np >= 10,000;
+/// 5 would miss 6e-7 per check, too much for 66 checks), the total within
+/// 2% (>= 6.7 sd for N <= 10), with --estimate the scaled site counts at
+/// N * 6 sd. 66 checks in all: a correct implementation fails this test
+/// about once in 7 million runs. For -s 10 the site bounds are
+/// [9,431, 10,569] raw and 100,000 +- 5.7% estimated, inside the issue's
+/// [9,400, 10,600] and 6%.
+fn assert_round_robin_sampled(n: u64) {
+    const ROUNDS: f64 = 100_000.0;
+    let p = 1.0 / n as f64;
+    let mean = ROUNDS * p;
+    let six_sd = 6.0 * (ROUNDS * p * (1.0 - p)).sqrt();
+    let sites: Vec<String> = (0..10).map(|i| format!("site_{i}")).collect();
+    let raw = round_robin_report(n, false);
+    assert!(
+        raw.header.ends_with("stacks with outstanding allocations:"),
+        "{}",
+        raw.header
+    );
+    let mut total = 0;
+    for site in &sites {
+        let stack = raw.expect(site);
+        assert_eq!(stack.bytes, 64 * stack.count, "{site}: {stack:#?}");
+        let count = stack.count as f64;
+        assert!(
+            (count - mean).abs() <= six_sd,
+            "-s {n}: {site} {count}, expected {mean} +- {six_sd:.0}"
+        );
+        if n == 10 {
+            assert!((9_400..=10_600).contains(&stack.count), "{site}: {count}");
+        }
+        total += stack.count;
+    }
+    let expected_total = ROUNDS * 10.0 * p;
+    assert!(
+        (total as f64 - expected_total).abs() <= 0.02 * expected_total,
+        "-s {n}: total {total}, expected {expected_total}"
+    );
+    let estimated = round_robin_report(n, true);
+    assert!(
+        estimated.header.ends_with(&format!(
+            "stacks with outstanding allocations (estimated: each sampled allocation counts {n} times):"
+        )),
+        "{}",
+        estimated.header
+    );
+    let bound = n as f64 * six_sd;
+    assert!(bound <= 0.06 * ROUNDS, "the issue's 6% bound holds");
+    for site in &sites {
+        let stack = estimated.expect(site);
+        assert_eq!(stack.count % n, 0, "{site}: {stack:#?}");
+        assert_eq!(stack.bytes, 64 * stack.count, "{site}: {stack:#?}");
+        let count = stack.count as f64;
+        assert!(
+            (count - ROUNDS).abs() <= bound,
+            "-s {n} --estimate: {site} {count}, expected {ROUNDS} +- {bound:.0}"
+        );
+    }
+}
+
+#[test]
+fn sampling_sees_every_site_of_a_cycle_of_ten() {
+    assert_round_robin_sampled(10);
+}
+
+#[test]
+fn sampling_by_two_sees_every_site_of_a_cycle_of_ten() {
+    assert_round_robin_sampled(2);
+}
+
+#[test]
+fn sampling_by_five_sees_every_site_of_a_cycle_of_ten() {
+    assert_round_robin_sampled(5);
 }
 
 #[test]

@@ -274,7 +274,7 @@ pub fn parse_reports(lines: &[String]) -> Vec<Report> {
     let mut reports: Vec<Report> = Vec::new();
     let mut pending_addrs: Vec<(String, u64)> = Vec::new();
     for line in lines {
-        if line.starts_with('[') && line.contains("stacks with outstanding allocations:") {
+        if line.starts_with('[') && line.contains("stacks with outstanding allocations") {
             reports.push(Report {
                 header: line.clone(),
                 ..Default::default()
