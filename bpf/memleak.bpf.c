@@ -87,6 +87,22 @@ struct {
 	__type(value, __u32);
 } scratch_level SEC(".maps");
 
+/* --unwind cfi: every traced process's unwind rows (sized by userspace),
+ * and each process's range of them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cfi_row);
+} cfi_rows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);	/* tgid */
+	__type(value, struct cfi_range);
+} cfi_ranges SEC(".maps");
+
 /* A call in progress on one thread: entry probe to return probe. */
 struct inflight {
 	__u64 size;
@@ -318,6 +334,117 @@ static __always_inline __u64 walk_user(struct pt_regs *ctx, struct stack *st)
 }
 
 /*
+ * The index of the last row of [start, start + len) whose pc is at most
+ * `pc`; -1 when there is none. A global function: the verifier checks it
+ * once, not once per frame of the walk that calls it.
+ */
+__noinline int cfi_find(__u32 start, __u32 len, __u64 pc)
+{
+	__u32 lo = start, hi = start + len, mid;
+	struct cfi_row *row;
+	int i;
+
+	if (!len)
+		return -1;
+	/* 2^24 rows at most: 24 halvings. */
+	for (i = 0; i < 24 && hi - lo > 1; i++) {
+		mid = lo + (hi - lo) / 2;
+		row = bpf_map_lookup_elem(&cfi_rows, &mid);
+		if (!row)
+			return -1;
+		if (row->pc <= pc)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	row = bpf_map_lookup_elem(&cfi_rows, &lo);
+	if (!row || row->pc > pc)
+		return -1;
+	return lo;
+}
+
+/*
+ * --unwind cfi: walks the user stack in BPF with the process's unwind rows,
+ * so code without frame pointers unwinds as completely as with them and
+ * no stack is copied. Each frame's CFA comes from the stack or frame
+ * pointer per its row; the return address and the caller's frame pointer
+ * are read at their offsets from it. Code without CFI (rows of kind
+ * CFI_NONE, or a process without rows) is stepped by its frame pointer,
+ * as walk_user does. Returns the FNV-1a hash of the addresses.
+ */
+static __always_inline __u64 walk_cfi(struct pt_regs *ctx, struct stack *st)
+{
+	struct {
+		__u64 fp;
+		__u64 ret;
+	} frame;
+	__u64 ip = PT_REGS_IP(ctx), sp = PT_REGS_SP(ctx), fp = PT_REGS_FP(ctx);
+	__u64 hash = FNV_OFFSET, cfa, ra;
+	__u32 tgid = current_ids() >> 32, idx;
+	struct cfi_range *range;
+	struct cfi_row *row;
+	int i, found;
+#if defined(__TARGET_ARCH_x86)
+	__u64 lr = 0;
+#else
+	__u64 lr = ctx->user_regs.regs[30];
+#endif
+
+	range = bpf_map_lookup_elem(&cfi_ranges, &tgid);
+	if (!range)
+		return walk_user(ctx, st);
+	for (i = 0; i < MAX_STACK_DEPTH; i++) {
+		st->ips[i] = ip;
+		hash = (hash ^ ip) * FNV_PRIME;
+		if (i + 1 >= MAX_STACK_DEPTH)
+			break;
+		st->ips[i + 1] = 0;
+		/* A return address: the call is the instruction before it. */
+		found = cfi_find(range->start, range->len, ip - 1);
+		row = NULL;
+		if (found >= 0) {
+			idx = found;
+			row = bpf_map_lookup_elem(&cfi_rows, &idx);
+		}
+		if (!row || row->kind == CFI_NONE) {
+			if (!fp || (fp & 7) ||
+			    bpf_probe_read_user(&frame, sizeof(frame), (void *)fp) ||
+			    !frame.ret)
+				break;
+			if (frame.fp && (frame.fp <= fp || frame.fp - fp > MAX_FRAME_SIZE))
+				frame.fp = 0;	/* the next step by it would fail */
+			ip = frame.ret;
+			sp = fp + 16;
+			fp = frame.fp;
+			continue;
+		}
+		if (row->kind == CFI_END)
+			break;
+		cfa = (row->kind == CFI_SP ? sp : fp) + (__s64)row->cfa_offset;
+		/* A caller's frame lies above: anything else is a bad row or
+		 * a corrupt stack, and would loop. */
+		if (cfa <= sp || cfa - sp > MAX_FRAME_SIZE)
+			break;
+		if (row->ra_offset) {
+			if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa + (__s64)row->ra_offset)))
+				break;
+		} else if (i == 0) {
+			ra = lr;	/* arm64 code that keeps it in x30 */
+		} else {
+			break;
+		}
+		if (row->fp_offset &&
+		    bpf_probe_read_user(&fp, sizeof(fp), (void *)(cfa + (__s64)row->fp_offset)))
+			break;
+		sp = cfa;
+		ip = ra;
+		if (!ip)
+			break;
+	}
+	return hash;
+}
+
+/*
  * Stores the current stack under a 64-bit hash of its addresses (FNV-1a
  * over whole words, then a final mix) and returns the hash; 0 when it
  * could not be stored. `frames` is set only where it is needed (--unwind
@@ -330,7 +457,9 @@ static __always_inline __u64 hash_stack(void *ctx, struct stack *st, __u32 *fram
 	long len;
 	int i;
 
-	if (!cfg.kernel && cfg.unwind != UNWIND_AUTO) {
+	if (!cfg.kernel && cfg.unwind == UNWIND_CFI) {
+		hash = walk_cfi(ctx, st);
+	} else if (!cfg.kernel && cfg.unwind != UNWIND_AUTO) {
 		hash = walk_user(ctx, st);
 	} else {
 		len = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);

@@ -92,6 +92,35 @@ enum unwind {
 	UNWIND_FP,		/* frame pointers, walked in BPF */
 	UNWIND_DWARF,		/* a copy, unwound in userspace with CFI */
 	UNWIND_AUTO,		/* frame pointers, and a copy when they stop short */
+	UNWIND_CFI,		/* in BPF, by rows userspace built from CFI */
+};
+
+/*
+ * --unwind cfi: one row of a process's unwind table, built by userspace
+ * from each mapped object's .eh_frame (src/unwind_tables.rs). A row covers
+ * the addresses from its pc to the next row's. Rows of one process are
+ * sorted by pc and found by binary search.
+ */
+enum cfi_kind {
+	CFI_NONE,		/* no CFI here: step by the frame pointer */
+	CFI_SP,			/* CFA = stack pointer + cfa_offset */
+	CFI_FP,			/* CFA = frame pointer (rbp, x29) + cfa_offset */
+	CFI_END,		/* the outermost frame: the walk ends */
+};
+
+struct cfi_row {
+	__u64 pc;		/* absolute address in the process */
+	__s32 cfa_offset;
+	__s16 fp_offset;	/* caller's frame pointer at CFA + this; 0: unchanged */
+	__s16 ra_offset;	/* return address at CFA + this; 0: in the link register */
+	__u8 kind;		/* enum cfi_kind */
+	__u8 pad[7];
+};
+
+/* Where a process's rows lie in the cfi_rows array. */
+struct cfi_range {
+	__u32 start;
+	__u32 len;
 };
 
 /* --unwind auto: a frame-pointer stack this short is taken as truncated. */

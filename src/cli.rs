@@ -31,6 +31,8 @@ pub enum Unwind {
     Dwarf,
     /// Frame pointers, and a copy where they stop after a few frames.
     Auto,
+    /// In BPF, from rows built in userspace from each object's CFI.
+    Cfi,
 }
 
 /// Fast paths turned off with `--fallback` (to compare, to test the
@@ -168,7 +170,7 @@ usage: memleak [-h] [-p PID] [-t] [-a] [-o OLDER] [-c COMMAND]
                [--combined-only] [--wa-missing-free] [-s SAMPLE_RATE]
                [-T TOP] [-z MIN_SIZE] [-Z MAX_SIZE] [-O OBJ] [--sort SORT]
                [--percpu] [--max-allocs N] [--stack-storage-size N]
-               [--folded | --json] [--unwind {fp,dwarf,auto}] [--raw]
+               [--folded | --json] [--unwind {fp,dwarf,auto,cfi}] [--raw]
                [--symfs DIR] [--fallback LIST] [--pprof FILE]
                [--unreachable | --unreachable-only] [--growth]
                [--grew N] [--estimate] [-v] [--version] [interval] [count]";
@@ -220,12 +222,14 @@ optional arguments:
   --folded              print each report as folded stacks (root;...;leaf
                         BYTES), the input of flamegraph.pl and inferno
   --json                print each report as one JSON object per line
-  --unwind {fp,dwarf,auto}
+  --unwind {fp,dwarf,auto,cfi}
                         walk user stacks by frame pointers (fp, default),
                         copy them and unwind with the objects' .eh_frame
                         (dwarf: complete without frame pointers, costlier),
                         or walk frame pointers and copy where they stop
-                        short (auto)
+                        short (auto), or walk them in BPF with tables
+                        built from each object's .eh_frame (cfi: complete
+                        without frame pointers, no copy)
   --raw                 print user frames as file, build ID and offset, for
                         `memleak symbolize --symfs DIR REPORT` to name on
                         a machine with unstripped copies of the binaries
@@ -430,7 +434,8 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
                     "fp" => Unwind::FramePointer,
                     "dwarf" => Unwind::Dwarf,
                     "auto" => Unwind::Auto,
-                    _ => return Err(invalid(&flag, &v, "expected fp, dwarf or auto")),
+                    "cfi" => Unwind::Cfi,
+                    _ => return Err(invalid(&flag, &v, "expected fp, dwarf, auto or cfi")),
                 });
             }
             Long("fallback") => {
@@ -561,18 +566,18 @@ fn validate(raw: Raw) -> Result<Options, String> {
                 .to_owned(),
         );
     }
-    if let Some(mode @ (Unwind::Dwarf | Unwind::Auto)) = raw.unwind {
-        let name = if mode == Unwind::Dwarf {
-            "dwarf"
-        } else {
-            "auto"
+    if let Some(mode @ (Unwind::Dwarf | Unwind::Auto | Unwind::Cfi)) = raw.unwind {
+        let name = match mode {
+            Unwind::Dwarf => "dwarf",
+            Unwind::Auto => "auto",
+            _ => "cfi",
         };
         if raw.pids.is_none() && raw.command.is_none() {
             return Err(format!(
                 "--unwind {name} walks user stacks: use it with -p or -c"
             ));
         }
-        if raw.combined_only {
+        if raw.combined_only && mode != Unwind::Cfi {
             return Err(format!("--unwind {name} cannot be used with --combined-only (stacks are unwound outside BPF)"));
         }
     }
@@ -1027,7 +1032,7 @@ mod tests {
         assert!(err(&["--unwind", "auto"]).contains("--unwind auto walks user stacks"));
         assert_eq!(
             err(&["-p", "1", "--unwind", "lbr"]),
-            "invalid value 'lbr' for --unwind: expected fp, dwarf or auto"
+            "invalid value 'lbr' for --unwind: expected fp, dwarf, auto or cfi"
         );
         assert!(err(&["--unwind", "dwarf"]).contains("use it with -p or -c"));
         assert_eq!(
@@ -1316,7 +1321,7 @@ mod tests {
             "--stack-storage-size N",
             "--folded",
             "--json",
-            "--unwind {fp,dwarf,auto}",
+            "--unwind {fp,dwarf,auto,cfi}",
             "--raw",
             "--symfs DIR",
             "--fallback LIST",

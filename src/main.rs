@@ -38,6 +38,7 @@ mod target;
 mod tracepoint_args;
 mod tracepoints;
 mod tracer;
+mod unwind_tables;
 
 /// `memleak symbolize`: no BPF, no privileges; errors as for a run.
 fn symbolize_report(symfs: Option<&str>, report: Option<&str>) -> i32 {

@@ -77,7 +77,7 @@ fn keep_stack_sums(opts: &Options, processes: usize) -> bool {
         || (!opts.fallbacks.copy_report
             && !opts.unreachable
             && opts.older_ms == 0
-            && opts.unwind == Unwind::FramePointer
+            && matches!(opts.unwind, Unwind::FramePointer | Unwind::Cfi)
             && processes == 1)
 }
 
@@ -414,6 +414,7 @@ impl Tracer {
                 Unwind::FramePointer => 0,
                 Unwind::Dwarf => 1,
                 Unwind::Auto => 2,
+                Unwind::Cfi => 3,
             },
             page_size: page_size() as u64,
             ..Default::default()
@@ -494,7 +495,27 @@ impl Tracer {
             }
         );
         check_table_sizes(max_allocs, max_stacks)?;
-        let dwarf = opts.unwind != Unwind::FramePointer && !kernel;
+        let dwarf = matches!(opts.unwind, Unwind::Dwarf | Unwind::Auto) && !kernel;
+        // --unwind cfi: each process's unwind rows, one array for all.
+        let mut cfi_rows: Vec<abi::CfiRow> = Vec::new();
+        let mut cfi_ranges: Vec<(u32, abi::CfiRange)> = Vec::new();
+        if let (Unwind::Cfi, Attach::User { targets }) = (opts.unwind, &attach) {
+            let started = std::time::Instant::now();
+            for (pid, _) in targets.iter() {
+                let rows = crate::unwind_tables::rows_of_process(*pid);
+                let range = abi::CfiRange {
+                    start: u32::try_from(cfi_rows.len()).unwrap_or(u32::MAX),
+                    len: u32::try_from(rows.len()).unwrap_or(0),
+                };
+                cfi_rows.extend(rows);
+                cfi_ranges.push((*pid, range));
+            }
+            crate::verbose!(
+                "{} unwind rows built in {:.1} ms",
+                cfi_rows.len(),
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        }
         let obj = {
             let mut obj = Object::open()?;
             // Load only this run's programs.
@@ -514,6 +535,11 @@ impl Tracer {
             obj.set_config(&cfg)?;
             obj.set_max_entries("targets", processes)?;
             obj.set_max_entries("notices", processes)?;
+            obj.set_max_entries(
+                "cfi_rows",
+                u32::try_from(cfi_rows.len().max(1)).unwrap_or(u32::MAX),
+            )?;
+            obj.set_max_entries("cfi_ranges", processes)?;
             obj.set_max_entries("allocs", max_allocs)?;
             obj.set_max_entries("stacks", max_stacks)?;
             // One more for the allocations whose stack was lost.
@@ -558,6 +584,20 @@ impl Tracer {
             obj
         };
 
+        if !cfi_ranges.is_empty() {
+            let rows = obj.map_fd("cfi_rows")?;
+            for (i, row) in cfi_rows.iter().enumerate() {
+                let i = u32::try_from(i).unwrap_or(u32::MAX);
+                rows.update(&i, row)
+                    .map_err(|e| format!("cannot load unwind rows: {e}"))?;
+            }
+            let ranges = obj.map_fd("cfi_ranges")?;
+            for (pid, range) in &cfi_ranges {
+                ranges
+                    .update(pid, range)
+                    .map_err(|e| format!("cannot load unwind rows: {e}"))?;
+            }
+        }
         let allocs = obj.map_fd("allocs")?;
         let stacks = obj.map_fd("stacks")?;
         let combined = obj.map_fd("combined")?;

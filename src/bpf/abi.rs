@@ -13,7 +13,7 @@ pub struct Config {
     pub combined: u8,
     pub kernel: u8,
     pub many_targets: u8,
-    /// enum unwind: 0 frame pointers, 1 dwarf, 2 auto.
+    /// enum unwind: 0 frame pointers, 1 dwarf, 2 auto, 3 cfi.
     pub unwind: u8,
     /// Stop a target at exec until the new program is probed (-p).
     pub hold_exec: u8,
@@ -131,6 +131,32 @@ pub struct Notices {
     pub holds: u64,
 }
 
+/// enum cfi_kind.
+pub const CFI_NONE: u8 = 0;
+pub const CFI_SP: u8 = 1;
+pub const CFI_FP: u8 = 2;
+pub const CFI_END: u8 = 3;
+
+/// struct cfi_row: one row of a process's unwind table (--unwind cfi).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CfiRow {
+    pub pc: u64,
+    pub cfa_offset: i32,
+    pub fp_offset: i16,
+    pub ra_offset: i16,
+    pub kind: u8,
+    pub pad: [u8; 7],
+}
+
+/// struct cfi_range: where one process's rows lie in `cfi_rows`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CfiRange {
+    pub start: u32,
+    pub len: u32,
+}
+
 /// Bytes of user stack in an unwind sample (STACK_COPY).
 pub const STACK_COPY: usize = 8192;
 
@@ -154,3 +180,5 @@ unsafe impl Pod for u64 {}
 unsafe impl Pod for u32 {}
 unsafe impl Pod for u8 {}
 unsafe impl Pod for Notices {}
+unsafe impl Pod for CfiRow {}
+unsafe impl Pod for CfiRange {}

@@ -352,7 +352,7 @@ pub fn symbols_under(bytes: &[u8], path: &str, root: &str) -> Option<ElfSymbols>
 /// deleted or in another mount namespace) but needs privilege; the
 /// process's root covers containers; the plain path is the last resort.
 /// A candidate whose inode matches the maps entry wins over the others.
-fn open_mapped(pid: u32, entry: &MapEntry) -> Option<Vec<u8>> {
+pub(crate) fn open_mapped(pid: u32, entry: &MapEntry) -> Option<Vec<u8>> {
     let candidates = [
         format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end),
         format!("/proc/{pid}/root{}", entry.path),

@@ -210,6 +210,11 @@ impl CfiTable {
         let row = fde
             .unwind_info_for_address(&eh, &bases, &mut ctx, vaddr)
             .ok()?;
+        self.rule_of(row)
+    }
+
+    /// A CFI row reduced to the walk's rule; None for a CFA expression.
+    fn rule_of(&self, row: &gimli::UnwindTableRow<usize>) -> Option<Rule> {
         let (cfa_register, cfa_offset) = match row.cfa() {
             CfaRule::RegisterAndOffset { register, offset } => (register.0, *offset),
             CfaRule::Expression(_) => return None,
@@ -241,6 +246,101 @@ impl CfiTable {
             fp,
         })
     }
+
+    /// Every row of every FDE, as (first vaddr, end vaddr, what BPF's
+    /// walk does there), sorted by address. For --unwind cfi, which walks
+    /// in BPF and needs the whole table up front.
+    pub fn compact_rows(&self) -> Vec<(u64, u64, CompactRule)> {
+        let eh = self.section();
+        let bases = self.bases();
+        let mut ctx = UnwindContext::new();
+        let mut rows = Vec::new();
+        for &(_, _, offset) in &self.fdes {
+            let Ok(fde) =
+                eh.fde_from_offset(&bases, EhFrameOffset(offset), EhFrame::cie_from_offset)
+            else {
+                continue;
+            };
+            let Ok(mut table) = fde.rows(&eh, &bases, &mut ctx) else {
+                continue;
+            };
+            while let Ok(Some(row)) = table.next_row() {
+                let rule = self
+                    .rule_of(row)
+                    .map_or(CompactRule::NoCfi, |r| self.compact(r));
+                rows.push((row.start_address(), row.end_address(), rule));
+            }
+        }
+        rows.sort_unstable_by_key(|r| r.0);
+        rows
+    }
+
+    /// What BPF can do with a rule: registers other than the stack and
+    /// frame pointer, and values kept in registers, it does not track.
+    fn compact(&self, r: Rule) -> CompactRule {
+        let small = |n: i64| i16::try_from(n).ok().filter(|&n| n != 0);
+        let base = match r.cfa_register {
+            n if n == self.arch.sp => CfaBase::Sp,
+            n if n == self.arch.fp => CfaBase::Fp,
+            _ => return CompactRule::NoCfi,
+        };
+        let Ok(cfa_offset) = i32::try_from(r.cfa_offset) else {
+            return CompactRule::NoCfi;
+        };
+        let ra_offset = match r.ra {
+            Loc::Undefined => return CompactRule::End,
+            Loc::AtCfa(n) => match small(n) {
+                Some(n) => n,
+                None => return CompactRule::NoCfi,
+            },
+            // In the link register: only the innermost arm64 frame.
+            Loc::Same if self.arch == Arch::AARCH64 => 0,
+            _ => return CompactRule::NoCfi,
+        };
+        let fp_offset = match r.fp {
+            Loc::Same => 0,
+            Loc::AtCfa(n) => match small(n) {
+                Some(n) => n,
+                None => return CompactRule::NoCfi,
+            },
+            _ => return CompactRule::NoCfi,
+        };
+        CompactRule::Cfa {
+            base,
+            cfa_offset,
+            fp_offset,
+            ra_offset,
+        }
+    }
+
+    /// (file offset, vaddr, file size) of each PT_LOAD.
+    pub fn loads(&self) -> &[(u64, u64, u64)] {
+        &self.loads
+    }
+}
+
+/// The register a CFA is computed from, in BPF's walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CfaBase {
+    Sp,
+    Fp,
+}
+
+/// A CFI row as BPF's walk uses it (struct cfi_row without its address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactRule {
+    /// No usable CFI: the walk steps by the frame pointer.
+    NoCfi,
+    /// The outermost frame.
+    End,
+    Cfa {
+        base: CfaBase,
+        cfa_offset: i32,
+        /// Caller's frame pointer at CFA + this; 0: unchanged.
+        fp_offset: i16,
+        /// Return address at CFA + this; 0: in the link register.
+        ra_offset: i16,
+    },
 }
 
 /// Reads a little- or big-endian u64 from the copied stack.
