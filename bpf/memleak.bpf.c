@@ -1257,6 +1257,21 @@ KERNEL_FREE(page_free, kmem, mm_page_free, KEV_PAGE_FREE)
 KERNEL_ALLOC(percpu_alloc, percpu, percpu_alloc_percpu, KEV_PERCPU_ALLOC, false)
 KERNEL_FREE(percpu_free, percpu, percpu_free_percpu, KEV_PERCPU_FREE)
 
+/*
+ * --unwind cfi with -c: the command's entry point, reached once its loader
+ * has mapped the libraries. Stopping it there lets userspace load their
+ * unwind rows before main makes its first allocation.
+ */
+#define SIGSTOP 19
+
+SEC("uprobe")
+int entry_stop(void *ctx)
+{
+	if (is_target())
+		bpf_send_signal(SIGSTOP);
+	return 0;
+}
+
 /* For `make bench`: the cost of the probes alone, with no work in them. */
 SEC("uprobe")
 int empty_enter(void *ctx)

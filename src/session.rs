@@ -507,9 +507,23 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         Format::Folded | Format::Json => eprintln!("memleak: {attaching}"),
     }
     if let Some(c) = &mut child {
+        let entry_stop = match &opts.target {
+            Target::Command(argv) => argv
+                .first()
+                .and_then(|p| target::resolve_command(p).ok())
+                .is_some_and(|path| tracer.attach_entry_stop(c.pid, &path)),
+            _ => false,
+        };
         if let Err(e) = c.release(&opts_command_name(opts)) {
             c.poll();
             return Err(e.into());
+        }
+        // --unwind cfi: the libraries its loader mapped get their rows
+        // before main runs.
+        if entry_stop && c.wait_for_stop(Duration::from_secs(10)) {
+            let loaded = tracer.refresh_unwind_rows(&[c.pid]);
+            c.continue_from_stop();
+            loaded?;
         }
     }
 
@@ -680,6 +694,8 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                 }
             }
             symbolizer.refresh();
+            let alive: Vec<u32> = traced.iter().filter(|t| !t.exited).map(|t| t.pid).collect();
+            tracer.refresh_unwind_rows(&alive)?;
             next_refresh = Instant::now() + MAPS_REFRESH;
         }
         if let Some(Outcome::Done) = &stop {

@@ -197,6 +197,9 @@ pub struct Child {
     go: Option<OwnedFd>,
     exec_error: Option<OwnedFd>,
     pub status: Option<ExitStatus>,
+    /// ptrace-seized: a stop signal is seen (and suppressed) as a ptrace
+    /// stop instead of stopping the child.
+    seized: bool,
 }
 
 fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -296,6 +299,7 @@ impl Child {
             go: Some(go_write),
             exec_error: Some(err_read),
             status: None,
+            seized: seized >= 0,
         })
     }
 
@@ -319,6 +323,71 @@ impl Child {
             }
         }
         Ok(())
+    }
+
+    /// Waits (at most `timeout`) for the child to stop itself with SIGSTOP
+    /// (--unwind cfi's probe at its entry point), passing other signals
+    /// on. True: it is stopped there until `continue_from_stop`. False: it
+    /// exited first (its status is kept) or the time ran out.
+    pub fn wait_for_stop(&mut self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let mut status = 0;
+            // SAFETY: waiting for our own child, non-blocking.
+            let ret = unsafe {
+                libc::waitpid(
+                    self.pid as libc::pid_t,
+                    &mut status,
+                    libc::WNOHANG | libc::WUNTRACED | libc::__WALL,
+                )
+            };
+            if ret < 0 {
+                return false;
+            }
+            if ret == 0 {
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                continue;
+            }
+            if let Some(exit) = ExitStatus::from_wait(status) {
+                self.status = Some(exit);
+                return false;
+            }
+            if !libc::WIFSTOPPED(status) {
+                continue;
+            }
+            let event = status >> 16;
+            let signal = libc::WSTOPSIG(status);
+            if signal == libc::SIGSTOP && (event == 0 || !self.seized) {
+                return true;
+            }
+            // Anything else (its exit, another signal) goes on as poll
+            // would let it.
+            let inject = if event == 0 && self.seized { signal } else { 0 };
+            // SAFETY: the child is in a ptrace stop.
+            unsafe {
+                libc::ptrace(
+                    libc::PTRACE_CONT,
+                    self.pid as libc::pid_t,
+                    0usize,
+                    inject as usize,
+                )
+            };
+        }
+    }
+
+    /// Lets a child stopped by `wait_for_stop` go on, without the stop
+    /// signal.
+    pub fn continue_from_stop(&mut self) {
+        if self.seized {
+            // SAFETY: the child is in a signal-delivery stop; 0 drops it.
+            unsafe { libc::ptrace(libc::PTRACE_CONT, self.pid as libc::pid_t, 0usize, 0usize) };
+        } else {
+            // SAFETY: plain signal to our own child.
+            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGCONT) };
+        }
     }
 
     /// Handles every pending state change of the child (call on SIGCHLD).

@@ -8,6 +8,7 @@ use crate::bpf::{self, abi, Link, MapFd, Object, RingBuffer};
 use crate::cli::{Options, Unwind};
 use crate::report::{Allocation, Losses, StackTotal};
 use crate::tracepoints;
+use crate::unwind_tables;
 
 /// Entry program of each allocator function; all allocating functions
 /// share one return program, `alloc_exit`.
@@ -276,6 +277,8 @@ pub struct Tracer {
     ring: Option<RingBuffer>,
     /// --unwind dwarf: stack copies, queued by the ring buffer's callback.
     samples: Option<(RingBuffer, SampleQueue)>,
+    /// --unwind cfi: the unwind rows BPF walks stacks with.
+    cfi: Option<CfiTables>,
     obj: Object,
     allocs: MapFd,
     stacks: MapFd,
@@ -324,6 +327,70 @@ impl ProbedObject {
             offsets: allocator.offsets.clone(),
             sites: allocator.sites.clone(),
         }
+    }
+}
+
+/// --unwind cfi: the least room for rows in each half of the table (24
+/// bytes a row), whatever the processes map at start: Debian's libc alone
+/// has about 40,000, and a command is not executed yet when the table is
+/// sized.
+const CFI_MIN_ROWS: u32 = 1 << 17;
+
+/// The unwind rows BPF reads (`cfi_rows`, `cfi_ranges`). The array has
+/// two halves: a rebuild is written to the one BPF does not read, then the
+/// processes' ranges switch to it, so no walk sees half a table.
+struct CfiTables {
+    rows: MapFd,
+    ranges: MapFd,
+    /// Rows in each half.
+    half: u32,
+    /// The half BPF reads now.
+    active: u32,
+    builder: unwind_tables::Builder,
+    full_told: bool,
+}
+
+impl CfiTables {
+    /// Writes each process's rows to the inactive half and switches to it.
+    /// A process whose rows do not fit gets none (its stacks are walked by
+    /// frame pointers), and stderr says so once.
+    fn load(&mut self, tables: &[(u32, Vec<abi::CfiRow>)]) -> Result<(), String> {
+        let target = 1 - self.active;
+        let err = |e: io::Error| format!("cannot load unwind rows: {e}");
+        let mut next = 0u32;
+        let mut ranges = Vec::new();
+        for (pid, rows) in tables {
+            let len = u32::try_from(rows.len()).unwrap_or(u32::MAX);
+            if len > self.half - next {
+                if !self.full_told {
+                    eprintln!(
+                        "memleak: no room for the {len} unwind rows of pid {pid} ({} left): its stacks are walked by frame pointers",
+                        self.half - next
+                    );
+                    self.full_told = true;
+                }
+                ranges.push((*pid, abi::CfiRange::default()));
+                continue;
+            }
+            for (i, row) in rows.iter().enumerate() {
+                let index = target * self.half + next + i as u32;
+                self.rows.update(&index, row).map_err(err)?;
+            }
+            ranges.push((
+                *pid,
+                abi::CfiRange {
+                    start: target * self.half + next,
+                    len,
+                },
+            ));
+            next += len;
+        }
+        for (pid, range) in &ranges {
+            self.ranges.update(pid, range).map_err(err)?;
+        }
+        self.active = target;
+        crate::verbose!("{next} unwind rows loaded");
+        Ok(())
     }
 }
 
@@ -496,25 +563,19 @@ impl Tracer {
         );
         check_table_sizes(max_allocs, max_stacks)?;
         let dwarf = matches!(opts.unwind, Unwind::Dwarf | Unwind::Auto) && !kernel;
-        // --unwind cfi: each process's unwind rows, one array for all.
-        let mut cfi_rows: Vec<abi::CfiRow> = Vec::new();
-        let mut cfi_ranges: Vec<(u32, abi::CfiRange)> = Vec::new();
-        if let (Unwind::Cfi, Attach::User { targets }) = (opts.unwind, &attach) {
-            let started = std::time::Instant::now();
-            for (pid, _) in targets.iter() {
-                let rows = crate::unwind_tables::rows_of_process(*pid);
-                let range = abi::CfiRange {
-                    start: u32::try_from(cfi_rows.len()).unwrap_or(u32::MAX),
-                    len: u32::try_from(rows.len()).unwrap_or(0),
-                };
-                cfi_rows.extend(rows);
-                cfi_ranges.push((*pid, range));
-            }
-            crate::verbose!(
-                "{} unwind rows built in {:.1} ms",
-                cfi_rows.len(),
-                started.elapsed().as_secs_f64() * 1e3
-            );
+        // --unwind cfi: each process's unwind rows, built now to size the
+        // table (with room for libraries loaded later; -c's command is
+        // not even executed yet and gets its rows at its entry point).
+        let mut cfi = None;
+        if let (Unwind::Cfi, Attach::User { targets, .. }) = (opts.unwind, &attach) {
+            let pids: Vec<u32> = targets.iter().map(|(pid, _)| *pid).collect();
+            let mut builder = unwind_tables::Builder::default();
+            let initial = builder.rebuild_if_changed(&pids).unwrap_or_default();
+            let total: usize = initial.iter().map(|(_, rows)| rows.len()).sum();
+            let half = u32::try_from(total.saturating_mul(2))
+                .unwrap_or(u32::MAX / 2)
+                .clamp(CFI_MIN_ROWS, u32::MAX / 2);
+            cfi = Some((builder, half, initial));
         }
         let obj = {
             let mut obj = Object::open()?;
@@ -535,9 +596,10 @@ impl Tracer {
             obj.set_config(&cfg)?;
             obj.set_max_entries("targets", processes)?;
             obj.set_max_entries("notices", processes)?;
-            obj.set_max_entries(
-                "cfi_rows",
-                u32::try_from(cfi_rows.len().max(1)).unwrap_or(u32::MAX),
+            obj.set_max_entries("cfi_rows", cfi.as_ref().map_or(1, |(_, half, _)| half * 2))?;
+            obj.set_autoload(
+                "entry_stop",
+                cfi.is_some() && matches!(opts.target, crate::cli::Target::Command(_)),
             )?;
             obj.set_max_entries("cfi_ranges", processes)?;
             obj.set_max_entries("allocs", max_allocs)?;
@@ -584,20 +646,21 @@ impl Tracer {
             obj
         };
 
-        if !cfi_ranges.is_empty() {
-            let rows = obj.map_fd("cfi_rows")?;
-            for (i, row) in cfi_rows.iter().enumerate() {
-                let i = u32::try_from(i).unwrap_or(u32::MAX);
-                rows.update(&i, row)
-                    .map_err(|e| format!("cannot load unwind rows: {e}"))?;
+        let cfi = match cfi {
+            Some((builder, half, initial)) => {
+                let mut tables = CfiTables {
+                    rows: obj.map_fd("cfi_rows")?,
+                    ranges: obj.map_fd("cfi_ranges")?,
+                    half,
+                    active: 1,
+                    builder,
+                    full_told: false,
+                };
+                tables.load(&initial)?;
+                Some(tables)
             }
-            let ranges = obj.map_fd("cfi_ranges")?;
-            for (pid, range) in &cfi_ranges {
-                ranges
-                    .update(pid, range)
-                    .map_err(|e| format!("cannot load unwind rows: {e}"))?;
-            }
-        }
+            None => None,
+        };
         let allocs = obj.map_fd("allocs")?;
         let stacks = obj.map_fd("stacks")?;
         let combined = obj.map_fd("combined")?;
@@ -643,6 +706,7 @@ impl Tracer {
             watch_links: Vec::new(),
             ring,
             samples,
+            cfi,
             obj,
             allocs,
             stacks,
@@ -1038,6 +1102,47 @@ impl Tracer {
         Ok(())
     }
 
+    /// --unwind cfi: rebuilds the unwind rows when a process's executable
+    /// mappings changed (its loader mapped libraries, a dlopen).
+    pub fn refresh_unwind_rows(&mut self, pids: &[u32]) -> Result<(), String> {
+        let Some(cfi) = &mut self.cfi else {
+            return Ok(());
+        };
+        match cfi.builder.rebuild_if_changed(pids) {
+            Some(tables) => cfi.load(&tables),
+            None => Ok(()),
+        }
+    }
+
+    /// --unwind cfi with -c: a probe at the command's entry point that
+    /// stops it (SIGSTOP), once its loader has mapped the libraries and
+    /// before main runs, for the caller to load their unwind rows. False
+    /// when there is none (another mode, or no ELF entry point found).
+    pub fn attach_entry_stop(&mut self, pid: u32, exe_path: &str) -> bool {
+        if self.cfi.is_none() {
+            return false;
+        }
+        let Some(offset) = std::fs::read(exe_path)
+            .ok()
+            .and_then(|bytes| entry_file_offset(&bytes))
+        else {
+            return false;
+        };
+        match self
+            .obj
+            .attach_uprobe("entry_stop", pid as i32, exe_path, offset, false)
+        {
+            Ok(link) => {
+                self.links.push((pid, usize::MAX, link));
+                true
+            }
+            Err(e) => {
+                crate::verbose!("cannot probe the entry point of {exe_path}: {e}");
+                false
+            }
+        }
+    }
+
     /// Stops tracing: every probe goes away with its link. Each uprobe
     /// link's release waits for a grace period (about 40 ms here), so they
     /// are released in parallel, and memleak stops in one wait, not one per
@@ -1255,4 +1360,16 @@ fn load_error(e: io::Error) -> String {
 
 fn attach_error(e: &io::Error) -> String {
     format!("{e}{}", privilege_hint(e))
+}
+
+/// The file offset of an ELF executable's entry point, through the
+/// PT_LOAD that maps it.
+fn entry_file_offset(bytes: &[u8]) -> Option<u64> {
+    let elf = goblin::elf::Elf::parse(bytes).ok()?;
+    let entry = elf.entry;
+    elf.program_headers
+        .iter()
+        .filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD)
+        .find(|p| entry >= p.p_vaddr && entry - p.p_vaddr < p.p_filesz)
+        .map(|p| entry - p.p_vaddr + p.p_offset)
 }

@@ -15,32 +15,81 @@ use crate::bpf::abi::{self, CfiRow};
 use crate::symbolize::proc_maps::{self, MapEntry};
 use crate::symbolize::unwind::{CfaBase, CfiTable, CompactRule};
 
+/// Builds processes' rows, keeping each object's CFI rows between builds
+/// (a library's rows are the same in every process and after every
+/// dlopen), and notices when a process's executable mappings changed.
+#[derive(Default)]
+pub struct Builder {
+    objects: HashMap<(u32, u32, u64), Option<Object>>,
+    /// Each process's executable file mappings at its last build.
+    seen: HashMap<u32, Vec<(u64, u64, u64)>>,
+}
+
+impl Builder {
+    /// The rows of each of `pids` when the executable mappings of any
+    /// changed since the last call (a command's exec and its loader, a
+    /// dlopen); None when nothing changed.
+    pub fn rebuild_if_changed(&mut self, pids: &[u32]) -> Option<Vec<(u32, Vec<CfiRow>)>> {
+        let mut changed = false;
+        let mut maps_of = Vec::new();
+        for &pid in pids {
+            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                .map(|text| proc_maps::parse(&text))
+                .unwrap_or_default();
+            let executable: Vec<(u64, u64, u64)> = maps
+                .iter()
+                .filter(|e| e.is_executable() && e.is_file())
+                .map(|e| (e.start, e.end, e.inode))
+                .collect();
+            // A process that is gone keeps the rows it had.
+            if !executable.is_empty() && self.seen.get(&pid) != Some(&executable) {
+                changed = true;
+                self.seen.insert(pid, executable);
+            }
+            maps_of.push((pid, maps));
+        }
+        if !changed {
+            return None;
+        }
+        Some(
+            maps_of
+                .iter()
+                .map(|(pid, maps)| (*pid, self.rows(*pid, maps)))
+                .collect(),
+        )
+    }
+
+    /// The rows for process `pid` with memory map `maps`, sorted by address.
+    pub fn rows(&mut self, pid: u32, maps: &[MapEntry]) -> Vec<CfiRow> {
+        let mut rows = Vec::new();
+        for entry in maps.iter().filter(|e| e.is_executable() && e.is_file()) {
+            let key = (entry.dev_major, entry.dev_minor, entry.inode);
+            let object = self.objects.entry(key).or_insert_with(|| {
+                let table = crate::symbolize::open_mapped(pid, entry)
+                    .and_then(|bytes| CfiTable::parse(&bytes))?;
+                let loads = table
+                    .loads()
+                    .iter()
+                    .map(|&(off, vaddr, _)| (off, vaddr))
+                    .collect();
+                Some((loads, table.compact_rows()))
+            });
+            if let Some((loads, object_rows)) = object {
+                place(entry, loads, object_rows, &mut rows);
+            }
+        }
+        compact(rows)
+    }
+}
+
 /// The rows for process `pid`, sorted by address; empty when its maps
 /// cannot be read.
+#[cfg(test)]
 pub fn rows_of_process(pid: u32) -> Vec<CfiRow> {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-        return Vec::new();
-    };
-    let maps = proc_maps::parse(&text);
-    let mut objects: HashMap<(u32, u32, u64), Option<Object>> = HashMap::new();
-    let mut rows = Vec::new();
-    for entry in maps.iter().filter(|e| e.is_executable() && e.is_file()) {
-        let key = (entry.dev_major, entry.dev_minor, entry.inode);
-        let object = objects.entry(key).or_insert_with(|| {
-            let table = crate::symbolize::open_mapped(pid, entry)
-                .and_then(|bytes| CfiTable::parse(&bytes))?;
-            let loads = table
-                .loads()
-                .iter()
-                .map(|&(off, vaddr, _)| (off, vaddr))
-                .collect();
-            Some((loads, table.compact_rows()))
-        });
-        if let Some((loads, object_rows)) = object {
-            place(entry, loads, object_rows, &mut rows);
-        }
-    }
-    compact(rows)
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|text| proc_maps::parse(&text))
+        .unwrap_or_default();
+    Builder::default().rows(pid, &maps)
 }
 
 type Row = (u64, u64, CompactRule);

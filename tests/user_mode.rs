@@ -1518,6 +1518,29 @@ fn dwarf_unwinding_without_frame_pointers() {
     );
 }
 
+/// Unwinding in BPF from the objects' CFI (--unwind cfi): the whole chain
+/// through qsort up to main, each frame with its file and line, from a
+/// command whose libraries its loader maps after memleak attached (they
+/// get their rows at its entry point), with nothing lost.
+#[test]
+fn cfi_unwinding_without_frame_pointers() {
+    let report = deep_report("cfi");
+    assert_deep_chain(&report);
+    assert_eq!(report.losses, None);
+}
+
+/// --unwind cfi by -p on ordinary code gives the exact totals and leaking
+/// functions frame-pointer walking gives, with nothing lost.
+#[test]
+fn cfi_unwinding_keeps_exact_totals() {
+    let (_leaker, memleak) =
+        trace_waiting_leaker(&["--unwind", "cfi", "-o", "0", "-T", "50", "1"], &[]);
+    let (report, code, _, stderr) = interrupt(memleak);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_all_leaks(&report);
+    assert_eq!(report.losses, None, "{stderr}");
+}
+
 /// DWARF unwinding (and auto) of ordinary code (with frame pointers) by
 /// -p gives the same exact totals and leaking functions as frame-pointer
 /// walking.
