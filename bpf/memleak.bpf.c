@@ -103,6 +103,13 @@ struct {
 	__type(value, struct cfi_range);
 } cfi_ranges SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CFI_CACHE_SIZE);
+	__type(key, __u32);
+	__type(value, struct cfi_cached);
+} cfi_cache SEC(".maps");
+
 /* A call in progress on one thread: entry probe to return probe. */
 struct inflight {
 	__u64 size;
@@ -379,9 +386,10 @@ static __always_inline __u64 walk_cfi(struct pt_regs *ctx, struct stack *st)
 		__u64 ret;
 	} frame;
 	__u64 ip = PT_REGS_IP(ctx), sp = PT_REGS_SP(ctx), fp = PT_REGS_FP(ctx);
-	__u64 hash = FNV_OFFSET, cfa, ra;
-	__u32 tgid = current_ids() >> 32, idx;
+	__u64 hash = FNV_OFFSET, cfa, ra, saved[2];
+	__u32 tgid = current_ids() >> 32, idx, slot;
 	struct cfi_range *range;
+	struct cfi_cached *cached;
 	struct cfi_row *row;
 	int i, found;
 #if defined(__TARGET_ARCH_x86)
@@ -399,12 +407,28 @@ static __always_inline __u64 walk_cfi(struct pt_regs *ctx, struct stack *st)
 		if (i + 1 >= MAX_STACK_DEPTH)
 			break;
 		st->ips[i + 1] = 0;
-		/* A return address: the call is the instruction before it. */
-		found = cfi_find(range->start, range->len, ip - 1);
-		row = NULL;
-		if (found >= 0) {
-			idx = found;
-			row = bpf_map_lookup_elem(&cfi_rows, &idx);
+		/* A return address: the call is the instruction before it.
+		 * The same ones recur: a per-CPU cache saves most searches. */
+		slot = (ip ^ (ip >> 10) ^ (ip >> 20)) & (CFI_CACHE_SIZE - 1);
+		cached = bpf_map_lookup_elem(&cfi_cache, &slot);
+		if (!cached)
+			break;
+		if (cached->pc == ip && cached->tgid == tgid &&
+		    cached->generation == range->generation) {
+			row = &cached->row;
+		} else {
+			found = cfi_find(range->start, range->len, ip - 1);
+			row = NULL;
+			if (found >= 0) {
+				idx = found;
+				row = bpf_map_lookup_elem(&cfi_rows, &idx);
+			}
+			if (row) {
+				cached->row = *row;
+				cached->pc = ip;
+				cached->tgid = tgid;
+				cached->generation = range->generation;
+			}
 		}
 		if (!row || row->kind == CFI_NONE) {
 			if (!fp || (fp & 7) ||
@@ -425,6 +449,19 @@ static __always_inline __u64 walk_cfi(struct pt_regs *ctx, struct stack *st)
 		 * a corrupt stack, and would loop. */
 		if (cfa <= sp || cfa - sp > MAX_FRAME_SIZE)
 			break;
+		/* Both saved next to each other, as in every frame-pointer
+		 * frame: one read. */
+		if (row->ra_offset && row->fp_offset == row->ra_offset - 8) {
+			if (bpf_probe_read_user(saved, sizeof(saved), (void *)(cfa + (__s64)row->fp_offset)))
+				break;
+			fp = saved[0];
+			ra = saved[1];
+			sp = cfa;
+			ip = ra;
+			if (!ip)
+				break;
+			continue;
+		}
 		if (row->ra_offset) {
 			if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa + (__s64)row->ra_offset)))
 				break;

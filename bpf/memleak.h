@@ -121,7 +121,20 @@ struct cfi_row {
 struct cfi_range {
 	__u32 start;
 	__u32 len;
+	__u32 generation;	/* changes with every load: older cached rows are stale */
+	__u32 pad;
 };
+
+/* A row found for a return address, cached per CPU (return addresses
+ * recur: most allocations come from a few call sites). */
+struct cfi_cached {
+	__u64 pc;
+	__u32 tgid;
+	__u32 generation;
+	struct cfi_row row;
+};
+
+#define CFI_CACHE_SIZE 1024
 
 /* --unwind auto: a frame-pointer stack this short is taken as truncated. */
 #define AUTO_MIN_FRAMES 4

@@ -520,9 +520,13 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         }
         // --unwind cfi: the libraries its loader mapped get their rows
         // before main runs.
-        if entry_stop && c.wait_for_stop(Duration::from_secs(10)) {
+        if entry_stop {
+            let stopped = c.wait_for_stop(Duration::from_secs(10));
             let loaded = tracer.refresh_unwind_rows(&[c.pid]);
-            c.continue_from_stop();
+            if stopped {
+                c.continue_from_stop();
+            }
+            tracer.drop_entry_stop();
             loaded?;
         }
     }

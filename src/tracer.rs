@@ -279,6 +279,9 @@ pub struct Tracer {
     samples: Option<(RingBuffer, SampleQueue)>,
     /// --unwind cfi: the unwind rows BPF walks stacks with.
     cfi: Option<CfiTables>,
+    /// --unwind cfi with -c: the probe that stops the command at its entry
+    /// point, until it did (a later exec of the same program must not stop).
+    entry_stop: Option<Link>,
     obj: Object,
     allocs: MapFd,
     stacks: MapFd,
@@ -346,6 +349,8 @@ struct CfiTables {
     half: u32,
     /// The half BPF reads now.
     active: u32,
+    /// Loads so far.
+    generation: u32,
     builder: unwind_tables::Builder,
     full_told: bool,
 }
@@ -356,6 +361,7 @@ impl CfiTables {
     /// frame pointers), and stderr says so once.
     fn load(&mut self, tables: &[(u32, Vec<abi::CfiRow>)]) -> Result<(), String> {
         let target = 1 - self.active;
+        self.generation = self.generation.wrapping_add(1);
         let err = |e: io::Error| format!("cannot load unwind rows: {e}");
         let mut next = 0u32;
         let mut ranges = Vec::new();
@@ -369,7 +375,14 @@ impl CfiTables {
                     );
                     self.full_told = true;
                 }
-                ranges.push((*pid, abi::CfiRange::default()));
+                let generation = self.generation;
+                ranges.push((
+                    *pid,
+                    abi::CfiRange {
+                        generation,
+                        ..Default::default()
+                    },
+                ));
                 continue;
             }
             for (i, row) in rows.iter().enumerate() {
@@ -381,6 +394,8 @@ impl CfiTables {
                 abi::CfiRange {
                     start: target * self.half + next,
                     len,
+                    generation: self.generation,
+                    pad: 0,
                 },
             ));
             next += len;
@@ -653,6 +668,7 @@ impl Tracer {
                     ranges: obj.map_fd("cfi_ranges")?,
                     half,
                     active: 1,
+                    generation: 0,
                     builder,
                     full_told: false,
                 };
@@ -707,6 +723,7 @@ impl Tracer {
             ring,
             samples,
             cfi,
+            entry_stop: None,
             obj,
             allocs,
             stacks,
@@ -1133,7 +1150,7 @@ impl Tracer {
             .attach_uprobe("entry_stop", pid as i32, exe_path, offset, false)
         {
             Ok(link) => {
-                self.links.push((pid, usize::MAX, link));
+                self.entry_stop = Some(link);
                 true
             }
             Err(e) => {
@@ -1141,6 +1158,11 @@ impl Tracer {
                 false
             }
         }
+    }
+
+    /// Removes the entry-point probe of `attach_entry_stop` once it served.
+    pub fn drop_entry_stop(&mut self) {
+        self.entry_stop = None;
     }
 
     /// Stops tracing: every probe goes away with its link. Each uprobe

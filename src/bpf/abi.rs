@@ -155,6 +155,9 @@ pub struct CfiRow {
 pub struct CfiRange {
     pub start: u32,
     pub len: u32,
+    /// Changes with every load, so that BPF's cached rows go stale.
+    pub generation: u32,
+    pub pad: u32,
 }
 
 /// Bytes of user stack in an unwind sample (STACK_COPY).

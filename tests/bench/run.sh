@@ -14,8 +14,11 @@
 #   and rate of an --unreachable scan of 1,000,000 blocks in 256 MB; the size of
 #   the memleak binaries; kernel mode's cost per kmalloc/kfree pair (a poll()
 #   that kmallocs and kfrees once), untraced, through raw tracepoints and
-#   through --fallback tracepoints. Then each goal of the performance work (issue 8)
-#   with its measure from this run.
+#   through --fallback tracepoints. Then each goal of the performance work
+#   (issues 8 and 15) with its measure from this run. The stack-walking rows
+#   (issue 15) also run a copy of the workload built without frame pointers
+#   (-fomit-frame-pointer, as Debian's libc is), where --unwind fp stops
+#   short and every allocation costs --unwind dwarf a stack copy.
 #
 # Needs root (BPF). Environment knobs:
 #   MEMLEAK=path              binary under test (default target/release/memleak)
@@ -54,11 +57,15 @@ note() { echo "bench: $*" >&2; }
 mkdir -p "$OUT"
 gcc -O2 -fno-omit-frame-pointer -fno-ipa-icf -Wall -Wextra -Werror \
 	-o "$OUT/bench" tests/bench/bench.c
+gcc -O2 -fomit-frame-pointer -fno-ipa-icf -Wall -Wextra -Werror \
+	-o "$OUT/bench-nofp" tests/bench/bench.c
 
 # Scratch space lives under /tmp because the anchor chroot bind-mounts the
 # host's /tmp: a workload copied there runs inside the chroot at the same path.
 WORK=$(mktemp -d /tmp/memleak-bench.XXXXXX)
-cp "$OUT/bench" "$WORK/bench"
+cp "$OUT/bench" "$OUT/bench-nofp" "$WORK/"
+# The workload pairs_run starts; the no-frame-pointer rows set it.
+BENCH_BIN=$WORK/bench
 mkdir "$WORK/libs"
 for ((i = 0; i < ATTACH_LIBS; i++)); do
 	printf -v lib 'lib%02d' "$i"
@@ -78,7 +85,7 @@ cleanup() {
 	wait 2>/dev/null || true
 	rm -rf "$OUT/last-run"
 	cp -r "$WORK" "$OUT/last-run" 2>/dev/null || true
-	rm -rf "$OUT/last-run/bench" "$OUT/last-run/memleak" "$OUT/last-run/libs" "$OUT"/last-run/*.in   # fifos
+	rm -rf "$OUT/last-run/bench" "$OUT/last-run/bench-nofp" "$OUT/last-run/memleak" "$OUT/last-run/libs" "$OUT"/last-run/*.in   # fifos
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -207,7 +214,7 @@ pairs_run() {
 	local name=$1 n=$2 prefix=$3; shift 3
 	NS=
 	note "running $name"
-	start_workload "$name" $prefix "$WORK/bench" "${BENCH_MODE:-pairs}" "$n" || { abandon_run "$WL_PID"; return 1; }
+	start_workload "$name" $prefix "$BENCH_BIN" "${BENCH_MODE:-pairs}" "$n" || { abandon_run "$WL_PID"; return 1; }
 	local wl=$WL_PID tr=
 	if [ $# -gt 0 ]; then
 		start_tracer "$name" "$READY_RE" "$@" || { abandon_run "$wl" "$TR_PID"; return 1; }
@@ -413,6 +420,12 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 		|| die "memleak --unwind dwarf run failed"
 	measure dwarf-s10 "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 -s 10 --unwind dwarf 3600 \
 		|| die "memleak -s 10 --unwind dwarf run failed"
+	measure cfi "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 --unwind cfi 3600 \
+		|| die "memleak --unwind cfi run failed"
+	for mode in fp dwarf cfi; do
+		BENCH_BIN=$WORK/bench-nofp measure "nofp-$mode" "$PAIRS_TRACED" "" "$MEMLEAK_READY" \
+			"$MEMLEAK_RUN" -p PID -o 0 --unwind "$mode" 3600 || die "memleak --unwind $mode (no frame pointers) run failed"
+	done
 	attach_run "attach.$ROUND" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID 3600 || die "memleak attach run failed"
 	RES[attach]+="$ATTACH_S "
 done
@@ -517,6 +530,17 @@ row "memleak -o 0 --unwind dwarf" "$(ns "$MLD")" "$(times "$MLD" "$UNTRACED")" "
 	"dwarf/fp = $(ratio "$MLD" "$ML"), $(per_sample "$MLD" "$ML" 1)"
 row "memleak -o 0 -s 10 --unwind dwarf" "$(ns "$MLDS")" "$(times "$MLDS" "$UNTRACED")" "$(ratio "$MLDS" "$FLOOR")" "$(range dwarf-s10)" \
 	"dwarf/fp = $(ratio "$MLDS" "$MLS"), $(per_sample "$MLDS" "$MLS" 10)"
+MLC=$(med cfi) NF_FP=$(med nofp-fp) NF_DWARF=$(med nofp-dwarf) NF_CFI=$(med nofp-cfi)
+row "memleak -o 0 --unwind cfi" "$(ns "$MLC")" "$(times "$MLC" "$UNTRACED")" "$(ratio "$MLC" "$FLOOR")" "$(range cfi)" \
+	"cfi/fp = $(ratio "$MLC" "$ML")"
+# Without frame pointers every pair is one recorded allocation whose stack
+# fp cannot walk: dwarf copies and unwinds it, cfi walks it in BPF.
+row "no frame pointers: memleak --unwind fp" "$(ns "$NF_FP")" "$(times "$NF_FP" "$UNTRACED")" "$(ratio "$NF_FP" "$FLOOR")" "$(range nofp-fp)" \
+	"(stacks stop short)"
+row "  memleak --unwind dwarf" "$(ns "$NF_DWARF")" "$(times "$NF_DWARF" "$UNTRACED")" "$(ratio "$NF_DWARF" "$FLOOR")" "$(range nofp-dwarf)" \
+	"$(per_sample "$NF_DWARF" "$NF_FP" 1) over fp"
+row "  memleak --unwind cfi" "$(ns "$NF_CFI")" "$(times "$NF_CFI" "$UNTRACED")" "$(ratio "$NF_CFI" "$FLOOR")" "$(range nofp-cfi)" \
+	"$(per_sample "$NF_CFI" "$NF_FP" 1) over fp; cfi/dwarf = $(ratio "$NF_CFI" "$NF_DWARF")"
 if [ -n "$ANCHORS_OK" ]; then
 	C_UNTRACED=$(med c-untraced) C_FLOOR=$(med c-floor) C_ML=$(med c-memleak) C_LBT=$(med c-libbpf-tools) C_BCC=$(med bcc)
 	row "anchor chroot (glibc $C_GLIBC): untraced" "$(ns "$C_UNTRACED")" "" "" "$(range c-untraced)" ""
@@ -579,6 +603,9 @@ line "  RSS, 1M outstanding (goal < 16 MB)" "$(mb $((ML_HWM * 1024))): $(verdict
 line "  attach, $ATTACH_LIBS more libraries (goal < 100 ms)" "$(secs "$ML_ATTACH"): $(verdict "$ML_ATTACH" 0.0999)"
 line "${SCAN_GOALS[@]:0:2}"
 line "${SCAN_GOALS[@]:2:2}"
+R_CFI=$(ratio "$MLC" "$ML") R_NOFP=$(ratio "$NF_CFI" "$NF_DWARF")
+line "  pair, cfi / fp, frame pointers (goal <= 1.10)" "$R_CFI: $(verdict "$R_CFI" 1.10)"
+line "  recorded allocation, cfi / dwarf, none (goal <= 0.50)" "$R_NOFP: $(verdict "$R_NOFP" 0.50)"
 echo
 line "load average at start" "$LOAD_AT_START${OTHER_TRACERS:+; other tracers running: $OTHER_TRACERS}"
 [ ${#FAILED[@]} -eq 0 ] || echo "failed runs: ${FAILED[*]} (logs: target/bench/last-run/<run>.tracer.err)"

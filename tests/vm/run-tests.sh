@@ -9,9 +9,9 @@
 #      one stack whose first frame is that function, with the documented
 #      "B bytes in N allocations" and a main+0x... [leaker] frame; no stack
 #      may start in churn or fail (everything they allocate is freed/failed).
-#   1b. --unwind dwarf against ./deep (static deep.c, -O2 without frame
-#      pointers): 144 bytes in 3 allocations from compare, each stack
-#      walking through qsort up to main.
+#   1b. --unwind dwarf and --unwind cfi against ./deep (static deep.c, -O2
+#      without frame pointers): 144 bytes in 3 allocations from compare,
+#      each stack walking through qsort up to main.
 #   2. kernel mode: memleak -T 3 1 2 must exit 0 with 2 reports and at least
 #      one [kernel] frame, through raw tracepoints (-v: tp_btf with BTF,
 #      raw_tp without).
@@ -152,15 +152,19 @@ else
 	fail "links: no '$want' in memleak -v on Linux $major.$minor"
 fi
 
-# ---- 1b. --unwind dwarf against deep (static, -O2 -fomit-frame-pointer):
-# the stacks from compare hold 144 bytes in 3 allocations, and each one
-# walks up through qsort to sort_pair, level3, level2, level1 and main.
-echo "== user mode: memleak --unwind dwarf -o 0 -c ./deep"
-timeout "$RUN_TIMEOUT" ./memleak --unwind dwarf -o 0 -c ./deep >"$OUT/dwarf.out" 2>"$OUT/dwarf.err"
+# ---- 1b. deep (static, -O2 -fomit-frame-pointer), stacks unwound from
+# stack copies (dwarf) and in BPF from unwind rows (cfi): the stacks from
+# compare hold 144 bytes in 3 allocations, and each one walks up through
+# qsort to sort_pair, level3, level2, level1 and main.
+# deep_check MODE
+deep_check() {
+mode=$1
+echo "== user mode: memleak --unwind $mode -o 0 -c ./deep"
+timeout "$RUN_TIMEOUT" ./memleak --unwind "$mode" -o 0 -c ./deep >"$OUT/$mode.out" 2>"$OUT/$mode.err"
 rc=$?
 before=$FAILS
-if [ "$rc" = 0 ]; then pass "memleak --unwind dwarf exit status 0"; else fail "memleak --unwind dwarf exit status $rc"; fi
-awk '
+if [ "$rc" = 0 ]; then pass "memleak --unwind $mode exit status 0"; else fail "memleak --unwind $mode exit status $rc"; fi
+awk -v mode="$mode" '
 / stacks with outstanding allocations:$/ { reports++; n = 0; b = 0; c = 0; bad = 0; next }
 /^\t[0-9]+ bytes in [0-9]+ allocations from stack/ { sb = $1; sc = $4; depth = 0; inside = 0; next }
 /^\t\t/ {
@@ -174,15 +178,18 @@ awk '
 /^$/ { if (inside && next_want <= 5) bad++; inside = 0; next }
 BEGIN { split("sort_pair level3 level2 level1 main", want, " ") }
 END {
-	if (!reports) { print "FAIL: no report"; exit 1 }
-	if (b == 144 && c == 3) print "PASS: dwarf: compare: 144 bytes in 3 allocations"
-	else print "FAIL: dwarf: compare: " b " bytes in " c " allocations, expected 144 in 3"
-	if (n > 0 && !bad) print "PASS: dwarf: every stack from compare reaches main through sort_pair and level1-3"
-	else print "FAIL: dwarf: " bad " of " n " stacks from compare do not reach main"
-}' "$OUT/dwarf.out" >"$OUT/dwarf.checks"
-cat "$OUT/dwarf.checks"
-FAILS=$((FAILS + $(grep -c '^FAIL' "$OUT/dwarf.checks")))
-[ "$FAILS" = "$before" ] || dump dwarf
+	if (!reports) { print "FAIL: " mode ": no report"; exit 1 }
+	if (b == 144 && c == 3) print "PASS: " mode ": compare: 144 bytes in 3 allocations"
+	else print "FAIL: " mode ": compare: " b " bytes in " c " allocations, expected 144 in 3"
+	if (n > 0 && !bad) print "PASS: " mode ": every stack from compare reaches main through sort_pair and level1-3"
+	else print "FAIL: " mode ": " bad " of " n " stacks from compare do not reach main"
+}' "$OUT/$mode.out" >"$OUT/$mode.checks"
+cat "$OUT/$mode.checks"
+FAILS=$((FAILS + $(grep -c '^FAIL' "$OUT/$mode.checks")))
+[ "$FAILS" = "$before" ] || dump "$mode"
+}
+deep_check dwarf
+deep_check cfi
 
 # ---- 2. kernel mode smoke: 2 reports one second apart
 echo "== kernel mode: memleak -v -T 3 1 2"
