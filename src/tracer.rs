@@ -583,7 +583,11 @@ impl Tracer {
         // not even executed yet and gets its rows at its entry point).
         let mut cfi = None;
         if let (Unwind::Cfi, Attach::User { targets, .. }) = (opts.unwind, &attach) {
-            let pids: Vec<u32> = targets.iter().map(|(pid, _)| *pid).collect();
+            // A command is still memleak's own fork before its exec.
+            let pids: Vec<u32> = match opts.target {
+                crate::cli::Target::Command(_) => Vec::new(),
+                _ => targets.iter().map(|(pid, _)| *pid).collect(),
+            };
             let mut builder = unwind_tables::Builder::default();
             let initial = builder.rebuild_if_changed(&pids).unwrap_or_default();
             let total: usize = initial.iter().map(|(_, rows)| rows.len()).sum();
