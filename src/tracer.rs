@@ -385,10 +385,9 @@ impl CfiTables {
                 ));
                 continue;
             }
-            for (i, row) in rows.iter().enumerate() {
-                let index = target * self.half + next + i as u32;
-                self.rows.update(&index, row).map_err(err)?;
-            }
+            let first = target * self.half + next;
+            let keys: Vec<u32> = (first..first + len).collect();
+            self.rows.update_batch(&keys, rows).map_err(err)?;
             ranges.push((
                 *pid,
                 abi::CfiRange {

@@ -473,6 +473,41 @@ impl MapFd {
         }
     }
 
+    /// Writes `values` at `keys` in one system call (Linux 5.6+); on a
+    /// kernel without batch updates, one call each.
+    pub fn update_batch<K: Pod, V: Pod>(&self, keys: &[K], values: &[V]) -> Result<(), io::Error> {
+        if keys.len() != values.len() {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut count =
+            u32::try_from(keys.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let opts = sys::bpf_map_batch_opts {
+            sz: size_of::<sys::bpf_map_batch_opts>() as sys::size_t,
+            ..Default::default()
+        };
+        // SAFETY: keys and values are `count` Pod elements of the map's key
+        // and value sizes; opts outlives the call.
+        let ret = unsafe {
+            sys::bpf_map_update_batch(
+                self.fd,
+                keys.as_ptr().cast(),
+                values.as_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        if ret == 0 {
+            return Ok(());
+        }
+        for (key, value) in keys.iter().zip(values) {
+            self.update(key, value)?;
+        }
+        Ok(())
+    }
+
     /// Deletes one entry; false if it was not there.
     pub fn delete<K: Pod>(&self, key: &K) -> bool {
         // SAFETY: key is Pod of the map's key size.
