@@ -342,10 +342,9 @@ static __always_inline __u64 walk_user(struct pt_regs *ctx, struct stack *st)
 
 /*
  * The index of the last row of [start, start + len) whose pc is at most
- * `pc`; -1 when there is none. A global function: the verifier checks it
- * once, not once per frame of the walk that calls it.
+ * `pc`; -1 when there is none.
  */
-__noinline int cfi_find(__u32 start, __u32 len, __u64 pc)
+static __always_inline int cfi_find(__u32 start, __u32 len, __u64 pc)
 {
 	__u32 lo = start, hi = start + len, mid;
 	struct cfi_row *row;
@@ -371,110 +370,125 @@ __noinline int cfi_find(__u32 start, __u32 len, __u64 pc)
 }
 
 /*
- * --unwind cfi: walks the user stack in BPF with the process's unwind rows,
- * so code without frame pointers unwinds as completely as with them and
- * no stack is copied. Each frame's CFA comes from the stack or frame
- * pointer per its row; the return address and the caller's frame pointer
- * are read at their offsets from it. Code without CFI (rows of kind
- * CFI_NONE, or a process without rows) is stepped by its frame pointer,
- * as walk_user does. Returns the FNV-1a hash of the addresses.
+ * A rule packed in 64 bits, so that a global function can return it: kind
+ * (2 bits), ra_offset (16), fp_offset (16), cfa_offset (30, signed).
+ */
+static __always_inline __u64 cfi_pack(struct cfi_row *row)
+{
+	return (__u64)(row->kind & 3) | (__u64)(__u16)row->ra_offset << 2 |
+	       (__u64)(__u16)row->fp_offset << 18 |
+	       (__u64)((__u32)row->cfa_offset & 0x3fffffff) << 34;
+}
+
+/*
+ * The rule for the return address `ip` in process `tgid`, packed; a
+ * CFI_NONE rule where there is none. Rows of return addresses recur (most
+ * allocations come from a few call sites), so a per-CPU cache keeps the
+ * rows found. A global function: the verifier checks it once, not once
+ * per frame of the walk that calls it.
+ */
+__noinline __u64 cfi_rule(__u32 tgid, __u64 ip)
+{
+	struct cfi_range *range = bpf_map_lookup_elem(&cfi_ranges, &tgid);
+	__u32 slot = (ip ^ (ip >> 10) ^ (ip >> 20)) & (CFI_CACHE_SIZE - 1), idx;
+	struct cfi_cached *cached;
+	struct cfi_row *row;
+	int found;
+
+	if (!range)
+		return CFI_NONE;
+	cached = bpf_map_lookup_elem(&cfi_cache, &slot);
+	if (!cached)
+		return CFI_NONE;
+	if (cached->pc == ip && cached->tgid == tgid && cached->generation == range->generation)
+		return cfi_pack(&cached->row);
+	/* A return address: the call is the instruction before it. */
+	found = cfi_find(range->start, range->len, ip - 1);
+	if (found < 0)
+		return CFI_NONE;
+	idx = found;
+	row = bpf_map_lookup_elem(&cfi_rows, &idx);
+	if (!row)
+		return CFI_NONE;
+	cached->row = *row;
+	cached->pc = ip;
+	cached->tgid = tgid;
+	cached->generation = range->generation;
+	return cfi_pack(row);
+}
+
+/*
+ * Default user stacks (--unwind cfi): walks the stack in BPF with the
+ * process's unwind rows, so code without frame pointers unwinds as
+ * completely as code with them, and no stack is copied. Each frame's CFA
+ * comes from the stack or frame pointer per its row; the return address
+ * and the caller's frame pointer are read at their offsets from it. Code
+ * without CFI is stepped by its frame pointer, which is the same rule
+ * (CFA = fp + 16, fp saved at CFA - 16, the return address at CFA - 8,
+ * on x86_64 and arm64 alike). Returns the FNV-1a hash of the addresses.
  */
 static __always_inline __u64 walk_cfi(struct pt_regs *ctx, struct stack *st)
 {
-	struct {
-		__u64 fp;
-		__u64 ret;
-	} frame;
 	__u64 ip = PT_REGS_IP(ctx), sp = PT_REGS_SP(ctx), fp = PT_REGS_FP(ctx);
-	__u64 hash = FNV_OFFSET, cfa, ra, saved[2];
-	__u32 tgid = current_ids() >> 32, idx, slot;
-	struct cfi_range *range;
-	struct cfi_cached *cached;
-	struct cfi_row *row;
-	int i, found;
+	__u64 hash = FNV_OFFSET, cfa, rule, saved[2];
+	__u32 tgid = current_ids() >> 32;
+	__s64 cfa_offset, fp_offset, ra_offset;
+	__u32 kind;
+	int i;
 #if defined(__TARGET_ARCH_x86)
 	__u64 lr = 0;
 #else
 	__u64 lr = ctx->user_regs.regs[30];
 #endif
 
-	range = bpf_map_lookup_elem(&cfi_ranges, &tgid);
-	if (!range)
-		return walk_user(ctx, st);
 	for (i = 0; i < MAX_STACK_DEPTH; i++) {
 		st->ips[i] = ip;
 		hash = (hash ^ ip) * FNV_PRIME;
 		if (i + 1 >= MAX_STACK_DEPTH)
 			break;
 		st->ips[i + 1] = 0;
-		/* A return address: the call is the instruction before it.
-		 * The same ones recur: a per-CPU cache saves most searches. */
-		slot = (ip ^ (ip >> 10) ^ (ip >> 20)) & (CFI_CACHE_SIZE - 1);
-		cached = bpf_map_lookup_elem(&cfi_cache, &slot);
-		if (!cached)
+		rule = cfi_rule(tgid, ip);
+		kind = rule & 3;
+		if (kind == CFI_END)
 			break;
-		if (cached->pc == ip && cached->tgid == tgid &&
-		    cached->generation == range->generation) {
-			row = &cached->row;
-		} else {
-			found = cfi_find(range->start, range->len, ip - 1);
-			row = NULL;
-			if (found >= 0) {
-				idx = found;
-				row = bpf_map_lookup_elem(&cfi_rows, &idx);
-			}
-			if (row) {
-				cached->row = *row;
-				cached->pc = ip;
-				cached->tgid = tgid;
-				cached->generation = range->generation;
-			}
-		}
-		if (!row || row->kind == CFI_NONE) {
-			if (!fp || (fp & 7) ||
-			    bpf_probe_read_user(&frame, sizeof(frame), (void *)fp) ||
-			    !frame.ret)
+		if (kind == CFI_NONE) {
+			if (!fp || (fp & 7))
 				break;
-			if (frame.fp && (frame.fp <= fp || frame.fp - fp > MAX_FRAME_SIZE))
-				frame.fp = 0;	/* the next step by it would fail */
-			ip = frame.ret;
-			sp = fp + 16;
-			fp = frame.fp;
-			continue;
+			kind = CFI_FP;
+			cfa_offset = 16;
+			fp_offset = -16;
+			ra_offset = -8;
+		} else {
+			ra_offset = (__s16)(rule >> 2);
+			fp_offset = (__s16)(rule >> 18);
+			cfa_offset = (__s64)(rule << 0) >> 34;
 		}
-		if (row->kind == CFI_END)
-			break;
-		cfa = (row->kind == CFI_SP ? sp : fp) + (__s64)row->cfa_offset;
+		cfa = (kind == CFI_SP ? sp : fp) + cfa_offset;
 		/* A caller's frame lies above: anything else is a bad row or
 		 * a corrupt stack, and would loop. */
 		if (cfa <= sp || cfa - sp > MAX_FRAME_SIZE)
 			break;
-		/* Both saved next to each other, as in every frame-pointer
-		 * frame: one read. */
-		if (row->ra_offset && row->fp_offset == row->ra_offset - 8) {
-			if (bpf_probe_read_user(saved, sizeof(saved), (void *)(cfa + (__s64)row->fp_offset)))
+		if (ra_offset && fp_offset == ra_offset - 8) {
+			/* Saved side by side, as in every frame-pointer frame:
+			 * one read. */
+			if (bpf_probe_read_user(saved, sizeof(saved), (void *)(cfa + fp_offset)))
 				break;
 			fp = saved[0];
-			ra = saved[1];
-			sp = cfa;
-			ip = ra;
-			if (!ip)
-				break;
-			continue;
-		}
-		if (row->ra_offset) {
-			if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa + (__s64)row->ra_offset)))
-				break;
-		} else if (i == 0) {
-			ra = lr;	/* arm64 code that keeps it in x30 */
+			ip = saved[1];
 		} else {
-			break;
+			if (ra_offset) {
+				if (bpf_probe_read_user(&ip, sizeof(ip), (void *)(cfa + ra_offset)))
+					break;
+			} else if (i == 0) {
+				ip = lr;	/* arm64 code that keeps it in x30 */
+			} else {
+				break;
+			}
+			if (fp_offset &&
+			    bpf_probe_read_user(&fp, sizeof(fp), (void *)(cfa + fp_offset)))
+				break;
 		}
-		if (row->fp_offset &&
-		    bpf_probe_read_user(&fp, sizeof(fp), (void *)(cfa + (__s64)row->fp_offset)))
-			break;
 		sp = cfa;
-		ip = ra;
 		if (!ip)
 			break;
 	}

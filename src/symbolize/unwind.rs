@@ -284,7 +284,11 @@ impl CfiTable {
             n if n == self.arch.fp => CfaBase::Fp,
             _ => return CompactRule::NoCfi,
         };
-        let Ok(cfa_offset) = i32::try_from(r.cfa_offset) else {
+        // BPF packs it in 30 bits.
+        let Some(cfa_offset) = i32::try_from(r.cfa_offset)
+            .ok()
+            .filter(|n| n.unsigned_abs() < 1 << 29)
+        else {
             return CompactRule::NoCfi;
         };
         let ra_offset = match r.ra {

@@ -9,7 +9,7 @@
 #      one stack whose first frame is that function, with the documented
 #      "B bytes in N allocations" and a main+0x... [leaker] frame; no stack
 #      may start in churn or fail (everything they allocate is freed/failed).
-#   1b. --unwind dwarf and --unwind cfi against ./deep (static deep.c, -O2
+#   1b. --unwind dwarf, --unwind cfi and the default against ./deep (static deep.c, -O2
 #      without frame pointers): 144 bytes in 3 allocations from compare,
 #      each stack walking through qsort up to main.
 #   2. kernel mode: memleak -T 3 1 2 must exit 0 with 2 reports and at least
@@ -159,8 +159,10 @@ fi
 # deep_check MODE
 deep_check() {
 mode=$1
-echo "== user mode: memleak --unwind $mode -o 0 -c ./deep"
-timeout "$RUN_TIMEOUT" ./memleak --unwind "$mode" -o 0 -c ./deep >"$OUT/$mode.out" 2>"$OUT/$mode.err"
+# "default": no --unwind flag
+if [ "$mode" = default ]; then flags=; else flags="--unwind $mode"; fi
+echo "== user mode: memleak $flags -o 0 -c ./deep"
+timeout "$RUN_TIMEOUT" ./memleak $flags -o 0 -c ./deep >"$OUT/$mode.out" 2>"$OUT/$mode.err"
 rc=$?
 before=$FAILS
 if [ "$rc" = 0 ]; then pass "memleak --unwind $mode exit status 0"; else fail "memleak --unwind $mode exit status $rc"; fi
@@ -190,6 +192,7 @@ FAILS=$((FAILS + $(grep -c '^FAIL' "$OUT/$mode.checks")))
 }
 deep_check dwarf
 deep_check cfi
+deep_check default
 
 # ---- 2. kernel mode smoke: 2 reports one second apart
 echo "== kernel mode: memleak -v -T 3 1 2"
