@@ -373,47 +373,54 @@ static __always_inline int cfi_find(__u32 start, __u32 len, __u64 pc)
  * A rule packed in 64 bits, so that a global function can return it: kind
  * (2 bits), ra_offset (16), fp_offset (16), cfa_offset (30, signed).
  */
+#define CFI_PACK(kind, ra, fp, cfa)                                        \
+	((__u64)(kind) | (__u64)(__u16)(ra) << 2 | (__u64)(__u16)(fp) << 18 | \
+	 (__u64)((__u32)(cfa) & 0x3fffffff) << 34)
+
+/* Code without CFI: a frame-pointer step, which is the rule CFA = fp + 16,
+ * fp saved at CFA - 16 and the return address at CFA - 8 (on x86_64 and
+ * arm64 alike). */
+#define CFI_FP_STEP CFI_PACK(CFI_FP, -8, -16, 16)
+
 static __always_inline __u64 cfi_pack(struct cfi_row *row)
 {
-	return (__u64)(row->kind & 3) | (__u64)(__u16)row->ra_offset << 2 |
-	       (__u64)(__u16)row->fp_offset << 18 |
-	       (__u64)((__u32)row->cfa_offset & 0x3fffffff) << 34;
+	if (row->kind == CFI_NONE)
+		return CFI_FP_STEP;
+	return CFI_PACK(row->kind & 3, row->ra_offset, row->fp_offset, row->cfa_offset);
 }
 
 /*
- * The rule for the return address `ip` in process `tgid`, packed; a
- * CFI_NONE rule where there is none. Rows of return addresses recur (most
+ * The rule for the return address `ip` in process `tgid`, whose rows are
+ * [start, start + len) of generation `generation`, packed; a frame-pointer
+ * step where there is no CFI. Rows of return addresses recur (most
  * allocations come from a few call sites), so a per-CPU cache keeps the
  * rows found. A global function: the verifier checks it once, not once
  * per frame of the walk that calls it.
  */
-__noinline __u64 cfi_rule(__u32 tgid, __u64 ip)
+__noinline __u64 cfi_rule(__u32 tgid, __u32 start, __u32 len, __u32 generation, __u64 ip)
 {
-	struct cfi_range *range = bpf_map_lookup_elem(&cfi_ranges, &tgid);
 	__u32 slot = (ip ^ (ip >> 10) ^ (ip >> 20)) & (CFI_CACHE_SIZE - 1), idx;
 	struct cfi_cached *cached;
 	struct cfi_row *row;
 	int found;
 
-	if (!range)
-		return CFI_NONE;
 	cached = bpf_map_lookup_elem(&cfi_cache, &slot);
 	if (!cached)
-		return CFI_NONE;
-	if (cached->pc == ip && cached->tgid == tgid && cached->generation == range->generation)
+		return CFI_FP_STEP;
+	if (cached->pc == ip && cached->tgid == tgid && cached->generation == generation)
 		return cfi_pack(&cached->row);
 	/* A return address: the call is the instruction before it. */
-	found = cfi_find(range->start, range->len, ip - 1);
+	found = cfi_find(start, len, ip - 1);
 	if (found < 0)
-		return CFI_NONE;
+		return CFI_FP_STEP;
 	idx = found;
 	row = bpf_map_lookup_elem(&cfi_rows, &idx);
 	if (!row)
-		return CFI_NONE;
+		return CFI_FP_STEP;
 	cached->row = *row;
 	cached->pc = ip;
 	cached->tgid = tgid;
-	cached->generation = range->generation;
+	cached->generation = generation;
 	return cfi_pack(row);
 }
 
@@ -431,8 +438,9 @@ static __always_inline __u64 walk_cfi(struct pt_regs *ctx, struct stack *st)
 {
 	__u64 ip = PT_REGS_IP(ctx), sp = PT_REGS_SP(ctx), fp = PT_REGS_FP(ctx);
 	__u64 hash = FNV_OFFSET, cfa, rule, saved[2];
-	__u32 tgid = current_ids() >> 32;
+	__u32 tgid = current_ids() >> 32, start = 0, len = 0, generation = 0;
 	__s64 cfa_offset, fp_offset, ra_offset;
+	struct cfi_range *range;
 	__u32 kind;
 	int i;
 #if defined(__TARGET_ARCH_x86)
@@ -441,28 +449,28 @@ static __always_inline __u64 walk_cfi(struct pt_regs *ctx, struct stack *st)
 	__u64 lr = ctx->user_regs.regs[30];
 #endif
 
+	range = bpf_map_lookup_elem(&cfi_ranges, &tgid);
+	if (range) {
+		start = range->start;
+		len = range->len;
+		generation = range->generation;
+	}
 	for (i = 0; i < MAX_STACK_DEPTH; i++) {
 		st->ips[i] = ip;
 		hash = (hash ^ ip) * FNV_PRIME;
 		if (i + 1 >= MAX_STACK_DEPTH)
 			break;
 		st->ips[i + 1] = 0;
-		rule = cfi_rule(tgid, ip);
+		rule = cfi_rule(tgid, start, len, generation, ip);
 		kind = rule & 3;
-		if (kind == CFI_END)
+		if (kind == CFI_END || kind == CFI_NONE)
 			break;
-		if (kind == CFI_NONE) {
-			if (!fp || (fp & 7))
-				break;
-			kind = CFI_FP;
-			cfa_offset = 16;
-			fp_offset = -16;
-			ra_offset = -8;
-		} else {
-			ra_offset = (__s16)(rule >> 2);
-			fp_offset = (__s16)(rule >> 18);
-			cfa_offset = (__s64)(rule << 0) >> 34;
-		}
+		/* A frame pointer is 8-aligned; anything else is not one. */
+		if (kind == CFI_FP && (!fp || (fp & 7)))
+			break;
+		ra_offset = (__s16)(rule >> 2);
+		fp_offset = (__s16)(rule >> 18);
+		cfa_offset = (__s64)rule >> 34;
 		cfa = (kind == CFI_SP ? sp : fp) + cfa_offset;
 		/* A caller's frame lies above: anything else is a bad row or
 		 * a corrupt stack, and would loop. */
