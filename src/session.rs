@@ -1237,7 +1237,7 @@ fn print_report(
         agg.finish()
     };
     // The profile holds every stack: pprof tools make their own top N.
-    let every_stack = pprof_output
+    let mut every_stack = pprof_output
         .is_some()
         .then(|| report::top(totals.clone(), &opts.sort, usize::MAX));
     let growth = across.growth.update(&totals);
@@ -1275,9 +1275,13 @@ fn print_report(
         report::top(always, &opts.sort, usize::MAX)
     });
     let mut top = report::top(totals, &opts.sort, opts.top);
+    // --estimate: every output reads estimated totals.
     let estimate_weight = opts.estimate.then_some(opts.sample_rate);
     if let Some(weight) = estimate_weight {
         report::scale(&mut top, weight);
+        if let Some(stacks) = &mut every_stack {
+            report::scale(stacks, weight);
+        }
     }
     // -a: a second pass collects the blocks of the stacks shown only.
     if opts.show_allocs && !opts.combined_only {
