@@ -9,7 +9,7 @@
 #      one stack whose first frame is that function, with the documented
 #      "B bytes in N allocations" and a main+0x... [leaker] frame; no stack
 #      may start in churn or fail (everything they allocate is freed/failed).
-#   1b. --unwind dwarf, --unwind cfi and the default against ./deep (static deep.c, -O2
+#   1b. --unwind dwarf and --unwind cfi against ./deep (static deep.c, -O2
 #      without frame pointers): 144 bytes in 3 allocations from compare,
 #      each stack walking through qsort up to main.
 #   2. kernel mode: memleak -T 3 1 2 must exit 0 with 2 reports and at least
@@ -192,7 +192,6 @@ FAILS=$((FAILS + $(grep -c '^FAIL' "$OUT/$mode.checks")))
 }
 deep_check dwarf
 deep_check cfi
-deep_check default
 
 # ---- 2. kernel mode smoke: 2 reports one second apart
 echo "== kernel mode: memleak -v -T 3 1 2"
