@@ -1262,7 +1262,7 @@ fn print_report(
     }
     // The final report names the stacks that grew in every interval.
     let intervals = across.growth.reports();
-    let grew_always = (opts.growth && last).then(|| {
+    let mut grew_always = (opts.growth && last).then(|| {
         let always: Vec<report::StackTotal> = totals
             .iter()
             .filter(|s| {
@@ -1279,7 +1279,7 @@ fn print_report(
     let estimate_weight = opts.estimate.then_some(opts.sample_rate);
     if let Some(weight) = estimate_weight {
         report::scale(&mut top, weight);
-        if let Some(stacks) = &mut every_stack {
+        for stacks in [&mut every_stack, &mut grew_always].into_iter().flatten() {
             report::scale(stacks, weight);
         }
     }
