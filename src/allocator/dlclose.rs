@@ -8,10 +8,31 @@ use super::{base_name, io_msg, Allocator};
 use crate::symbolize::elf as symbols;
 
 /// dlclose in one file: where to attach a uprobe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DlcloseSite {
     pub path: String,
     pub offset: u64,
+    /// (device, inode): the same file under another name (/lib and
+    /// /usr/lib, /proc/PID/root/...) is the same site.
+    file: Option<(u64, u64)>,
+}
+
+impl DlcloseSite {
+    fn new(path: String, offset: u64) -> DlcloseSite {
+        use std::os::unix::fs::MetadataExt;
+        let file = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+        DlcloseSite { path, offset, file }
+    }
+}
+
+impl PartialEq for DlcloseSite {
+    fn eq(&self, other: &DlcloseSite) -> bool {
+        let same_file = match (self.file, other.file) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.path == other.path,
+        };
+        same_file && self.offset == other.offset
+    }
 }
 
 /// glibc's dlclose for a process whose C library is `libc`: in libc.so.6
@@ -27,10 +48,7 @@ pub fn dlclose_site(libc: &Allocator) -> Result<Option<DlcloseSite>, String> {
         return Ok(None);
     }
     if let Some(offset) = offset_of(&syms, "dlclose") {
-        return Ok(Some(DlcloseSite {
-            path: path.clone(),
-            offset,
-        }));
+        return Ok(Some(DlcloseSite::new(path.clone(), offset)));
     }
     let dir = match path.rfind('/') {
         Some(i) => &path[..i],
@@ -42,10 +60,7 @@ pub fn dlclose_site(libc: &Allocator) -> Result<Option<DlcloseSite>, String> {
         .and_then(|b| symbols::parse(&b).ok())
         .and_then(|s| offset_of(&s, "dlclose"));
     match found {
-        Some(offset) => Ok(Some(DlcloseSite {
-            path: libdl,
-            offset,
-        })),
+        Some(offset) => Ok(Some(DlcloseSite::new(libdl, offset))),
         None => Err(format!(
             "neither {} nor {libdl} defines dlclose",
             base_name(path)
@@ -80,5 +95,9 @@ mod tests {
             std::fs::canonicalize(&site.path).unwrap()
         );
         assert_eq!(entry.file_offset(addr), site.offset);
+        // The same file under another name is the same site.
+        let elsewhere = format!("/proc/self/root{}", site.path);
+        assert_eq!(DlcloseSite::new(elsewhere, site.offset), site);
+        assert_ne!(DlcloseSite::new(site.path.clone(), site.offset + 1), site);
     }
 }
