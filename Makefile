@@ -174,7 +174,7 @@ static-all: static aarch64
 
 ## test-static: the end-to-end tests again, on the static x86_64 binary
 test-static: static
-	MEMLEAK_BIN=$(CURDIR)/$(STATIC_X86_64) $(CARGO) test --test user_mode --test errors --test kernel_mode --test pprof -- --test-threads=2
+	MEMLEAK_BIN=$(CURDIR)/$(STATIC_X86_64) $(CARGO) test --test user_mode --test errors --test kernel_mode --test pprof --test dlclose -- --test-threads=2
 
 ## test-aarch64: unit and parser tests of the aarch64 build, under qemu-aarch64-static
 # (the end-to-end tests load BPF, which qemu-user cannot: those run in vmtest)

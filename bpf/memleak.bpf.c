@@ -149,8 +149,8 @@ struct {
 	__type(value, struct notices);
 } notices SEC(".maps");
 
-/* Wakes memleak when a target was stopped at exec (cfg.hold_exec): the
- * tgid. */
+/* Wakes memleak when a target was stopped for it (at exec with
+ * cfg.hold_exec, or at dlclose): the tgid. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4096);
@@ -1135,6 +1135,32 @@ int on_exec(void *ctx)
 		/* Only a wakeup: memleak also looks at the notices every 0.5 s. */
 		bpf_ringbuf_output(&held, &tgid, sizeof(tgid), 0);
 	}
+	return 0;
+}
+
+/*
+ * User mode, glibc: a traced process is about to dlclose a library. Its
+ * frames are named from memleak's snapshots of /proc/PID/maps, and a
+ * library loaded and unloaded between two of them would never be seen: the
+ * process is stopped here (SIGSTOP takes effect before dlclose's body runs,
+ * so nothing is unmapped yet) until memleak has read its maps, then
+ * continued with SIGCONT. dlclose is rare, so the stop costs little.
+ */
+SEC("uprobe")
+int dlclose_enter(void *ctx)
+{
+	struct notices *n = notices_of_current();
+	__u32 tgid;
+
+	if (!n)
+		return 0;
+	if (bpf_send_signal(SIGSTOP) != 0) {
+		count_loss(LOSS_DLCLOSE_UNHELD);
+		return 0;
+	}
+	__sync_fetch_and_add(&n->holds, 1);
+	tgid = current_ids() >> 32;
+	bpf_ringbuf_output(&held, &tgid, sizeof(tgid), 0);
 	return 0;
 }
 

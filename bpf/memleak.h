@@ -205,6 +205,8 @@ enum loss {
 				 * first allocations may be missed */
 	RESCUED_FREES,		/* not a loss: frees a rescue program saw for the free
 				 * program the kernel skipped (kernel mode, 6.1+) */
+	LOSS_DLCLOSE_UNHELD,	/* dlcloses that could not be held: frames in
+				 * the library may show no name */
 	NR_LOSSES,
 };
 
@@ -214,7 +216,8 @@ struct notices {
 	__u64 forks;		/* it forked: children are not traced */
 	__u64 exec_ns;		/* bpf_ktime_get_ns() of the latest exec */
 	__u64 threads;		/* it started a thread (traced like the rest) */
-	__u64 holds;		/* execs it was stopped at (cfg.hold_exec) */
+	__u64 holds;		/* times it was stopped for memleak: at exec
+				 * (cfg.hold_exec) and at dlclose */
 };
 
 #endif /* MEMLEAK_H */

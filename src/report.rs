@@ -133,11 +133,12 @@ pub struct Losses {
     pub recursion_missed_frees: u64,
     pub failed_attaches: u64,
     pub execs_unheld: u64,
+    pub dlcloses_unheld: u64,
 }
 
 impl Losses {
     /// (count, JSON key, words for the `lost:` line) of each kind.
-    fn kinds(&self) -> [(u64, &'static str, &'static str); 12] {
+    fn kinds(&self) -> [(u64, &'static str, &'static str); 13] {
         [
             (
                 self.allocs_map_full,
@@ -199,6 +200,11 @@ impl Losses {
                 self.execs_unheld,
                 "execs_unheld",
                 "execs not held until probed (the new program's first allocations may be missed)",
+            ),
+            (
+                self.dlcloses_unheld,
+                "dlcloses_unheld",
+                "dlcloses not held until the maps were read (frames in the library may show no name)",
             ),
         ]
     }

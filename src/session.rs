@@ -183,6 +183,8 @@ struct Traced {
     pid: u32,
     /// The files whose functions have probes for it.
     objects: Vec<allocator::Allocator>,
+    /// Where it is held while a library it unloads is still mapped.
+    dlclose: Option<allocator::DlcloseSite>,
     /// Becomes readable when it exits (None for -c's child, whose exit
     /// comes as SIGCHLD).
     pidfd: Option<OwnedFd>,
@@ -398,6 +400,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                 traced.push(Traced {
                     pid,
                     objects,
+                    dlclose: dlclose_site(pid, allocator::for_process(pid, Some("c"))),
                     pidfd: target::pidfd_open(pid),
                     watch: Watch::default(),
                     exited: false,
@@ -427,6 +430,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             traced.push(Traced {
                 pid,
                 objects,
+                dlclose: dlclose_site(pid, allocator::for_executable(&image, Some("c"))),
                 pidfd: None,
                 watch,
                 exited: false,
@@ -489,6 +493,9 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
                 (false, _) => "copy every allocation out, to filter by age (-o 0 reads per-stack sums instead)",
             }
         );
+    }
+    for t in &traced {
+        hold_at_dlclose(&mut tracer, t.pid, t.dlclose.as_ref());
     }
     // Setup is over before the line that says so: a signal sent once it
     // is seen gets the final report.
@@ -612,10 +619,17 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         // Stack copies are unwound while the process and its maps are there.
         unwound.drain(&mut tracer, &mut symbolizer);
 
-        // -p: a target stopped at exec waits for its new program's probes.
+        // A target stopped at exec (-p) waits for its new program's
+        // probes; one stopped at dlclose, for its maps to be read while
+        // the library is still there (its symbols too: the file may be
+        // gone by the report).
         tracer.consume_held();
         for t in traced.iter_mut().filter(|t| !t.exited) {
             if tracer.is_held(t.pid) {
+                if let Some(p) = symbolizer.process(t.pid) {
+                    p.refresh();
+                    p.prefetch();
+                }
                 t.watch
                     .check(t.pid, opts, &mut tracer, &mut t.objects, false)?;
             }
@@ -768,9 +782,33 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         }
     };
     if let Some(c) = &mut child {
+        settle_child(c, &mut tracer);
         c.abandon();
     }
     Ok(outcome)
+}
+
+/// -c, once the probes are gone: a SIGSTOP of memleak's hold at dlclose
+/// still on its way to the command is dropped, or memleak's exit (which
+/// ends the ptrace) would deliver it and leave the command stopped.
+fn settle_child(c: &mut Child, tracer: &mut Tracer) {
+    if !c.released() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_millis(100);
+    while c.status.is_none() {
+        for event in c.poll() {
+            match event {
+                ChildEvent::Stopped if !tracer.claim_stop(c.pid) => c.resume_with(libc::SIGSTOP),
+                ChildEvent::Exited(_) => {}
+                _ => c.resume(),
+            }
+        }
+        if !tracer.stop_unclaimed(c.pid) || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// What memleak noticed of the traced process's exec and fork.
@@ -837,6 +875,8 @@ impl Watch {
             } else {
                 read.clone()
             };
+            let site = dlclose_site(pid, allocator::for_executable(&path, Some("c")));
+            hold_at_dlclose(tracer, pid, site.as_ref());
             allocator::for_executable(&path, opts.obj.as_deref()).map(|a| {
                 traced_objects(
                     a,
@@ -845,6 +885,8 @@ impl Watch {
                 )
             })
         } else {
+            let site = dlclose_site(pid, allocator::for_process(pid, Some("c")));
+            hold_at_dlclose(tracer, pid, site.as_ref());
             allocator::for_process(pid, opts.obj.as_deref()).map(|a| {
                 traced_objects(
                     a,
@@ -891,6 +933,20 @@ impl ChildEvents<'_> {
                         result?;
                     } else {
                         c.resume();
+                    }
+                }
+                ChildEvent::Stopped => {
+                    // memleak's hold at a dlclose, most likely: the
+                    // library is still mapped, so its name and symbols are
+                    // read now. The hold is released (SIGCONT) as any.
+                    if let Some(p) = self.symbolizer.process(c.pid) {
+                        p.refresh();
+                        p.prefetch();
+                    }
+                    if self.tracer.claim_stop(c.pid) {
+                        c.resume();
+                    } else {
+                        c.resume_with(libc::SIGSTOP);
                     }
                 }
                 ChildEvent::Exiting => {
@@ -957,6 +1013,37 @@ impl ChildEvents<'_> {
             ),
         }
         Ok(())
+    }
+}
+
+/// Where to hold process `pid` at dlclose, given its C library: glibc's
+/// dlclose; none for musl's, which unmaps nothing, or without a C library.
+fn dlclose_site(
+    pid: u32,
+    libc: Result<allocator::Allocator, String>,
+) -> Option<allocator::DlcloseSite> {
+    match libc.and_then(|l| allocator::dlclose_site(&l)) {
+        Ok(site) => site,
+        Err(e) => {
+            crate::verbose!("process {pid} is not held at dlclose: {e}");
+            None
+        }
+    }
+}
+
+/// Holds process `pid` at each dlclose through `site` (none: no longer).
+/// Failing that, frames in a library it loads and unloads between two
+/// looks at its maps may show no module: said on stderr.
+fn hold_at_dlclose(tracer: &mut Tracer, pid: u32, site: Option<&allocator::DlcloseSite>) {
+    let result = match site {
+        Some(site) => tracer.hold_at_dlclose(pid, site),
+        None => {
+            tracer.stop_holding_at_dlclose(pid);
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("memleak: warning: {e}; frames in a library process {pid} unloads soon after loading it may show no name");
     }
 }
 

@@ -184,6 +184,10 @@ pub enum ChildEvent {
     /// About to exit and stopped there: its memory map is still readable
     /// until `Child::resume`.
     Exiting,
+    /// A SIGSTOP on its way to it, held back until `Child::resume` (drop
+    /// it) or `Child::resume_with` (deliver it): memleak may have sent it,
+    /// to read the maps before a dlclose.
+    Stopped,
     Exited(ExitStatus),
 }
 
@@ -422,6 +426,10 @@ impl Child {
                     // Stays stopped until the caller has probed it.
                     events.push(ChildEvent::Exec);
                     break;
+                } else if event == 0 && libc::WSTOPSIG(status) == libc::SIGSTOP {
+                    // Stays stopped until the caller says whose it is.
+                    events.push(ChildEvent::Stopped);
+                    break;
                 } else if event == 0 {
                     // A signal on its way to the child: pass it on.
                     inject = libc::WSTOPSIG(status);
@@ -455,10 +463,23 @@ impl Child {
         }
     }
 
-    /// Lets a child stopped at its exit or an exec go on.
+    /// Lets a child stopped at its exit, an exec or a SIGSTOP go on (the
+    /// SIGSTOP dropped).
     pub fn resume(&mut self) {
-        // SAFETY: the child is in its ptrace exit stop.
-        unsafe { libc::ptrace(libc::PTRACE_CONT, self.pid as libc::pid_t, 0usize, 0usize) };
+        self.resume_with(0);
+    }
+
+    /// Lets a child in a ptrace stop go on, delivering `sig` (0: none).
+    pub fn resume_with(&mut self, sig: i32) {
+        // SAFETY: the child is in a ptrace stop.
+        unsafe {
+            libc::ptrace(
+                libc::PTRACE_CONT,
+                self.pid as libc::pid_t,
+                0usize,
+                sig as usize,
+            )
+        };
     }
 
     /// Called on exit: a child still held before exec is killed (it never

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::allocator::{Allocator, Func};
+use crate::allocator::{Allocator, DlcloseSite, Func};
 use crate::bpf::{self, abi, Link, MapFd, Object, RingBuffer};
 use crate::cli::{Options, Unwind};
 use crate::report::{Allocation, Losses, StackTotal};
@@ -268,10 +268,16 @@ pub struct Tracer {
     objects: Vec<ProbedObject>,
     /// The object the links being made belong to.
     attaching: usize,
-    /// Stopped-at-exec wakeups (struct notices holds), and how many holds
-    /// of each target were released with SIGCONT.
+    /// Wakeups for a target stopped for memleak at exec or dlclose (struct
+    /// notices holds), and how many holds of each target were released
+    /// with SIGCONT.
     held: Option<RingBuffer>,
     released_holds: Vec<(u32, u64)>,
+    /// -c: how many holds of each target a ptrace signal stop took the
+    /// SIGSTOP of (see [`Tracer::claim_stop`]).
+    claimed_stops: Vec<(u32, u64)>,
+    /// The uprobe on dlclose that holds each target (glibc only).
+    dlclose_links: Vec<(u32, DlcloseSite, Link)>,
     /// Raw tracepoints that notice the traced process's exec and fork.
     watch_links: Vec<Link>,
     ring: Option<RingBuffer>,
@@ -608,7 +614,13 @@ impl Tracer {
                 let rescue = rescue_programs.iter().any(|(_, r)| r == prog);
                 obj.set_autoload(prog, programs.contains(prog) || rescue)?;
             }
-            for prog in ["empty_enter", "empty_exit", "on_exec", "on_fork"] {
+            for prog in [
+                "empty_enter",
+                "empty_exit",
+                "on_exec",
+                "on_fork",
+                "dlclose_enter",
+            ] {
                 obj.set_autoload(prog, !kernel)?;
             }
             obj.set_config(&cfg)?;
@@ -708,7 +720,7 @@ impl Tracer {
             None
         };
 
-        let held = if cfg.hold_exec != 0 {
+        let held = if !kernel {
             Some(RingBuffer::new(
                 obj.map_fd("held")?,
                 Box::new(|_: &[u8]| {}),
@@ -722,6 +734,8 @@ impl Tracer {
             attaching: usize::MAX,
             held,
             released_holds: Vec::new(),
+            claimed_stops: Vec::new(),
+            dlclose_links: Vec::new(),
             watch_links: Vec::new(),
             ring,
             samples,
@@ -845,8 +859,87 @@ impl Tracer {
         Ok(())
     }
 
+    /// Holds process `pid` at each dlclose through `site` until memleak has
+    /// read its maps (released like an exec hold). A probe on the same site
+    /// stays; one on another file (before an exec) goes.
+    pub fn hold_at_dlclose(&mut self, pid: u32, site: &DlcloseSite) -> Result<(), String> {
+        if self
+            .dlclose_links
+            .iter()
+            .any(|(p, s, _)| *p == pid && s == site)
+        {
+            return Ok(());
+        }
+        self.stop_holding_at_dlclose(pid);
+        let link = self
+            .obj
+            .attach_uprobe("dlclose_enter", pid as i32, &site.path, site.offset, false)
+            .map_err(|e| {
+                format!(
+                    "cannot attach a uprobe to dlclose in {}: {}",
+                    site.path,
+                    attach_error(&e)
+                )
+            })?;
+        crate::verbose!(
+            "process {pid} is held at dlclose ({}) while its maps are read",
+            site.path
+        );
+        self.dlclose_links.push((pid, site.clone(), link));
+        Ok(())
+    }
+
+    /// No more holds of process `pid` at dlclose (its new program has no
+    /// glibc).
+    pub fn stop_holding_at_dlclose(&mut self, pid: u32) {
+        let (stale, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.dlclose_links)
+            .into_iter()
+            .partition(|(p, _, _)| *p == pid);
+        self.dlclose_links = kept;
+        release_links(stale.into_iter().map(|(_, _, link)| link).collect());
+    }
+
+    /// -c: the command's ptraced thread stopped with a SIGSTOP. True when
+    /// it is memleak's own hold (at dlclose), which is then not delivered:
+    /// memleak's reading of the maps is the whole point of it. A hold whose
+    /// SIGSTOP a thread not ptraced took, or that SIGCONT cancelled before
+    /// delivery, leaves the count behind: then the next SIGSTOP someone
+    /// else sends is taken for memleak's, once per such hold.
+    pub fn claim_stop(&mut self, pid: u32) -> bool {
+        let holds = self.notices(pid).holds;
+        // One at a time: two holds whose SIGSTOPs came one after the other
+        // bring two stops, and delivering the second would stop the whole
+        // process after memleak let it go. Coalesced ones leave the count
+        // behind, which errs on the side of not stopping.
+        let claimed = match self.claimed_stops.iter_mut().find(|(p, _)| *p == pid) {
+            Some(entry) => entry,
+            None => {
+                self.claimed_stops.push((pid, 0));
+                let last = self.claimed_stops.len() - 1;
+                &mut self.claimed_stops[last]
+            }
+        };
+        if holds > claimed.1 {
+            claimed.1 += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether a hold of process `pid` may still bring a SIGSTOP to its
+    /// ptraced thread (see [`Tracer::claim_stop`]).
+    pub fn stop_unclaimed(&self, pid: u32) -> bool {
+        let claimed = self
+            .claimed_stops
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .map_or(0, |(_, n)| *n);
+        self.notices(pid).holds > claimed
+    }
+
     /// A file descriptor that polls readable when a target was stopped at
-    /// exec (-p), for `release_hold`.
+    /// exec (-p) or dlclose, for `release_hold`.
     pub fn held_fd(&self) -> Option<i32> {
         self.held.as_ref().map(|r| r.epoll_fd())
     }
@@ -1178,6 +1271,7 @@ impl Tracer {
             .drain(..)
             .map(|(_, _, link)| link)
             .chain(self.watch_links.drain(..))
+            .chain(self.dlclose_links.drain(..).map(|(_, _, link)| link))
             .collect();
         release_links(links);
         // Nothing can stop a target any more: let go of any still held.
@@ -1312,6 +1406,7 @@ impl Tracer {
                 .saturating_sub(rescued),
             failed_attaches: self.failed_attaches,
             execs_unheld: sum(abi::LOSS_EXEC_UNHELD),
+            dlcloses_unheld: sum(abi::LOSS_DLCLOSE_UNHELD),
         }
     }
 }

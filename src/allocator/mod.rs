@@ -6,6 +6,7 @@
 //! mapped; [`for_executable`] predicts what the dynamic loader will pick for
 //! a command that memleak is about to start.
 
+mod dlclose;
 mod elf;
 mod exec;
 mod link_map;
@@ -16,6 +17,7 @@ pub(crate) mod x86;
 #[cfg(test)]
 mod tests;
 
+pub use dlclose::{dlclose_site, DlcloseSite};
 pub use exec::for_executable;
 pub use process::for_process;
 

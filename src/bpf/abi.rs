@@ -117,6 +117,7 @@ pub const LOSS_COPY_FALLBACK: usize = 7;
 pub const LOSS_EXEC_UNHELD: usize = 8;
 /// Not a loss: frees the rescue programs handled for a skipped free program.
 pub const RESCUED_FREES: usize = 9;
+pub const LOSS_DLCLOSE_UNHELD: usize = 10;
 
 /// struct notices: what happened to one traced process.
 #[repr(C)]

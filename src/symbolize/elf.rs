@@ -270,7 +270,6 @@ impl ElfSymbols {
         (file_offset - l.offset).checked_add(l.vaddr)
     }
 
-    #[cfg(test)]
     /// File offset of a link-time virtual address: what a uprobe on a
     /// symbol at `vaddr` needs.
     pub fn vaddr_to_file_offset(&self, vaddr: u64) -> Option<u64> {
@@ -281,7 +280,6 @@ impl ElfSymbols {
         (vaddr - l.vaddr).checked_add(l.offset)
     }
 
-    #[cfg(test)]
     /// Link-time address of a symbol by raw name (`malloc`); a versioned
     /// name in the table (`malloc@@GLIBC_2.2.5`) matches its base name.
     pub fn symbol_address(&self, name: &str) -> Option<u64> {
