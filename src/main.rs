@@ -4,41 +4,8 @@
 //! on stderr and an exit code. A closed stdout (`memleak | head`) exits 0.
 
 use std::io::{self, IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Set once from -v; read by `verbose!`.
-static VERBOSE: AtomicBool = AtomicBool::new(false);
-
-fn verbose_enabled() -> bool {
-    VERBOSE.load(Ordering::Relaxed)
-}
-
-/// A note on stderr, only with -v.
-macro_rules! verbose {
-    ($($arg:tt)*) => {
-        if $crate::verbose_enabled() {
-            eprintln!("memleak: {}", format!($($arg)*));
-        }
-    };
-}
-pub(crate) use verbose;
-
-mod allocator;
-mod bpf;
-mod cli;
-mod offline;
-mod pprof;
-mod reach;
-mod report;
-mod session;
-mod setup_signals;
-mod symbolize;
-mod sys;
-mod target;
-mod tracepoint_args;
-mod tracepoints;
-mod tracer;
-mod unwind_tables;
+use memleak::{bpf, cli, offline, session};
 
 /// `memleak symbolize`: no BPF, no privileges; errors as for a run.
 fn symbolize_report(symfs: Option<&str>, report: Option<&str>) -> i32 {
@@ -79,7 +46,7 @@ fn real_main() -> i32 {
             return 2;
         }
     };
-    VERBOSE.store(opts.verbose, Ordering::Relaxed);
+    memleak::set_verbose(opts.verbose);
     bpf::set_libbpf_verbose(opts.verbose);
     match session::run(&opts) {
         Ok(session::Outcome::Done) => 0,
