@@ -239,6 +239,7 @@ impl ElfSymbols {
     }
 
     #[cfg(test)]
+    #[allow(clippy::len_without_is_empty)] // a count for tests only
     /// Number of distinct symbol addresses.
     pub fn len(&self) -> usize {
         self.syms.len()

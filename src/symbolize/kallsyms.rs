@@ -130,6 +130,7 @@ impl Kallsyms {
     }
 
     #[cfg(test)]
+    #[allow(clippy::len_without_is_empty)] // a count for tests only
     /// Number of distinct text addresses known.
     pub fn len(&self) -> usize {
         self.entries.len()
