@@ -188,7 +188,7 @@ fn pprof_of_leaker_matches_the_classic_report() {
         &file,
     ));
     let traces = go_pprof(&["-traces", "-lines"], &file);
-    for &(func, expected_bytes, expected_count) in LEAKS {
+    for &(func, expected_bytes, expected_count) in leaks() {
         let stack = report.expect(func);
         assert_eq!(
             bytes.get(func),
@@ -212,7 +212,7 @@ fn pprof_of_leaker_matches_the_classic_report() {
             "{func} at {line} in -traces:\n{traces}"
         );
     }
-    let total: u64 = LEAKS.iter().map(|l| l.1).sum();
+    let total: u64 = leaks().iter().map(|l| l.1).sum();
     assert_eq!(bytes.get("main").map(|r| r.1), Some(total), "{bytes:#?}");
     // The header shows the command line and that nothing was lost.
     let top = go_pprof(TOP_BYTES, &file);
@@ -290,7 +290,7 @@ fn raw_pprof_symbolized_offline_matches_unstripped() {
         top_table(&go_pprof(TOP_BYTES, &live))
     );
     let rows = top_rows(&offline_top);
-    for &(func, bytes, _) in LEAKS {
+    for &(func, bytes, _) in leaks() {
         assert_eq!(rows.get(func).map(|r| r.0), Some(bytes), "{func}");
     }
 

@@ -536,7 +536,7 @@ fn sigkill_leaves_no_probe_behind() {
 
 /// musl has no pvalloc; everything else leaks the same.
 fn musl_leaks() -> Vec<(&'static str, u64, u64)> {
-    LEAKS
+    leaks()
         .iter()
         .copied()
         .filter(|(f, _, _)| *f != "leak_pvalloc")
@@ -648,7 +648,7 @@ fn glibc_static_program() {
     );
     let (code, lines, stderr) = memleak.finish(Duration::from_secs(60));
     assert_eq!(code, Some(3), "{stderr}");
-    assert_leaks(&parse_reports(&lines)[0], "leaker-glibc-static", LEAKS);
+    assert_leaks(&parse_reports(&lines)[0], "leaker-glibc-static", leaks());
 }
 
 /// A program linked with an allocator library: its malloc family is
@@ -669,7 +669,7 @@ fn allocator_library(out: &str, lib: &str, expect_object: &str) {
             .any(|l| l.starts_with("memleak: allocator: ") && l.contains(expect_object)),
         "{stderr}"
     );
-    assert_leaks(&parse_reports(&lines)[0], out, LEAKS);
+    assert_leaks(&parse_reports(&lines)[0], out, leaks());
 }
 
 #[test]
@@ -1013,7 +1013,7 @@ fn several_processes() {
             .all(|s| s.pid == Some(glibc_pid) || s.pid == Some(musl_pid)),
         "{report:#?}"
     );
-    assert_leaks(&report.of_pid(glibc_pid), "leaker", LEAKS);
+    assert_leaks(&report.of_pid(glibc_pid), "leaker", leaks());
     assert_leaks(
         &report.of_pid(musl_pid),
         "leaker-musl-static",
@@ -1083,7 +1083,7 @@ fn program_replaced_after_start() {
         stderr.contains("file deleted, read via map_files"),
         "{stderr}"
     );
-    assert_leaks(&report, "leaker-replaced", LEAKS);
+    assert_leaks(&report, "leaker-replaced", leaks());
 }
 
 /// A process under another root with its own copy of libc (a container's
@@ -1230,7 +1230,7 @@ fn full_maps_are_reported_as_losses() {
     );
     // Every leaked byte is still counted, under "[stack lost]" if need be.
     let total: u64 = report.stacks.iter().map(|s| s.bytes).sum();
-    let expected: u64 = LEAKS.iter().map(|(_, b, _)| b).sum();
+    let expected: u64 = leaks().iter().map(|(_, b, _)| b).sum();
     assert_eq!(total, expected, "{report:#?}");
     assert!(
         report.stacks.iter().any(|s| s.frames == ["[stack lost]"]),
@@ -1323,7 +1323,7 @@ fn folded_output_feeds_a_flame_graph() {
             "{line:?}"
         );
     }
-    for &(func, bytes, _) in LEAKS {
+    for &(func, bytes, _) in leaks() {
         let want = format!(";main;{func} {bytes}");
         assert!(
             folded.lines().any(|l| l.ends_with(&want)),
@@ -1391,7 +1391,7 @@ fn json_output_parses() {
     );
     let rows = String::from_utf8(out.stdout).unwrap();
     let rows = format!("{rows}(memleak stderr: {stderr})");
-    for &(func, bytes, count) in LEAKS {
+    for &(func, bytes, count) in leaks() {
         let want = format!("{func} {bytes} {count} leaker");
         assert!(rows.lines().any(|l| l == want), "{want} in:\n{rows}");
     }

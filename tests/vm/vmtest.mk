@@ -41,6 +41,7 @@ VMTEST_DEPS_aarch64 ?= aarch64
 # This directory (tests/vm), wherever make runs from.
 VMTEST_HERE := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 VMTEST_FIXTURE := $(patsubst %/vm,%,$(VMTEST_HERE))/fixtures/leaker.c
+VMTEST_LEAKS := $(patsubst %/vm,%,$(VMTEST_HERE))/fixtures/leaker.leaks
 VMTEST_DEEP := $(patsubst %/vm,%,$(VMTEST_HERE))/fixtures/deep.c
 # deep.c as the DWARF check wants it: no frame pointers, optimised.
 VMTEST_DEEP_CFLAGS ?= -static -O2 -g -fomit-frame-pointer -Wall -Werror
@@ -88,6 +89,7 @@ vmtest-$(1): $(VMTEST_DEPS_$(call vmtest-arch,$(1))) $(VMTEST_OUT)/leaker-$(call
 	  -f $(VMTEST_OUT)/leaker-$(call vmtest-arch,$(1)):/vmtest/leaker \
 	  -f $(VMTEST_OUT)/deep-$(call vmtest-arch,$(1)):/vmtest/deep \
 	  -f $(VMTEST_HERE)/run-tests.sh:/vmtest/run-tests.sh \
+	  -f $(VMTEST_LEAKS):/vmtest/leaker.leaks \
 	  -- 'sh run-tests.sh'; \
 	rc=$$$$?; secs=$$$$(( $$$$(date +%s) - start )); \
 	if [ $$$$rc = 0 ]; then echo "==== vmtest $(1): PASSED in $$$$secs s"; \
