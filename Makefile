@@ -3,7 +3,7 @@ CARGO ?= cargo
 RELEASE := target/release/memleak
 FIXTURES := target/fixtures
 
-.PHONY: all release test demo bench clean help deps deps-build deps-vm dist fresh
+.PHONY: all release test demo bench clean help deps deps-build deps-vm dist fresh check check-as-user
 
 # cargo install puts the test tools (inferno) here; sudo's PATH lacks it.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
@@ -27,13 +27,25 @@ release:
 	$(CARGO) build --release
 	@ls -l $(RELEASE) | awk '{print "built " $$NF ", " $$5 " bytes"}'
 
-## test: installs what is missing (make deps), then unit, parser and end-to-end tests (real BPF; root)
+## test: installs what is missing (make deps), then unit, parser and end-to-end tests (real BPF; root),
+##       with the unit tests marked ignored because they need root
 test: deps
-	$(CARGO) test -- --test-threads=2
+	$(CARGO) test -- --test-threads=2 --include-ignored
 
 $(FIXTURES)/allocs: tests/fixtures/allocs.c
 	@mkdir -p $(FIXTURES)
 	gcc -O0 -g -fno-omit-frame-pointer -o $@ $<
+
+## check: everything that needs no root: fmt, clippy, unit and parser tests, fuzz regressions (any user)
+check: deps-build
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --lib
+	@$(MAKE) --no-print-directory fuzz-regressions
+
+## check-as-user: make check as the unprivileged user nobody, on a copy of the tree (root)
+check-as-user:
+	tests/check/as-user.sh
 
 ## demo: installs what is missing (make deps-build), builds, traces a program leaking 16 bytes every 100 ms (root)
 demo: deps-build
@@ -179,7 +191,7 @@ test-static: static
 ## test-aarch64: unit and parser tests of the aarch64 build, under qemu-aarch64-static
 # (the end-to-end tests load BPF, which qemu-user cannot: those run in vmtest)
 test-aarch64:
-	$(NICE) $(STATIC_CARGO) test --target $(AARCH64_MUSL) --bin $(BIN) $(STATIC_CARGO_FLAGS)
+	$(NICE) $(STATIC_CARGO) test --target $(AARCH64_MUSL) --lib $(STATIC_CARGO_FLAGS)
 
 # ---- the static binaries under other kernels, in QEMU (tests/vm) ------------
 include tests/vm/vmtest.mk

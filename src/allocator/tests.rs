@@ -374,6 +374,7 @@ fn dynamic_program_runtime_matches_prediction() {
 }
 
 #[test]
+#[ignore = "needs root; make test runs it (make check cannot)"]
 fn deleted_library_is_read_through_map_files() {
     // A copy of the program's allocator library that is deleted while mapped
     // can only be reached through /proc/PID/map_files.

@@ -238,6 +238,7 @@ ffffffffc0b00000 t other\t[other_mod]
     }
 
     #[test]
+    #[ignore = "needs root; make test runs it (make check cannot)"]
     fn real_kallsyms() {
         let text = match std::fs::read_to_string("/proc/kallsyms") {
             Ok(t) => t,
