@@ -32,6 +32,10 @@
 #   BENCH_ROUNDS=N            runs of each pairs configuration (default 3)
 #   BENCH_SKIP_ANCHORS=1      do not run the reference tools even if installed
 #   BENCH_ONLY=scan           only the --unreachable scan row (and its goals)
+#   BENCH_BASELINE=path       another memleak binary (say, the build before a
+#                             refactor) measured in the same rounds, side by
+#                             side: pairs (-o 0, -s 10), kernel pairs, attach,
+#                             the 1M report and its RSS, each beside this one's
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -75,6 +79,14 @@ done
 # Run a private copy of memleak: others may rebuild target/release mid-run.
 cp "$MEMLEAK" "$WORK/memleak"
 MEMLEAK_RUN=$WORK/memleak
+# The baseline runs under the same name (some steps find tracers by name).
+BASELINE_RUN=
+if [ -n "${BENCH_BASELINE:-}" ]; then
+	[ -x "$BENCH_BASELINE" ] || die "BENCH_BASELINE=$BENCH_BASELINE is not an executable"
+	mkdir "$WORK/baseline"
+	cp "$BENCH_BASELINE" "$WORK/baseline/memleak"
+	BASELINE_RUN=$WORK/baseline/memleak
+fi
 
 # Every process we start is recorded here; on any exit (error, Ctrl+C) they
 # are killed by pid, and the logs are kept in target/bench/last-run.
@@ -428,6 +440,15 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	done
 	attach_run "attach.$ROUND" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID 3600 || die "memleak attach run failed"
 	RES[attach]+="$ATTACH_S "
+	if [ -n "$BASELINE_RUN" ]; then
+		measure base-memleak "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$BASELINE_RUN" -p PID -o 0 3600 \
+			|| die "baseline memleak run failed"
+		measure base-memleak-s10 "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$BASELINE_RUN" -p PID -o 0 -s 10 3600 \
+			|| die "baseline memleak -s 10 run failed"
+		attach_run "base-attach.$ROUND" "" "$MEMLEAK_READY" "$BASELINE_RUN" -p PID 3600 \
+			|| die "baseline attach run failed"
+		RES[base-attach]+="$ATTACH_S "
+	fi
 done
 
 # Kernel mode: what tracing the kernel's allocators adds to one kmalloc/kfree
@@ -439,6 +460,10 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 		|| die "kernel mode run failed"
 	BENCH_MODE=kpairs measure k-tracepoints "$KPAIRS_TRACED" "" "$KERNEL_READY" \
 		"$MEMLEAK_RUN" -o 0 --fallback tracepoints 3600 || die "kernel mode --fallback tracepoints run failed"
+	if [ -n "$BASELINE_RUN" ]; then
+		BENCH_MODE=kpairs measure base-k-raw "$KPAIRS_TRACED" "" "$KERNEL_READY" "$BASELINE_RUN" -o 0 3600 \
+			|| die "baseline kernel mode run failed"
+	fi
 done
 
 # memleak stops on SIGINT or SIGTERM alike; SIGTERM, the same signal as for the
@@ -449,6 +474,10 @@ ML_REPORT_WALL=$HOLD_WALL ML_HWM=$HOLD_HWM ML_HWM_BEFORE=$HOLD_HWM_BEFORE ML_ALL
 # -v: "memleak: report of N outstanding allocations took X ms"; keep the last.
 read -r ML_REPORT_N ML_REPORT_MS < <(awk '/report of [0-9]+ outstanding allocations took/ { n = $4; ms = $(NF-1) } END { print n + 0, ms / 1000 }' "$WORK/hold-memleak.tracer.err")
 ML_STACKS=$(grep -c 'allocations from stack' "$WORK/hold-memleak.tracer.out" || true)
+if [ -n "$BASELINE_RUN" ]; then
+	hold_run hold-baseline "" TERM "$BASELINE_RUN" -v -p PID -o 0 3600 || die "baseline 1M report run failed"
+	BASE_REPORT_WALL=$HOLD_WALL BASE_HWM=$HOLD_HWM
+fi
 stop_idle_run stop-memleak "" TERM "$MEMLEAK_RUN" -p PID -o 0 3600 || die "memleak stop run failed"
 ML_STOP=$STOP_WALL
 scan_run scan-memleak || die "memleak --unreachable scan run failed"
@@ -569,6 +598,15 @@ row "  memleak -o 0 (raw tracepoints)" "$(ns "$K_RAW")" "$(times "$K_RAW" "$K_UN
 	"$(per_pair "$K_RAW" "$K_UNTRACED")"
 row "  memleak -o 0 --fallback tracepoints" "$(ns "$K_TP")" "$(times "$K_TP" "$K_UNTRACED")" "" "$(range k-tracepoints)" \
 	"$(per_pair "$K_TP" "$K_UNTRACED"), raw/fallback = $(ratio "$K_RAW" "$K_TP")"
+if [ -n "$BASELINE_RUN" ]; then
+	B_ML=$(med base-memleak) B_MLS=$(med base-memleak-s10) B_KRAW=$(med base-k-raw)
+	row "baseline ($BENCH_BASELINE): memleak -o 0" "$(ns "$B_ML")" "$(times "$B_ML" "$UNTRACED")" "$(ratio "$B_ML" "$FLOOR")" \
+		"$(range base-memleak)" "this/baseline = $(ratio "$ML" "$B_ML")"
+	row "  baseline memleak -o 0 -s 10" "$(ns "$B_MLS")" "$(times "$B_MLS" "$UNTRACED")" "$(ratio "$B_MLS" "$FLOOR")" \
+		"$(range base-memleak-s10)" "this/baseline = $(ratio "$MLS" "$B_MLS")"
+	row "  baseline kernel mode -o 0 (raw tracepoints)" "$(ns "$B_KRAW")" "$(times "$B_KRAW" "$K_UNTRACED")" "" \
+		"$(range base-k-raw)" "this/baseline = $(ratio "$K_RAW" "$B_KRAW")"
+fi
 echo
 line "report of 1,000,000 allocations (10 stacks)" \
 	"memleak $(secs "$ML_REPORT_WALL") signal to exit, report itself $(secs "$ML_REPORT_MS") (saw $ML_REPORT_N allocs, $ML_STACKS stacks)"
@@ -579,6 +617,10 @@ line "stop, nothing outstanding (detach + exit)" "memleak $(secs "$ML_STOP")${AN
 ML_ATTACH=$(med attach)
 line "attach, process mapping $ATTACH_LIBS more libraries" \
 	"memleak $(secs "$ML_ATTACH") (start to 'Attaching to pid')${ANCHORS_OK:+   libbpf-tools $(secs "$(med c-attach-libbpf-tools)") (start to 'Tracing outstanding', via the chroot)}"
+if [ -n "$BASELINE_RUN" ]; then
+	line "baseline: report of 1M, attach, peak RSS" \
+		"$(secs "$BASE_REPORT_WALL") signal to exit, attach $(secs "$(med base-attach)") ($(range base-attach)), $(mb $((BASE_HWM * 1024)))"
+fi
 line "traced malloc, filling the 1M table" "memleak $(ns "$ML_ALLOC_NS") ns${ANCHORS_OK:+   libbpf-tools $(ns "$LBT_ALLOC_NS") ns}"
 scan_lines
 line "memleak peak RSS (VmHWM, 1M outstanding)" \
