@@ -4,6 +4,8 @@
 
 use std::ffi::{OsStr, OsString};
 
+use crate::error::{Error, Result};
+
 /// How stacks are ranked in a report (`--sort`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SortKey {
@@ -345,7 +347,7 @@ const SIZE: &str = "expected a size in bytes";
 
 /// Parses argv (without argv[0]). `Err` is one line, without a program-name
 /// prefix or trailing newline.
-pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String> {
+pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed> {
     use lexopt::Arg::{Long, Short, Value};
 
     let args: Vec<OsString> = args.into_iter().collect();
@@ -484,7 +486,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
                 let v = value(&mut p)?;
                 let path = text(&flag, &v)?;
                 if path.is_empty() {
-                    return Err("--pprof needs a file name".to_owned());
+                    return Err(Error::usage("--pprof needs a file name"));
                 }
                 raw.pprof = Some(path.to_string());
             }
@@ -495,7 +497,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
                     Format::Folded
                 };
                 if raw.format.is_some_and(|f| f != format) {
-                    return Err("--folded and --json cannot be used together".to_owned());
+                    return Err(Error::usage("--folded and --json cannot be used together"));
                 }
                 raw.format = Some(format);
             }
@@ -523,12 +525,12 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
             Value(v) if raw.count.is_none() => {
                 raw.count = Some(number("count", &v, 1, u64::MAX, WHOLE_AT_LEAST_1)?);
             }
-            Value(v) => return Err(format!("unexpected argument '{}'", shown(&v))),
+            Value(v) => return Err(Error::Usage(format!("unexpected argument '{}'", shown(&v)))),
             // lexopt reads "-1" as a short flag; explain the likely intent.
             Short(c) if c.is_ascii_digit() => {
-                return Err(format!(
+                return Err(Error::Usage(format!(
                     "unknown option '-{c}' (interval and count can't be negative)"
-                ));
+                )));
             }
             other => return Err(lex_error(other.unexpected())),
         }
@@ -537,7 +539,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Parsed, String
 }
 
 /// `memleak symbolize [--symfs DIR] [REPORT]`.
-fn parse_symbolize(args: impl Iterator<Item = OsString>) -> Result<Parsed, String> {
+fn parse_symbolize(args: impl Iterator<Item = OsString>) -> Result<Parsed> {
     use lexopt::Arg::{Long, Short, Value};
     let mut p = lexopt::Parser::from_args(args);
     let (mut symfs, mut report) = (None, None);
@@ -556,18 +558,21 @@ fn parse_symbolize(args: impl Iterator<Item = OsString>) -> Result<Parsed, Strin
 }
 
 /// Cross-flag checks and defaults, done once after all flags are seen.
-fn validate(raw: Raw) -> Result<Options, String> {
+fn validate(raw: Raw) -> Result<Options> {
     if raw.trace && raw.format.is_some() {
-        return Err("-t writes text lines: it cannot be used with --folded or --json".to_owned());
+        return Err(Error::usage(
+            "-t writes text lines: it cannot be used with --folded or --json",
+        ));
     }
     if raw.raw && raw.pids.is_none() && raw.command.is_none() {
-        return Err("--raw is for user stacks: use it with -p or -c".to_owned());
+        return Err(Error::usage(
+            "--raw is for user stacks: use it with -p or -c",
+        ));
     }
     if raw.raw && raw.format.is_some() {
-        return Err(
-            "--raw writes the classic layout for memleak symbolize: not with --folded or --json"
-                .to_owned(),
-        );
+        return Err(Error::usage(
+            "--raw writes the classic layout for memleak symbolize: not with --folded or --json",
+        ));
     }
     if let Some(mode @ (Unwind::Dwarf | Unwind::Auto | Unwind::Cfi)) = raw.unwind {
         let name = match mode {
@@ -576,12 +581,12 @@ fn validate(raw: Raw) -> Result<Options, String> {
             _ => "cfi",
         };
         if raw.pids.is_none() && raw.command.is_none() {
-            return Err(format!(
+            return Err(Error::Usage(format!(
                 "--unwind {name} walks user stacks: use it with -p or -c"
-            ));
+            )));
         }
         if raw.combined_only && mode != Unwind::Cfi {
-            return Err(format!("--unwind {name} cannot be used with --combined-only (stacks are unwound outside BPF)"));
+            return Err(Error::Usage(format!("--unwind {name} cannot be used with --combined-only (stacks are unwound outside BPF)")));
         }
     }
     if raw.unreachable {
@@ -591,25 +596,27 @@ fn validate(raw: Raw) -> Result<Options, String> {
             "--unreachable"
         };
         if raw.pids.is_none() && raw.command.is_none() {
-            return Err(format!(
+            return Err(Error::Usage(format!(
                 "{flag} scans a process's memory: use it with -p or -c, not in kernel mode"
-            ));
+            )));
         }
         if raw.combined_only {
-            return Err(format!(
+            return Err(Error::Usage(format!(
                 "{flag} needs each allocation's address: not with --combined-only"
-            ));
+            )));
         }
     }
     if raw.estimate && raw.sample_rate.is_none_or(|n| n < 2) {
-        return Err("--estimate scales sampled counts: use it with -s N (N > 1)".to_owned());
+        return Err(Error::usage(
+            "--estimate scales sampled counts: use it with -s N (N > 1)",
+        ));
     }
     let target = match (raw.pids, raw.command) {
         // BCC silently lets -c win; refusing is less surprising.
-        (Some(_), Some(_)) => return Err("-p and -c cannot be used together".to_owned()),
+        (Some(_), Some(_)) => return Err(Error::usage("-p and -c cannot be used together")),
         // One stack id can mean different code in different processes.
         (Some(pids), None) if pids.len() > 1 && raw.combined_only => {
-            return Err("--combined-only works with one process only".to_owned())
+            return Err(Error::usage("--combined-only works with one process only"))
         }
         (Some(pids), None) => Target::Pids(pids),
         (None, Some(cmd)) => Target::Command(cmd),
@@ -617,7 +624,9 @@ fn validate(raw: Raw) -> Result<Options, String> {
     };
     if let (Some(min), Some(max)) = (raw.min_size, raw.max_size) {
         if min > max {
-            return Err("-z (min size) can't be greater than -Z (max size)".to_owned());
+            return Err(Error::usage(
+                "-z (min size) can't be greater than -Z (max size)",
+            ));
         }
     }
     let d = Options::default();
@@ -654,7 +663,7 @@ fn validate(raw: Raw) -> Result<Options, String> {
     })
 }
 
-fn value(p: &mut lexopt::Parser) -> Result<OsString, String> {
+fn value(p: &mut lexopt::Parser) -> Result<OsString> {
     p.value().map_err(lex_error)
 }
 
@@ -665,13 +674,13 @@ fn next_number(
     min: u64,
     max: u64,
     expected: &str,
-) -> Result<u64, String> {
+) -> Result<u64> {
     number(flag, &value(p)?, min, max, expected)
 }
 
 /// Plain decimal in `min..=max`. Stricter than `u64::from_str`, which would
 /// take "+5"; a sign or anything else is more likely a typo than intent.
-fn number(flag: &str, v: &OsStr, min: u64, max: u64, expected: &str) -> Result<u64, String> {
+fn number(flag: &str, v: &OsStr, min: u64, max: u64, expected: &str) -> Result<u64> {
     v.to_str()
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse::<u64>().ok())
@@ -679,13 +688,16 @@ fn number(flag: &str, v: &OsStr, min: u64, max: u64, expected: &str) -> Result<u
         .ok_or_else(|| invalid(flag, v, expected))
 }
 
-fn text<'a>(flag: &str, v: &'a OsStr) -> Result<&'a str, String> {
+fn text<'a>(flag: &str, v: &'a OsStr) -> Result<&'a str> {
     v.to_str()
         .ok_or_else(|| invalid(flag, v, "expected UTF-8 text"))
 }
 
-fn invalid(flag: &str, v: &OsStr, expected: &str) -> String {
-    format!("invalid value '{}' for {flag}: {expected}", shown(v))
+fn invalid(flag: &str, v: &OsStr, expected: &str) -> Error {
+    Error::Usage(format!(
+        "invalid value '{}' for {flag}: {expected}",
+        shown(v)
+    ))
 }
 
 /// A value made safe for a one-line message: lossy UTF-8, control
@@ -703,9 +715,9 @@ fn shown(v: &OsStr) -> String {
 }
 
 /// lexopt's own messages quote values with `{:?}`; reword them to match ours.
-fn lex_error(e: lexopt::Error) -> String {
+fn lex_error(e: lexopt::Error) -> Error {
     use lexopt::Error as E;
-    match e {
+    Error::Usage(match e {
         E::MissingValue { option: Some(o) } => format!("missing value for {o}"),
         E::MissingValue { option: None } => "missing value".to_owned(),
         E::UnexpectedOption(o) => format!("unknown option '{o}'"),
@@ -714,7 +726,7 @@ fn lex_error(e: lexopt::Error) -> String {
             format!("{option} doesn't take a value (got '{}')", shown(&value))
         }
         other => other.to_string(),
-    }
+    })
 }
 
 /// Splits `-c`'s string the way a POSIX shell splits words, with no
@@ -792,8 +804,16 @@ fn split_words(s: &str) -> Result<Vec<String>, &'static str> {
 mod tests {
     use super::*;
 
+    /// Parses; a failure must be a usage error, given as its one line.
     fn run(args: &[&str]) -> Result<Parsed, String> {
-        parse(args.iter().map(OsString::from))
+        parse(args.iter().map(OsString::from)).map_err(usage_message)
+    }
+
+    fn usage_message(e: Error) -> String {
+        match e {
+            Error::Usage(msg) => msg,
+            other => panic!("not a usage error: {other:?}"),
+        }
     }
 
     type Getter<T> = fn(&Options) -> T;
@@ -1239,7 +1259,7 @@ mod tests {
         let bad = OsString::from_vec(vec![b'a', 0xff]);
         for flag in ["-c", "-O", "-p"] {
             let e = match parse([OsString::from(flag), bad.clone()]) {
-                Err(e) => e,
+                Err(e) => usage_message(e),
                 other => panic!("{other:?}"),
             };
             assert!(e.starts_with("invalid value 'a\u{fffd}' for "), "{e}");

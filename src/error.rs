@@ -12,16 +12,29 @@ pub enum Error {
     Usage(String),
     /// Not root and without the capabilities BPF needs.
     Privilege(String),
-    /// A libbpf or bpf(2) operation failed: what was attempted, and errno.
-    Bpf { op: String, errno: i32 },
+    /// A libbpf or bpf(2) operation failed: what was attempted, errno, and
+    /// a note on what to do about it (empty, or " (run as root, ...)").
+    Bpf {
+        op: String,
+        errno: i32,
+        note: String,
+    },
     /// An ELF file could not be read or parsed, or lacks what was needed.
     Elf { path: PathBuf, msg: String },
     /// The traced process or command: gone, not traceable, not startable.
     Target(String),
-    /// The report, profile or other output could not be written.
-    Output(io::Error),
+    /// The report, a profile or other output could not be written: what
+    /// (`the report`, `--pprof FILE`; None where the message has always
+    /// been the bare reason, as for `memleak symbolize`), and why.
+    Output {
+        what: Option<String>,
+        err: io::Error,
+    },
     /// Reading an input (a /proc file, a saved report, a profile).
     Input { what: String, err: io::Error },
+    /// An input memleak read is not in the form it expects (a saved
+    /// profile that is not pprof, a gzip stream it cannot unwrap).
+    Format(String),
     /// Anything else memleak can explain in one line (the kernel lacks a
     /// feature, a table is too big, ...).
     Other(String),
@@ -32,13 +45,71 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// `memleak | head`: the reader went away; not a failure of memleak.
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, Error::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+        matches!(self, Error::Output { err, .. } if err.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// Writing the report (stdout) failed.
+    pub fn report_output(err: io::Error) -> Error {
+        Error::output("the report", err)
+    }
+
+    pub fn output(what: impl Into<String>, err: io::Error) -> Error {
+        Error::Output {
+            what: Some(what.into()),
+            err,
+        }
+    }
+
+    pub fn usage(msg: impl Into<String>) -> Error {
+        Error::Usage(msg.into())
+    }
+
+    pub fn target(msg: impl Into<String>) -> Error {
+        Error::Target(msg.into())
+    }
+
+    pub fn format(msg: impl Into<String>) -> Error {
+        Error::Format(msg.into())
+    }
+
+    pub fn other(msg: impl Into<String>) -> Error {
+        Error::Other(msg.into())
     }
 
     pub fn bpf(op: impl Into<String>, errno: i32) -> Error {
         Error::Bpf {
             op: op.into(),
             errno: errno.abs(),
+            note: String::new(),
+        }
+    }
+
+    /// The same failure with `note` after its reason: a hint at a remedy
+    /// (" (--fallback tracepoints takes the classic tracepoints)").
+    pub fn noted(mut self, extra: &str) -> Error {
+        match &mut self {
+            Error::Bpf { note, .. } => note.push_str(extra),
+            Error::Usage(msg)
+            | Error::Privilege(msg)
+            | Error::Target(msg)
+            | Error::Format(msg)
+            | Error::Other(msg) => msg.push_str(extra),
+            Error::Elf { msg, .. } => msg.push_str(extra),
+            // Their reason is an io::Error's own words: the note follows
+            // them in a line of its own kind.
+            Error::Output { .. } | Error::Input { .. } => {
+                return Error::Other(format!("{self}{extra}"))
+            }
+        }
+        self
+    }
+
+    /// A failed libbpf or bpf(2) call reported as an io::Error: Bpf when
+    /// it carries an errno (the same words either way).
+    pub fn bpf_io(op: impl Into<String>, err: io::Error) -> Error {
+        match err.raw_os_error() {
+            Some(errno) => Error::bpf(op, errno),
+            None => Error::Other(format!("{}: {err}", op.into())),
         }
     }
 
@@ -60,14 +131,20 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(msg) | Error::Privilege(msg) | Error::Target(msg) | Error::Other(msg) => {
-                f.write_str(msg)
-            }
-            Error::Bpf { op, errno } => {
-                write!(f, "{op}: {}", io::Error::from_raw_os_error(*errno))
+            Error::Usage(msg)
+            | Error::Privilege(msg)
+            | Error::Target(msg)
+            | Error::Format(msg)
+            | Error::Other(msg) => f.write_str(msg),
+            Error::Bpf { op, errno, note } => {
+                write!(f, "{op}: {}{note}", io::Error::from_raw_os_error(*errno))
             }
             Error::Elf { path, msg } => write!(f, "{}: {msg}", path.display()),
-            Error::Output(e) => write!(f, "cannot write the report: {e}"),
+            Error::Output {
+                what: Some(what),
+                err,
+            } => write!(f, "cannot write {what}: {err}"),
+            Error::Output { what: None, err } => write!(f, "{err}"),
             Error::Input { what, err } => write!(f, "cannot read {what}: {err}"),
         }
     }

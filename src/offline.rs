@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, Result};
 use crate::pprof::Profile;
 use crate::report::RAW_PREFIX;
 use crate::symbolize::{self, elf::ElfSymbols, source::SourceLines};
@@ -47,16 +48,16 @@ pub fn run(
     report: Option<&str>,
     out: &mut impl Write,
     out_is_terminal: bool,
-) -> Result<(), String> {
+) -> Result<()> {
     let mut input: Box<dyn BufRead> = match report {
         Some(path) => Box::new(io::BufReader::new(
-            std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?,
+            std::fs::File::open(path).map_err(|e| Error::input(path, e))?,
         )),
         None => Box::new(io::BufReader::new(io::stdin())),
     };
     if let Some(dir) = symfs {
         if !Path::new(dir).is_dir() {
-            return Err(format!("--symfs {dir}: not a directory"));
+            return Err(Error::Other(format!("--symfs {dir}: not a directory")));
         }
     }
     let mut resolver = Resolver::new(symfs, true);
@@ -64,23 +65,23 @@ pub fn run(
     // first field, sample_type (field 1, length-delimited: 0x0a).
     let first = input
         .fill_buf()
-        .map_err(|e| format!("cannot read the report: {e}"))?;
+        .map_err(|e| Error::input("the report", e))?;
     if matches!(first.first(), Some(0x1f | 0x0a)) {
         let mut data = Vec::new();
         input
             .read_to_end(&mut data)
-            .map_err(|e| format!("cannot read the profile: {e}"))?;
+            .map_err(|e| Error::input("the profile", e))?;
         if out_is_terminal {
-            return Err(
-                "the named profile is binary: redirect it to a file (> named.pb.gz)".into(),
-            );
+            return Err(Error::other(
+                "the named profile is binary: redirect it to a file (> named.pb.gz)",
+            ));
         }
         return symbolize_profile(&data, &mut resolver, out);
     }
     // Lines as bytes: a report may hold paths or names that are not
     // UTF-8; every line but a raw frame's is copied through unchanged.
     for line in input.split(b'\n') {
-        let line = line.map_err(|e| format!("cannot read the report: {e}"))?;
+        let line = line.map_err(|e| Error::input("the report", e))?;
         let frames = std::str::from_utf8(&line)
             .ok()
             .and_then(|l| l.strip_prefix("\t\t"))
@@ -90,17 +91,13 @@ pub fn run(
             Some(frames) => frames.iter().try_for_each(|f| writeln!(out, "\t\t{f}")),
             None => out.write_all(&line).and_then(|_| out.write_all(b"\n")),
         };
-        written.map_err(|e| e.to_string())?;
+        written.map_err(unnamed_output)?;
     }
-    out.flush().map_err(|e| e.to_string())
+    out.flush().map_err(unnamed_output)
 }
 
 /// Names a profile's locations and writes it (gzip) to `out`.
-fn symbolize_profile(
-    data: &[u8],
-    resolver: &mut Resolver,
-    out: &mut impl Write,
-) -> Result<(), String> {
+fn symbolize_profile(data: &[u8], resolver: &mut Resolver, out: &mut impl Write) -> Result<()> {
     let mut profile = Profile::from_file_bytes(data)?;
     profile.name_locations(|path, id, offset| {
         let id = match id.map(unhex) {
@@ -112,7 +109,13 @@ fn symbolize_profile(
     });
     out.write_all(&profile.to_file_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| e.to_string())
+        .map_err(unnamed_output)
+}
+
+/// Writing the named report or profile failed; said as the bare reason,
+/// as it always was (a closed stdout is recognised by its kind in main).
+fn unnamed_output(err: io::Error) -> Error {
+    Error::Output { what: None, err }
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -328,6 +331,7 @@ mod tests {
             false
         )
         .unwrap_err()
+        .to_string()
         .contains("not a directory"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::allocator::{self, Func};
 use crate::bpf::abi;
 use crate::cli::{Format, Options, Target};
+use crate::error::{Error, Result};
 use crate::offline;
 use crate::pprof;
 use crate::reach;
@@ -202,26 +203,8 @@ pub enum Outcome {
     TargetExited(u32),
 }
 
-/// An error while writing the report (stdout closed) or a fatal one.
-pub enum Failure {
-    Output(io::Error),
-    Fatal(String),
-}
-
-impl From<String> for Failure {
-    fn from(s: String) -> Failure {
-        Failure::Fatal(s)
-    }
-}
-
-impl From<io::Error> for Failure {
-    fn from(e: io::Error) -> Failure {
-        Failure::Output(e)
-    }
-}
-
 /// Needs root, or CAP_BPF + CAP_PERFMON (Linux 5.8+), or CAP_SYS_ADMIN.
-pub fn check_privileges() -> Result<(), String> {
+pub fn check_privileges() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return Ok(());
@@ -239,12 +222,12 @@ pub fn check_privileges() -> Result<(), String> {
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         return Ok(());
     }
-    Err("permission denied: loading BPF programs needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8)".into())
+    Err(Error::Privilege("permission denied: loading BPF programs needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before Linux 5.8)".into()))
 }
 
 /// Signals are read from a signalfd so that the poll loop sees them as
 /// file descriptors, with no handler racing the main loop.
-fn block_signals() -> Result<OwnedFd, String> {
+fn block_signals() -> Result<OwnedFd> {
     // SAFETY: the sigset is initialised by sigemptyset before use.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -253,17 +236,17 @@ fn block_signals() -> Result<OwnedFd, String> {
             libc::sigaddset(&mut set, sig);
         }
         if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return Err(format!(
+            return Err(Error::Other(format!(
                 "cannot block signals: {}",
                 io::Error::last_os_error()
-            ));
+            )));
         }
         let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
         if fd < 0 {
-            return Err(format!(
+            return Err(Error::Other(format!(
                 "cannot create a signalfd: {}",
                 io::Error::last_os_error()
-            ));
+            )));
         }
         Ok(OwnedFd::from_raw_fd(fd))
     }
@@ -332,7 +315,7 @@ fn format_event(e: &abi::Event) -> String {
     }
 }
 
-pub fn run(opts: &Options) -> Result<Outcome, Failure> {
+pub fn run(opts: &Options) -> Result<Outcome> {
     // -O NAME: a file of that name in the current directory is meant
     // first, as the user can see it there; other names are matched
     // against what the target loads.
@@ -349,7 +332,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
     };
     if let Some(dir) = &opts.symfs {
         if !std::path::Path::new(dir).is_dir() {
-            return Err(format!("--symfs {dir}: not a directory").into());
+            return Err(Error::Other(format!("--symfs {dir}: not a directory")));
         }
     }
     if let Some(file) = &opts.pprof {
@@ -360,10 +343,15 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             _ => std::path::Path::new("."),
         };
         if path.is_dir() {
-            return Err(format!("--pprof {file}: a directory, not a file").into());
+            return Err(Error::Other(format!(
+                "--pprof {file}: a directory, not a file"
+            )));
         }
         if !dir.is_dir() {
-            return Err(format!("--pprof {file}: no directory {}", dir.display()).into());
+            return Err(Error::Other(format!(
+                "--pprof {file}: no directory {}",
+                dir.display()
+            )));
         }
     }
     check_privileges()?;
@@ -408,7 +396,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             }
         }
         Target::Command(argv) => {
-            let program = argv.first().ok_or_else(|| "empty command".to_string())?;
+            let program = argv.first().ok_or_else(|| Error::target("empty command"))?;
             let path = target::resolve_command(program)?;
             // A script runs its #! interpreter: that program is probed
             // first, and whatever the script executes is held and probed
@@ -481,7 +469,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
             if let Some(c) = &mut child {
                 c.abandon();
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     if !opts.combined_only {
@@ -510,7 +498,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
     };
     // Folded stacks and JSON keep stdout for the data.
     match opts.format {
-        Format::Classic => writeln!(out.lock(), "{attaching}")?,
+        Format::Classic => writeln!(out.lock(), "{attaching}").map_err(Error::report_output)?,
         Format::Folded | Format::Json => eprintln!("memleak: {attaching}"),
     }
     if let Some(c) = &mut child {
@@ -523,7 +511,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
         };
         if let Err(e) = c.release(&opts_command_name(opts)) {
             c.poll();
-            return Err(e.into());
+            return Err(e);
         }
         // --unwind cfi: the libraries its loader mapped get their rows
         // before main runs.
@@ -539,8 +527,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
     }
 
     let mut symbolizer = if traced.is_empty() {
-        let kernel =
-            KernelSymbolizer::load().map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+        let kernel = KernelSymbolizer::load().map_err(|e| Error::input("/proc/kallsyms", e))?;
         if kernel.addresses_hidden() {
             eprintln!("memleak: kernel addresses are hidden (kernel.kptr_restrict); frames are shown as raw addresses");
         }
@@ -614,7 +601,7 @@ pub fn run(opts: &Options) -> Result<Outcome, Failure> {
 
         tracer.consume_events();
         if let Some(e) = output_error.borrow_mut().take() {
-            return Err(Failure::Output(e));
+            return Err(Error::report_output(e));
         }
         // Stack copies are unwound while the process and its maps are there.
         unwound.drain(&mut tracer, &mut symbolizer);
@@ -835,7 +822,7 @@ impl Watch {
         tracer: &mut Tracer,
         objects: &mut Vec<allocator::Allocator>,
         stopped_at_exec: bool,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         // execs is read before holds (struct order): an exec counted is
         // already known to be held if it is.
         let notices = tracer.notices(pid);
@@ -855,7 +842,7 @@ impl Watch {
         objects: &mut Vec<allocator::Allocator>,
         notices: abi::Notices,
         stopped: bool,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         if notices.forks > 0 && !self.fork_reported {
             self.fork_reported = true;
             eprintln!("memleak: process {pid} forked; its children are not traced");
@@ -919,7 +906,7 @@ struct ChildEvents<'a> {
 impl ChildEvents<'_> {
     /// Handles every pending state change of the command; its exit status
     /// once it exited.
-    fn handle(self, c: &mut Child) -> Result<Option<target::ExitStatus>, String> {
+    fn handle(self, c: &mut Child) -> Result<Option<target::ExitStatus>> {
         let mut exited = None;
         for event in c.poll() {
             match event {
@@ -972,7 +959,7 @@ impl ChildEvents<'_> {
 
     /// Passes `sig` on to the command and waits a moment for it to end,
     /// so that the final report comes after its exit; says so on stderr.
-    fn pass_signal(self, c: &mut Child, sig: i32) -> Result<(), String> {
+    fn pass_signal(self, c: &mut Child, sig: i32) -> Result<()> {
         const GRACE: Duration = Duration::from_secs(1);
         let name = match sig {
             libc::SIGINT => "SIGINT",
@@ -1018,10 +1005,7 @@ impl ChildEvents<'_> {
 
 /// Where to hold process `pid` at dlclose, given its C library: glibc's
 /// dlclose; none for musl's, which unmaps nothing, or without a C library.
-fn dlclose_site(
-    pid: u32,
-    libc: Result<allocator::Allocator, String>,
-) -> Option<allocator::DlcloseSite> {
+fn dlclose_site(pid: u32, libc: Result<allocator::Allocator>) -> Option<allocator::DlcloseSite> {
     match libc.and_then(|l| allocator::dlclose_site(&l)) {
         Ok(site) => site,
         Err(e) => {
@@ -1055,7 +1039,7 @@ fn hold_at_dlclose(tracer: &mut Tracer, pid: u32, site: Option<&allocator::Dlclo
 /// back into the allocator is a nested call and counts once.
 fn traced_objects(
     allocator: allocator::Allocator,
-    libc: impl FnOnce() -> Result<allocator::Allocator, String>,
+    libc: impl FnOnce() -> Result<allocator::Allocator>,
     exe: Option<(String, String)>,
 ) -> Vec<allocator::Allocator> {
     crate::verbose!(
@@ -1178,7 +1162,7 @@ struct Across {
 
 impl Across {
     /// Scans `pid`, stopped at its exit, for the final report.
-    fn scan_at_exit(&mut self, tracer: &Tracer, pid: u32) -> Result<(), String> {
+    fn scan_at_exit(&mut self, tracer: &Tracer, pid: u32) -> Result<()> {
         let mut blocks = Vec::new();
         tracer.for_each_allocation(|a| {
             if a.tgid == pid {
@@ -1255,7 +1239,7 @@ fn print_report(
     (across, live, last): (&mut Across, &[(u32, reach::Held)], bool),
     show_pids: bool,
     out: &mut impl Write,
-) -> Result<(), Failure> {
+) -> Result<()> {
     let started = Instant::now();
     unwound.drain(tracer, symbolizer);
     let mut read = 0;
@@ -1433,7 +1417,9 @@ fn print_report(
             stacks: &always_printed,
         }),
     };
-    report.write(opts.format, out)?;
+    report
+        .write(opts.format, out)
+        .map_err(Error::report_output)?;
     if let (Some(output), Some(stacks)) = (pprof_output, every_stack) {
         let profile = profile_of(
             opts, &stacks, tracer, symbolizer, symfs, unwound, output, &losses,

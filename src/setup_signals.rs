@@ -6,6 +6,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::thread::JoinHandle;
 
+use crate::error::{Error, Result};
+
 /// Until `finish`, SIGINT, SIGTERM or SIGHUP ends memleak at once: nothing
 /// it attached outlives the process (the kernel drops every link and table
 /// with the last file descriptor), and a command still held is killed, so
@@ -17,14 +19,14 @@ pub struct SetupSignals {
 
 impl SetupSignals {
     /// Call with the signals already blocked (every thread inherits that).
-    pub fn watch(held_child: Option<u32>) -> Result<SetupSignals, String> {
+    pub fn watch(held_child: Option<u32>) -> Result<SetupSignals> {
         // SAFETY: eventfd returns a new fd or -1.
         let done = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if done < 0 {
-            return Err(format!(
+            return Err(Error::Other(format!(
                 "cannot create an eventfd: {}",
                 io::Error::last_os_error()
-            ));
+            )));
         }
         // SAFETY: a new fd we own.
         let done = unsafe { OwnedFd::from_raw_fd(done) };
@@ -37,10 +39,10 @@ impl SetupSignals {
             }
             let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
             if fd < 0 {
-                return Err(format!(
+                return Err(Error::Other(format!(
                     "cannot create a signalfd: {}",
                     io::Error::last_os_error()
-                ));
+                )));
             }
             OwnedFd::from_raw_fd(fd)
         };
@@ -48,7 +50,7 @@ impl SetupSignals {
         let thread = std::thread::Builder::new()
             .name("setup-signals".into())
             .spawn(move || wait(signals, done_fd, held_child))
-            .map_err(|e| format!("cannot start a thread: {e}"))?;
+            .map_err(|e| Error::Other(format!("cannot start a thread: {e}")))?;
         Ok(SetupSignals {
             done,
             thread: Some(thread),

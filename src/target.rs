@@ -5,21 +5,23 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use crate::error::{Error, Result};
+
 /// Checks that `pid` names a live user process memleak may trace.
-pub fn check_pid(pid: u32) -> Result<(), String> {
+pub fn check_pid(pid: u32) -> Result<()> {
     let state = process_state(pid).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => format!("no process with PID {pid}"),
-        _ => format!("cannot read /proc/{pid}/stat: {e}"),
+        io::ErrorKind::NotFound => Error::Target(format!("no process with PID {pid}")),
+        _ => Error::input(format!("/proc/{pid}/stat"), e),
     })?;
     if state == 'Z' || state == 'X' {
-        return Err(format!("process {pid} has exited (zombie)"));
+        return Err(Error::Target(format!("process {pid} has exited (zombie)")));
     }
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
     if let Err(e) = exe {
         if e.kind() == io::ErrorKind::NotFound {
-            return Err(format!(
+            return Err(Error::Target(format!(
                 "process {pid} is a kernel thread; trace the kernel by running memleak without -p"
-            ));
+            )));
         }
     }
     Ok(())
@@ -62,7 +64,7 @@ pub fn is_alive(pid: u32) -> bool {
 
 /// Finds `program` as execvp would: a name with a slash is used as is,
 /// anything else is searched in $PATH.
-pub fn resolve_command(program: &str) -> Result<String, String> {
+pub fn resolve_command(program: &str) -> Result<String> {
     let is_executable = |p: &std::path::Path| {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(p)
@@ -72,10 +74,14 @@ pub fn resolve_command(program: &str) -> Result<String, String> {
     if program.contains('/') {
         let path = std::path::Path::new(program);
         if !path.exists() {
-            return Err(format!("cannot run {program}: No such file or directory"));
+            return Err(Error::Target(format!(
+                "cannot run {program}: No such file or directory"
+            )));
         }
         if !is_executable(path) {
-            return Err(format!("cannot run {program}: not an executable file"));
+            return Err(Error::Target(format!(
+                "cannot run {program}: not an executable file"
+            )));
         }
         return Ok(program.to_string());
     }
@@ -87,7 +93,7 @@ pub fn resolve_command(program: &str) -> Result<String, String> {
             return Ok(candidate.to_string_lossy().into_owned());
         }
     }
-    Err(format!("command not found: {program}"))
+    Err(Error::Target(format!("command not found: {program}")))
 }
 
 /// The thread group (process) of `pid`: itself for a process, its process
@@ -106,34 +112,34 @@ pub fn process_of(pid: u32) -> u32 {
 /// The program exec really runs for `path`: the file itself, or for a
 /// script its `#!` interpreter (followed as the kernel does, up to 4
 /// levels deep).
-pub fn interpreter_of(path: &str) -> Result<String, String> {
+pub fn interpreter_of(path: &str) -> Result<String> {
     use std::io::Read;
     let mut current = path.to_string();
     for _ in 0..5 {
         let mut head = [0u8; 256];
         let n = std::fs::File::open(&current)
             .and_then(|mut f| f.read(&mut head))
-            .map_err(|e| format!("cannot read {current}: {e}"))?;
+            .map_err(|e| Error::input(current.as_str(), e))?;
         let Some(line) = head[..n].strip_prefix(b"#!") else {
             return Ok(current);
         };
         let line = line.split(|&b| b == b'\n').next().unwrap_or(&[]);
         let line = String::from_utf8_lossy(line);
         let Some(interp) = line.split_ascii_whitespace().next() else {
-            return Err(format!(
+            return Err(Error::Target(format!(
                 "cannot run {current}: its #! line names no interpreter"
-            ));
+            )));
         };
         if !std::path::Path::new(interp).exists() {
-            return Err(format!(
+            return Err(Error::Target(format!(
                 "cannot run {current}: its interpreter {interp} does not exist"
-            ));
+            )));
         }
         current = interp.to_string();
     }
-    Err(format!(
+    Err(Error::Target(format!(
         "cannot run {path}: too many levels of #! interpreters"
-    ))
+    )))
 }
 
 /// How a child process ended.
@@ -219,19 +225,20 @@ fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
 impl Child {
     /// Forks; the child waits for `release` and then execs `argv`.
     /// `path` is argv[0] resolved through $PATH.
-    pub fn spawn_held(path: &str, argv: &[String]) -> Result<Child, String> {
-        let cpath = CString::new(path).map_err(|_| format!("bad command path {path:?}"))?;
+    pub fn spawn_held(path: &str, argv: &[String]) -> Result<Child> {
+        let cpath =
+            CString::new(path).map_err(|_| Error::Target(format!("bad command path {path:?}")))?;
         let cargs: Vec<CString> = argv
             .iter()
             .map(|a| CString::new(a.as_str()))
             .collect::<Result<_, _>>()
-            .map_err(|_| "command contains a NUL byte".to_string())?;
+            .map_err(|_| Error::target("command contains a NUL byte"))?;
         let mut argv_ptrs: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
         let (go_read, go_write) =
-            pipe_cloexec().map_err(|e| format!("cannot create a pipe: {e}"))?;
+            pipe_cloexec().map_err(|e| Error::Target(format!("cannot create a pipe: {e}")))?;
         let (err_read, err_write) =
-            pipe_cloexec().map_err(|e| format!("cannot create a pipe: {e}"))?;
+            pipe_cloexec().map_err(|e| Error::Target(format!("cannot create a pipe: {e}")))?;
 
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
@@ -239,7 +246,10 @@ impl Child {
         // or _exit.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return Err(format!("cannot fork: {}", io::Error::last_os_error()));
+            return Err(Error::Target(format!(
+                "cannot fork: {}",
+                io::Error::last_os_error()
+            )));
         }
         if pid == 0 {
             unsafe {
@@ -308,7 +318,7 @@ impl Child {
     }
 
     /// Lets the child exec. Returns the exec error, if any.
-    pub fn release(&mut self, program: &str) -> Result<(), String> {
+    pub fn release(&mut self, program: &str) -> Result<()> {
         if let Some(go) = self.go.take() {
             let byte = 1u8;
             // SAFETY: writing one byte to our pipe.
@@ -320,10 +330,10 @@ impl Child {
             // SAFETY: reading 4 bytes into an i32.
             let n = unsafe { libc::read(err.as_raw_fd(), (&mut errno as *mut i32).cast(), 4) };
             if n == 4 {
-                return Err(format!(
+                return Err(Error::Target(format!(
                     "cannot run {program}: {}",
                     io::Error::from_raw_os_error(errno)
-                ));
+                )));
             }
         }
         Ok(())
@@ -516,14 +526,18 @@ mod tests {
         assert!(resolve_command("sh").unwrap().ends_with("/sh"));
         assert_eq!(resolve_command("/bin/sh").unwrap(), "/bin/sh");
         assert_eq!(
-            resolve_command("no-such-command-xyz").unwrap_err(),
+            resolve_command("no-such-command-xyz")
+                .unwrap_err()
+                .to_string(),
             "command not found: no-such-command-xyz"
         );
         assert!(resolve_command("./no/such")
             .unwrap_err()
+            .to_string()
             .contains("No such file"));
         assert!(resolve_command("/etc/passwd")
             .unwrap_err()
+            .to_string()
             .contains("not an executable"));
     }
 
@@ -532,11 +546,14 @@ mod tests {
     fn checks_pids() {
         assert!(check_pid(std::process::id()).is_ok());
         assert_eq!(
-            check_pid(999_999_999).unwrap_err(),
+            check_pid(999_999_999).unwrap_err().to_string(),
             "no process with PID 999999999"
         );
         // kthreadd is PID 2 on every Linux.
-        assert!(check_pid(2).unwrap_err().contains("kernel thread"));
+        assert!(check_pid(2)
+            .unwrap_err()
+            .to_string()
+            .contains("kernel thread"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::path::Path;
 
 use crate::bpf::abi::{RawEventArgs, RAW_SIZE_ARG, RAW_SIZE_CACHE, RAW_SIZE_NONE};
 use crate::bpf::{KernelBtf, TracepointParams};
+use crate::error::{Error, Result};
 use crate::tracepoints::{parse_format, KernelEvent};
 
 /// One prototype an event has had since 5.4.
@@ -200,7 +201,7 @@ pub fn raw_args(
     btf: Option<&KernelBtf>,
     format: Option<&str>,
     release: (u32, u32),
-) -> Result<RawEventArgs, String> {
+) -> Result<RawEventArgs> {
     let table = layouts(event.name);
     let in_release = |l: &&Layout| l.covers(release);
     let args: Vec<String> = match btf.and_then(|b| b.tracepoint_params(event.name)) {
@@ -215,14 +216,15 @@ pub fn raw_args(
                 .or_else(|| table.iter().find(fits))
                 .map(|l| l.args.iter().map(|a| a.to_string()).collect())
                 .ok_or_else(|| {
-                    format!(
+                    Error::Other(format!(
                         "{} has {n} arguments, a layout memleak does not know",
                         event.name
-                    )
+                    ))
                 })?
         }
         None => {
-            let format = format.ok_or_else(|| format!("no prototype of {} in BTF", event.name))?;
+            let format = format
+                .ok_or_else(|| Error::Other(format!("no prototype of {} in BTF", event.name)))?;
             let fields: Vec<String> = parse_format(format).into_iter().map(|f| f.name).collect();
             let fits = |l: &&Layout| l.matches_format(&fields);
             table
@@ -232,11 +234,11 @@ pub fn raw_args(
                 .or_else(|| table.iter().find(fits))
                 .map(|l| l.args.iter().map(|a| a.to_string()).collect())
                 .ok_or_else(|| {
-                    format!(
+                    Error::Other(format!(
                         "the format of {} ({}) matches no layout memleak knows",
                         event.name,
                         fields.join(" ")
-                    )
+                    ))
                 })?
         }
     };
@@ -251,8 +253,8 @@ pub fn raw_args(
     } else {
         event.addr_field
     };
-    let addr =
-        position(addr_name).ok_or_else(|| format!("{} has no argument {addr_name}", event.name))?;
+    let addr = position(addr_name)
+        .ok_or_else(|| Error::Other(format!("{} has no argument {addr_name}", event.name)))?;
     let mut out = RawEventArgs {
         addr,
         size_kind: RAW_SIZE_NONE,
@@ -269,13 +271,13 @@ pub fn raw_args(
         out.size_kind = RAW_SIZE_CACHE;
         out.cache_size_offset = cache_size_offset(btf, release)?;
     } else {
-        return Err(format!("{} has no size argument", event.name));
+        return Err(Error::Other(format!("{} has no size argument", event.name)));
     }
     Ok(out)
 }
 
 /// Where struct kmem_cache keeps the size of its objects.
-fn cache_size_offset(btf: Option<&KernelBtf>, release: (u32, u32)) -> Result<u16, String> {
+fn cache_size_offset(btf: Option<&KernelBtf>, release: (u32, u32)) -> Result<u16> {
     if let Some(btf) = btf {
         return btf
             .struct_members("kmem_cache")
@@ -284,14 +286,16 @@ fn cache_size_offset(btf: Option<&KernelBtf>, release: (u32, u32)) -> Result<u16
                     .find(|(n, _, size)| n == "size" && *size == 4)
                     .and_then(|(_, off, _)| u16::try_from(off).ok())
             })
-            .ok_or_else(|| "no kmem_cache.size in the kernel's BTF".to_string());
+            .ok_or_else(|| Error::other("no kmem_cache.size in the kernel's BTF"));
     }
     // Only SLUB has /sys/kernel/slab; SLAB (gone since 6.5) lays its
     // struct out differently.
     if cfg!(target_pointer_width = "64") && Path::new("/sys/kernel/slab").is_dir() {
         Ok(slub_cache_size_offset(release))
     } else {
-        Err("the allocator is not SLUB and there is no BTF: kmem_cache's layout is unknown".into())
+        Err(Error::other(
+            "the allocator is not SLUB and there is no BTF: kmem_cache's layout is unknown",
+        ))
     }
 }
 
@@ -398,7 +402,7 @@ mod tests {
             Some(&format(&["ptr", "call_site"])),
             (6, 1),
         );
-        assert!(e.unwrap_err().contains("matches no layout"));
+        assert!(e.unwrap_err().to_string().contains("matches no layout"));
     }
 
     /// BTF's named parameters and the table checked against this kernel's

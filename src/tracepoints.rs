@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::bpf::abi::{EventFields, RawEventArgs, TpField, NR_KERNEL_EVENTS};
 use crate::bpf::KernelBtf;
+use crate::error::{Error, Result};
 
 /// One traced kernel event, in the order of `enum kernel_event`.
 pub struct KernelEvent {
@@ -127,7 +128,7 @@ pub const EVENTS: [KernelEvent; NR_KERNEL_EVENTS] = [
 ];
 
 /// The tracefs directory to use: a mounted one, or one memleak mounts.
-pub fn tracefs(verbose_note: impl Fn(&str)) -> Result<PathBuf, String> {
+pub fn tracefs(verbose_note: impl Fn(&str)) -> Result<PathBuf> {
     for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
         if Path::new(dir).join("events").is_dir() {
             return Ok(PathBuf::from(dir));
@@ -148,10 +149,10 @@ pub fn tracefs(verbose_note: impl Fn(&str)) -> Result<PathBuf, String> {
         )
     };
     if ret != 0 {
-        return Err(format!(
+        return Err(Error::Other(format!(
             "tracefs is not mounted and cannot be mounted on {dir}: {}",
             std::io::Error::last_os_error()
-        ));
+        )));
     }
     verbose_note(&format!("mounted tracefs on {dir}"));
     Ok(PathBuf::from(dir))
@@ -233,7 +234,7 @@ pub struct Plan {
     /// For raw tracepoint programs: each event's arguments (aligned with
     /// `events`), or why they are unknown. tp_btf programs when `source`
     /// is BTF, raw_tp ones otherwise.
-    pub raw: Result<Vec<Option<RawEventArgs>>, String>,
+    pub raw: Result<Vec<Option<RawEventArgs>>>,
     /// Per event: fields and tracepoint id, or None where the kernel lacks
     /// it or this run does not trace it.
     pub events: Vec<Option<(EventFields, u64)>>,
@@ -244,7 +245,7 @@ pub struct Plan {
 /// Decides which events to trace and where their fields are. With BTF
 /// (unless `force_format`), offsets come from `trace_event_raw_*` structs;
 /// otherwise from the tracefs format files.
-pub fn plan(tracefs: &Path, percpu: bool, force_format: bool) -> Result<Plan, String> {
+pub fn plan(tracefs: &Path, percpu: bool, force_format: bool) -> Result<Plan> {
     let btf = if force_format {
         None
     } else {
@@ -258,7 +259,7 @@ pub fn plan(tracefs: &Path, percpu: bool, force_format: bool) -> Result<Plan, St
     let mut events = Vec::new();
     let mut missing = Vec::new();
     let release = crate::tracer::kernel_release();
-    let mut raw: Result<Vec<Option<RawEventArgs>>, String> = Ok(Vec::new());
+    let mut raw: Result<Vec<Option<RawEventArgs>>> = Ok(Vec::new());
     for event in &EVENTS {
         if event.percpu != percpu {
             events.push(None);
@@ -279,12 +280,12 @@ pub fn plan(tracefs: &Path, percpu: bool, force_format: bool) -> Result<Plan, St
         let id: u64 = id
             .trim()
             .parse()
-            .map_err(|_| format!("bad tracepoint id in {}", dir.display()))?;
+            .map_err(|_| Error::Other(format!("bad tracepoint id in {}", dir.display())))?;
         let format = match &btf {
             Some(_) => None,
             None => Some(
                 std::fs::read_to_string(dir.join("format"))
-                    .map_err(|e| format!("cannot read {}/format: {e}", dir.display()))?,
+                    .map_err(|e| Error::input(format!("{}/format", dir.display()), e))?,
             ),
         };
         if let Ok(args) = &mut raw {
@@ -310,20 +311,20 @@ pub fn plan(tracefs: &Path, percpu: bool, force_format: bool) -> Result<Plan, St
             }
         };
         let fields = fields.ok_or_else(|| {
-            format!(
+            Error::Other(format!(
                 "cannot find the fields of {}:{} in the kernel's {}",
                 event.category,
                 event.name,
                 if btf.is_some() { "BTF" } else { "format file" }
-            )
+            ))
         })?;
         events.push(Some((fields, id)));
     }
     if events.iter().all(Option::is_none) {
-        return Err(format!(
+        return Err(Error::Other(format!(
             "this kernel has none of the tracepoints needed ({})",
             missing.join(", ")
-        ));
+        )));
     }
     Ok(Plan {
         source,

@@ -6,6 +6,7 @@ use std::io;
 use crate::allocator::{Allocator, DlcloseSite, Func};
 use crate::bpf::{self, abi, Link, MapFd, Object, RingBuffer};
 use crate::cli::{Options, Unwind};
+use crate::error::{Error, Result};
 use crate::report::{Allocation, Losses, StackTotal};
 use crate::tracepoints;
 use crate::unwind_tables;
@@ -365,10 +366,10 @@ impl CfiTables {
     /// Writes each process's rows to the inactive half and switches to it.
     /// A process whose rows do not fit gets none (its stacks are walked by
     /// frame pointers), and stderr says so once.
-    fn load(&mut self, tables: &[(u32, Vec<abi::CfiRow>)]) -> Result<(), String> {
+    fn load(&mut self, tables: &[(u32, Vec<abi::CfiRow>)]) -> Result<()> {
         let target = 1 - self.active;
         self.generation = self.generation.wrapping_add(1);
-        let err = |e: io::Error| format!("cannot load unwind rows: {e}");
+        let err = |e: io::Error| Error::bpf_io("cannot load unwind rows", e);
         let mut next = 0u32;
         let mut ranges = Vec::new();
         for (pid, rows) in tables {
@@ -474,7 +475,7 @@ impl Tracer {
         opts: &Options,
         attach: Attach<'_>,
         on_event: Option<EventCallback>,
-    ) -> Result<Tracer, String> {
+    ) -> Result<Tracer> {
         let release = kernel_release();
         let limits = Limits::for_kernel(release);
         let empty_probes = std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some();
@@ -662,15 +663,16 @@ impl Tracer {
             obj.load().map_err(|e| {
                 if e.raw_os_error() == Some(libc::E2BIG) {
                     // Older kernels also cap a table's memory (4 GiB).
-                    format!(
+                    Error::Other(format!(
                         "cannot create the tables: this kernel refuses {max_allocs} allocations or {max_stacks} stacks as too big (Argument list too long); try a smaller --max-allocs or --stack-storage-size"
-                    )
+                    ))
                 } else {
-                    let mut msg = load_error(e);
+                    let err = bpf_failure("cannot load the BPF programs", e);
                     if kernel && kernel_path != KernelPath::Tracepoints {
-                        msg += " (--fallback tracepoints takes the classic tracepoints)";
+                        err.noted(" (--fallback tracepoints takes the classic tracepoints)")
+                    } else {
+                        err
                     }
-                    msg
                 }
             })?;
             obj
@@ -770,7 +772,9 @@ impl Tracer {
                             .first()
                             .map(|o| o.display_path.as_str())
                             .unwrap_or("the allocator");
-                        return Err(format!("{name} does not define malloc and free"));
+                        return Err(Error::Target(format!(
+                            "{name} does not define malloc and free"
+                        )));
                     }
                     for func in Func::STANDARD.iter().filter(|&&f| !has(f)) {
                         crate::verbose!(
@@ -783,7 +787,7 @@ impl Tracer {
                     let map = tracer.obj.map_fd("targets")?;
                     for (pid, _) in targets {
                         map.update(pid, &1u8)
-                            .map_err(|e| format!("cannot fill the targets map: {e}"))?;
+                            .map_err(|e| Error::bpf_io("cannot fill the targets map", e))?;
                     }
                 }
                 tracer.multi = multi;
@@ -807,14 +811,14 @@ impl Tracer {
         Ok(tracer)
     }
 
-    fn attach_objects(&mut self, pid: u32, objects: &[Allocator]) -> Result<(), String> {
+    fn attach_objects(&mut self, pid: u32, objects: &[Allocator]) -> Result<()> {
         for object in objects {
             self.attach_object(pid, object)?;
         }
         Ok(())
     }
 
-    fn attach_object(&mut self, pid: u32, object: &Allocator) -> Result<(), String> {
+    fn attach_object(&mut self, pid: u32, object: &Allocator) -> Result<()> {
         let probed = ProbedObject::of(object);
         self.attaching = match self.objects.iter().position(|o| *o == probed) {
             Some(i) => i,
@@ -835,7 +839,7 @@ impl Tracer {
     /// named, with the same functions) stay: the kernel applies them to the
     /// new mapping of that file, and nothing is missed in between. The
     /// others go before the new ones come, so no call is seen twice.
-    pub fn update_user_probes(&mut self, pid: u32, objects: &[Allocator]) -> Result<(), String> {
+    pub fn update_user_probes(&mut self, pid: u32, objects: &[Allocator]) -> Result<()> {
         let wanted: Vec<ProbedObject> = objects.iter().map(ProbedObject::of).collect();
         let (stale, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
             .into_iter()
@@ -862,7 +866,7 @@ impl Tracer {
     /// Holds process `pid` at each dlclose through `site` until memleak has
     /// read its maps (released like an exec hold). A probe on the same site
     /// stays; one on another file (before an exec) goes.
-    pub fn hold_at_dlclose(&mut self, pid: u32, site: &DlcloseSite) -> Result<(), String> {
+    pub fn hold_at_dlclose(&mut self, pid: u32, site: &DlcloseSite) -> Result<()> {
         if self
             .dlclose_links
             .iter()
@@ -875,10 +879,9 @@ impl Tracer {
             .obj
             .attach_uprobe("dlclose_enter", pid as i32, &site.path, site.offset, false)
             .map_err(|e| {
-                format!(
-                    "cannot attach a uprobe to dlclose in {}: {}",
-                    site.path,
-                    attach_error(&e)
+                bpf_failure(
+                    format!("cannot attach a uprobe to dlclose in {}", site.path),
+                    e,
                 )
             })?;
         crate::verbose!(
@@ -983,7 +986,7 @@ impl Tracer {
     /// is gone: it executed a new program). Per-stack totals cannot be split
     /// by time: with --combined-only they start over, otherwise reports stop
     /// using them.
-    pub fn forget_process(&mut self, tgid: u32, before_ns: u64) -> Result<usize, String> {
+    pub fn forget_process(&mut self, tgid: u32, before_ns: u64) -> Result<usize> {
         let mut keys = Vec::new();
         self.allocs
             .dump::<abi::AllocKey, abi::AllocInfo>(|k, v| {
@@ -991,20 +994,20 @@ impl Tracer {
                     keys.push(*k);
                 }
             })
-            .map_err(|e| format!("cannot read the allocation table: {e}"))?;
+            .map_err(|e| Error::bpf_io("cannot read the allocation table", e))?;
         let dropped = keys.iter().filter(|k| self.allocs.delete(*k)).count();
         self.sums_stale = true;
         let mut stacks = Vec::new();
         self.combined
             .dump::<u64, abi::CombinedInfo>(|k, _| stacks.push(*k))
-            .map_err(|e| format!("cannot read the combined table: {e}"))?;
+            .map_err(|e| Error::bpf_io("cannot read the combined table", e))?;
         for k in &stacks {
             self.combined.delete(k);
         }
         Ok(dropped)
     }
 
-    fn attach_kernel(&mut self, plan: &tracepoints::Plan) -> Result<(), String> {
+    fn attach_kernel(&mut self, plan: &tracepoints::Plan) -> Result<()> {
         for name in &plan.missing {
             crate::verbose!("this kernel has no {name} tracepoint");
         }
@@ -1022,17 +1025,15 @@ impl Tracer {
                 KernelPath::RawTp => self.obj.attach_raw_tracepoint(prog, def.name),
             };
             let link = link.map_err(|e| {
-                format!(
-                    "cannot attach to tracepoint {}:{}: {}{}",
-                    def.category,
-                    def.name,
-                    attach_error(&e),
-                    if self.kernel_path == KernelPath::Tracepoints {
-                        ""
-                    } else {
-                        " (--fallback tracepoints takes the classic tracepoints)"
-                    }
+                bpf_failure(
+                    format!("cannot attach to tracepoint {}:{}", def.category, def.name),
+                    e,
                 )
+                .noted(if self.kernel_path == KernelPath::Tracepoints {
+                    ""
+                } else {
+                    " (--fallback tracepoints takes the classic tracepoints)"
+                })
             })?;
             self.links.push((0, usize::MAX, link));
             if let Some(&(_, rescue)) = self.rescue_programs.iter().find(|(e, _)| *e == i) {
@@ -1108,7 +1109,7 @@ impl Tracer {
     }
 
     /// Two links in all: every entry, every return.
-    fn attach_user_multi(&mut self, pid: u32, allocator: &Allocator) -> Result<(), String> {
+    fn attach_user_multi(&mut self, pid: u32, allocator: &Allocator) -> Result<()> {
         let sites = self.probe_sites(allocator);
         let cookie = |&(f, o): &(Func, u64)| (o, f as u64);
         let returns: Vec<(u64, u64)> = sites
@@ -1118,10 +1119,9 @@ impl Tracer {
             .collect();
         let entries: Vec<(u64, u64)> = sites.iter().map(cookie).collect();
         let fail = |e: io::Error| {
-            format!(
-                "cannot attach uprobes in {}: {}",
-                allocator.display_path,
-                attach_error(&e)
+            bpf_failure(
+                format!("cannot attach uprobes in {}", allocator.display_path),
+                e,
             )
         };
         // Returns first, as in attach_function.
@@ -1155,19 +1155,21 @@ impl Tracer {
         Ok(())
     }
 
-    fn attach_user(&mut self, pid: u32, allocator: &Allocator) -> Result<(), String> {
+    fn attach_user(&mut self, pid: u32, allocator: &Allocator) -> Result<()> {
         for (func, offset) in self.probe_sites(allocator) {
             if let Err(e) = self.attach_function(pid, allocator, func, offset) {
-                let msg = format!(
-                    "cannot attach uprobe to {} in {}: {}",
-                    func.name(),
-                    allocator.display_path,
-                    attach_error(&e)
+                let err = bpf_failure(
+                    format!(
+                        "cannot attach uprobe to {} in {}",
+                        func.name(),
+                        allocator.display_path
+                    ),
+                    e,
                 );
                 if is_mandatory(func) {
-                    return Err(msg);
+                    return Err(err);
                 }
-                eprintln!("memleak: warning: {msg}");
+                eprintln!("memleak: warning: {err}");
                 self.failed_attaches += 1;
             }
         }
@@ -1217,7 +1219,7 @@ impl Tracer {
 
     /// --unwind cfi: rebuilds the unwind rows when a process's executable
     /// mappings changed (its loader mapped libraries, a dlopen).
-    pub fn refresh_unwind_rows(&mut self, pids: &[u32]) -> Result<(), String> {
+    pub fn refresh_unwind_rows(&mut self, pids: &[u32]) -> Result<()> {
         let Some(cfi) = &mut self.cfi else {
             return Ok(());
         };
@@ -1308,7 +1310,7 @@ impl Tracer {
 
     /// Hands every outstanding allocation to `visit`, in one batched pass
     /// over the map; returns how many there were.
-    pub fn for_each_allocation(&self, mut visit: impl FnMut(&Allocation)) -> Result<usize, String> {
+    pub fn for_each_allocation(&self, mut visit: impl FnMut(&Allocation)) -> Result<usize> {
         let mut n = 0;
         self.allocs
             .dump::<abi::AllocKey, abi::AllocInfo>(|k, v| {
@@ -1321,7 +1323,7 @@ impl Tracer {
                     tgid: k.tgid,
                 })
             })
-            .map_err(|e| format!("cannot read the allocation table: {e}"))?;
+            .map_err(|e| Error::bpf_io("cannot read the allocation table", e))?;
         Ok(n)
     }
 
@@ -1333,7 +1335,7 @@ impl Tracer {
     /// (see [`keep_stack_sums`]); None when it does not, or when they are
     /// incomplete (their map overflowed, or an exec dropped older records):
     /// then [`Tracer::for_each_allocation`] gives the exact answer.
-    pub fn stack_sums(&self) -> Result<Option<Vec<StackTotal>>, String> {
+    pub fn stack_sums(&self) -> Result<Option<Vec<StackTotal>>> {
         if !self.stack_sums || self.sums_stale || self.loss(abi::LOSS_COMBINED_FULL) > 0 {
             return Ok(None);
         }
@@ -1350,7 +1352,7 @@ impl Tracer {
     }
 
     /// Per-stack totals kept in BPF (--combined-only).
-    pub fn combined(&self) -> Result<Vec<StackTotal>, String> {
+    pub fn combined(&self) -> Result<Vec<StackTotal>> {
         let mut out = Vec::new();
         self.combined
             .dump::<u64, abi::CombinedInfo>(|k, v| {
@@ -1361,7 +1363,7 @@ impl Tracer {
                     ..Default::default()
                 })
             })
-            .map_err(|e| format!("cannot read the combined table: {e}"))?;
+            .map_err(|e| Error::bpf_io("cannot read the combined table", e))?;
         Ok(out)
     }
 
@@ -1457,29 +1459,28 @@ fn privilege_hint(e: &io::Error) -> &'static str {
 /// of them) in 32 bits: more than 2^27 entries is refused with E2BIG.
 const MAX_HASH_ENTRIES: u32 = 1 << 27;
 
-fn check_table_sizes(max_allocs: u32, max_stacks: u32) -> Result<(), String> {
+fn check_table_sizes(max_allocs: u32, max_stacks: u32) -> Result<()> {
     if max_allocs > MAX_HASH_ENTRIES {
-        return Err(format!(
+        return Err(Error::Other(format!(
             "--max-allocs {max_allocs} is too big for the allocation table: the kernel accepts at most {MAX_HASH_ENTRIES}"
-        ));
+        )));
     }
     // The per-stack totals take one entry more (allocations whose stack
     // was lost).
     if max_stacks > MAX_HASH_ENTRIES - 1 {
-        return Err(format!(
+        return Err(Error::Other(format!(
             "--stack-storage-size {max_stacks} is too big for the stack table: the kernel accepts at most {}",
             MAX_HASH_ENTRIES - 1
-        ));
+        )));
     }
     Ok(())
 }
 
-fn load_error(e: io::Error) -> String {
-    format!("cannot load the BPF programs: {e}{}", privilege_hint(&e))
-}
-
-fn attach_error(e: &io::Error) -> String {
-    format!("{e}{}", privilege_hint(e))
+/// A failed load or attach, with a hint when it was refused for want of
+/// privileges.
+fn bpf_failure(op: impl Into<String>, e: io::Error) -> Error {
+    let hint = privilege_hint(&e);
+    Error::bpf_io(op, e).noted(hint)
 }
 
 /// The file offset of an ELF executable's entry point, through the

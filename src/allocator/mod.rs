@@ -17,9 +17,28 @@ pub(crate) mod x86;
 #[cfg(test)]
 mod tests;
 
-pub use dlclose::{dlclose_site, DlcloseSite};
-pub use exec::for_executable;
-pub use process::for_process;
+pub use dlclose::DlcloseSite;
+
+use crate::error::{Error, Result};
+
+// The finding below says in words what failed (a file, a process, an -O
+// value); these entry points give it its kind. Inside, the ELF layer's
+// rewrite (issue 19) converts the rest.
+
+/// The allocator of a command about to run (see [`exec::for_executable`]).
+pub fn for_executable(exe_path: &str, obj_override: Option<&str>) -> Result<Allocator> {
+    exec::for_executable(exe_path, obj_override).map_err(Error::Target)
+}
+
+/// The allocator of a live process (see [`process::for_process`]).
+pub fn for_process(pid: u32, obj_override: Option<&str>) -> Result<Allocator> {
+    process::for_process(pid, obj_override).map_err(Error::Target)
+}
+
+/// Where to hold a process at dlclose (see [`dlclose::dlclose_site`]).
+pub fn dlclose_site(libc: &Allocator) -> Result<Option<DlcloseSite>> {
+    dlclose::dlclose_site(libc).map_err(Error::Other)
+}
 
 /// The allocator functions memleak traces, in this order (the BPF side's
 /// `enum func`). Each is a calling shape: where the size and the block are

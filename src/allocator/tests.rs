@@ -273,14 +273,18 @@ fn override_c_name_and_paths_pick_libc() {
 #[test]
 fn override_errors() {
     let pid = std::process::id();
-    let e = for_process(pid, Some("libnothere.so.9")).unwrap_err();
+    let e = for_process(pid, Some("libnothere.so.9"))
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         e,
         format!(
             "-O libnothere.so.9: pid {pid} maps no such object, and no file libnothere.so.9 exists"
         )
     );
-    let e = for_process(pid, Some("/nonexistent/libfoo.so")).unwrap_err();
+    let e = for_process(pid, Some("/nonexistent/libfoo.so"))
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("/nonexistent/libfoo.so") && e.contains(&pid.to_string()),
         "{e}"
@@ -290,11 +294,13 @@ fn override_errors() {
     let me = fs::read_link("/proc/self/exe").unwrap();
     let me = me.to_str().unwrap();
     assert_eq!(
-        for_process(pid, Some(me)).unwrap_err(),
+        for_process(pid, Some(me)).unwrap_err().to_string(),
         format!("{me} does not define malloc")
     );
     // An existing non-ELF file.
-    let e = for_process(pid, Some("/etc/hostname")).unwrap_err();
+    let e = for_process(pid, Some("/etc/hostname"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not an ELF file"), "{e}");
 }
 
@@ -302,7 +308,7 @@ fn override_errors() {
 fn missing_pid() {
     // Above any possible pid_max.
     let pid = 0x7fff_fff0;
-    let e = for_process(pid, None).unwrap_err();
+    let e = for_process(pid, None).unwrap_err().to_string();
     assert_eq!(
         e,
         format!(
@@ -325,17 +331,23 @@ fn ls_resolves_libc_through_needed() {
 
     let c = for_executable("/bin/ls", Some("c")).unwrap();
     assert_eq!(c.attach_path, a.attach_path);
-    let e = for_executable("/bin/ls", Some("libnothere.so")).unwrap_err();
+    let e = for_executable("/bin/ls", Some("libnothere.so"))
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         e,
         "-O libnothere.so: /bin/ls does not load such an object and no file libnothere.so exists"
     );
-    let e = for_executable("/nonexistent/prog", None).unwrap_err();
+    let e = for_executable("/nonexistent/prog", None)
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         e,
         "cannot read /nonexistent/prog: No such file or directory"
     );
-    let e = for_executable("/etc/hostname", None).unwrap_err();
+    let e = for_executable("/etc/hostname", None)
+        .unwrap_err()
+        .to_string();
     assert_eq!(e, "/etc/hostname: not an ELF file");
 }
 
@@ -535,7 +547,9 @@ fn needed_search_order_rpath_origin_and_wrong_machine() {
     );
     assert!(a.reason.contains("-O fake"), "{}", a.reason);
     // libwrap is loaded but not an allocator.
-    let e = for_executable(&indirect, Some("libwrap.so")).unwrap_err();
+    let e = for_executable(&indirect, Some("libwrap.so"))
+        .unwrap_err()
+        .to_string();
     assert!(e.ends_with("libwrap.so does not define malloc"), "{e}");
     let _ = wrap;
 
@@ -608,7 +622,7 @@ fn musl_static_is_its_own_allocator() {
 fn stripped_static_executable_explains() {
     let dir = TempDir::new("stripped");
     let exe = compile("gcc", &dir, "prog", PROG, &["-static", "-s"]);
-    let e = for_executable(&exe, Some(&exe)).unwrap_err();
+    let e = for_executable(&exe, Some(&exe)).unwrap_err().to_string();
     assert_eq!(
         e,
         format!("{exe} does not define malloc (it has no symbol table: stripped; install its debug file under /usr/lib/debug/.build-id or beside it)")

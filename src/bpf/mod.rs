@@ -10,6 +10,8 @@ use std::io;
 use std::mem::size_of;
 use std::ptr::NonNull;
 
+use crate::error::{Error, Result};
+
 use libbpf_sys as sys;
 
 use abi::Pod;
@@ -29,8 +31,8 @@ extern "C" {
 }
 
 /// The embedded BPF object, inflated.
-pub fn object_bytes() -> Result<Vec<u8>, String> {
-    let corrupt = || "the embedded BPF object is corrupt".to_string();
+pub fn object_bytes() -> Result<Vec<u8>> {
+    let corrupt = || Error::other("the embedded BPF object is corrupt");
     let (len, z) = OBJECT_Z.split_first_chunk::<4>().ok_or_else(corrupt)?;
     let len = u32::from_le_bytes(*len) as usize;
     let mut out = vec![0u8; len];
@@ -68,8 +70,8 @@ pub fn set_libbpf_verbose(verbose: bool) {
     }
 }
 
-fn cstring(s: &str) -> Result<CString, String> {
-    CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
+fn cstring(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Other(format!("{s:?} contains a NUL byte")))
 }
 
 /// libbpf returns -errno and also sets errno; prefer the return value.
@@ -142,7 +144,7 @@ pub struct Object {
 }
 
 impl Object {
-    pub fn open() -> Result<Object, String> {
+    pub fn open() -> Result<Object> {
         let name = cstring("memleak")?;
         let opts = sys::bpf_object_open_opts {
             sz: size_of::<sys::bpf_object_open_opts>() as sys::size_t,
@@ -156,31 +158,31 @@ impl Object {
             sys::bpf_object__open_mem(object.as_ptr().cast(), object.len() as sys::size_t, &opts)
         };
         NonNull::new(ptr).map(|ptr| Object { ptr }).ok_or_else(|| {
-            format!(
-                "cannot open the embedded BPF object: {}",
-                io::Error::last_os_error()
+            Error::bpf_io(
+                "cannot open the embedded BPF object",
+                io::Error::last_os_error(),
             )
         })
     }
 
-    fn map(&self, name: &str) -> Result<*mut sys::bpf_map, String> {
+    fn map(&self, name: &str) -> Result<*mut sys::bpf_map> {
         let cname = cstring(name)?;
         // SAFETY: valid object pointer and NUL-terminated name.
         let map = unsafe { sys::bpf_object__find_map_by_name(self.ptr.as_ptr(), cname.as_ptr()) };
         if map.is_null() {
-            Err(format!("BPF object has no map {name}"))
+            Err(Error::Other(format!("BPF object has no map {name}")))
         } else {
             Ok(map)
         }
     }
 
-    fn program(&self, name: &str) -> Result<*mut sys::bpf_program, String> {
+    fn program(&self, name: &str) -> Result<*mut sys::bpf_program> {
         let cname = cstring(name)?;
         // SAFETY: valid object pointer and NUL-terminated name.
         let prog =
             unsafe { sys::bpf_object__find_program_by_name(self.ptr.as_ptr(), cname.as_ptr()) };
         if prog.is_null() {
-            Err(format!("BPF object has no program {name}"))
+            Err(Error::Other(format!("BPF object has no program {name}")))
         } else {
             Ok(prog)
         }
@@ -188,41 +190,44 @@ impl Object {
 
     /// Writes the read-only config (`const volatile struct config cfg`, the
     /// only variable in .rodata) before load.
-    pub fn set_config(&mut self, cfg: &abi::Config) -> Result<(), String> {
+    pub fn set_config(&mut self, cfg: &abi::Config) -> Result<()> {
         let map = self.map(".rodata")?;
         let mut size: sys::size_t = 0;
         // SAFETY: map belongs to this object; libbpf returns its mmaped
         // initial value and its size.
         let data = unsafe { sys::bpf_map__initial_value(map, &mut size) };
         if data.is_null() || size as usize != size_of::<abi::Config>() {
-            return Err(format!(
+            return Err(Error::Other(format!(
                 "BPF .rodata is {size} bytes, expected {}: bpf/memleak.h and src/bpf/abi.rs disagree",
                 size_of::<abi::Config>()
-            ));
+            )));
         }
         // SAFETY: data points to `size` writable bytes, checked above.
         unsafe { std::ptr::write_unaligned(data.cast::<abi::Config>(), *cfg) };
         Ok(())
     }
 
-    pub fn set_max_entries(&mut self, map: &str, entries: u32) -> Result<(), String> {
+    pub fn set_max_entries(&mut self, map: &str, entries: u32) -> Result<()> {
         let m = self.map(map)?;
         // SAFETY: valid map of an unloaded object.
         let ret = unsafe { sys::bpf_map__set_max_entries(m, entries) };
         if ret < 0 {
-            return Err(format!("cannot size map {map}: {}", errno_from(ret)));
+            return Err(Error::bpf_io(
+                format!("cannot size map {map}"),
+                errno_from(ret),
+            ));
         }
         Ok(())
     }
 
-    pub fn set_map_flags(&mut self, map: &str, flags: u32) -> Result<(), String> {
+    pub fn set_map_flags(&mut self, map: &str, flags: u32) -> Result<()> {
         let m = self.map(map)?;
         // SAFETY: valid map of an unloaded object.
         let ret = unsafe { sys::bpf_map__set_map_flags(m, flags) };
         if ret < 0 {
-            return Err(format!(
-                "cannot set flags of map {map}: {}",
-                errno_from(ret)
+            return Err(Error::bpf_io(
+                format!("cannot set flags of map {map}"),
+                errno_from(ret),
             ));
         }
         Ok(())
@@ -230,14 +235,14 @@ impl Object {
 
     /// Programs not needed for this run are not loaded (kernel programs in
     /// user mode and the reverse).
-    pub fn set_autoload(&mut self, prog: &str, load: bool) -> Result<(), String> {
+    pub fn set_autoload(&mut self, prog: &str, load: bool) -> Result<()> {
         let p = self.program(prog)?;
         // SAFETY: valid program of an unloaded object.
         let ret = unsafe { sys::bpf_program__set_autoload(p, load) };
         if ret < 0 {
-            return Err(format!(
-                "cannot set autoload of {prog}: {}",
-                errno_from(ret)
+            return Err(Error::bpf_io(
+                format!("cannot set autoload of {prog}"),
+                errno_from(ret),
             ));
         }
         Ok(())
@@ -252,12 +257,12 @@ impl Object {
         Ok(())
     }
 
-    pub fn map_fd(&self, name: &str) -> Result<MapFd, String> {
+    pub fn map_fd(&self, name: &str) -> Result<MapFd> {
         let m = self.map(name)?;
         // SAFETY: valid map.
         let fd = unsafe { sys::bpf_map__fd(m) };
         if fd < 0 {
-            return Err(format!("map {name} is not loaded"));
+            return Err(Error::Other(format!("map {name} is not loaded")));
         }
         Ok(MapFd { fd })
     }
@@ -642,7 +647,7 @@ pub struct RingBuffer {
 }
 
 impl RingBuffer {
-    pub fn new(map: MapFd, callback: RecordCallback) -> Result<RingBuffer, String> {
+    pub fn new(map: MapFd, callback: RecordCallback) -> Result<RingBuffer> {
         unsafe extern "C" fn trampoline(
             ctx: *mut c_void,
             data: *mut c_void,
@@ -667,10 +672,7 @@ impl RingBuffer {
                 _callback: callback,
             })
             .ok_or_else(|| {
-                format!(
-                    "cannot set up the ring buffer: {}",
-                    io::Error::last_os_error()
-                )
+                Error::bpf_io("cannot set up the ring buffer", io::Error::last_os_error())
             })
     }
 

@@ -5,6 +5,7 @@
 //! fit on small boards. Reading takes the same (and any other writer's
 //! stored blocks); compressed blocks are refused with a way around them.
 
+use crate::error::{Error, Result};
 use crate::symbolize::debug_file::crc32;
 
 const MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -40,14 +41,14 @@ pub fn wrap(data: &[u8]) -> Vec<u8> {
 
 /// The contents of a gzip file made of stored blocks, checked against its
 /// CRC and length.
-pub fn unwrap(data: &[u8]) -> Result<Vec<u8>, String> {
+pub fn unwrap(data: &[u8]) -> Result<Vec<u8>> {
     const FHCRC: u8 = 2;
     const FEXTRA: u8 = 4;
     const FNAME: u8 = 8;
     const FCOMMENT: u8 = 16;
-    let truncated = || "truncated gzip data".to_string();
+    let truncated = || Error::format("truncated gzip data");
     if !is_gzip(data) || data.len() < 10 || data[2] != 8 {
-        return Err("not gzip (deflate) data".into());
+        return Err(Error::format("not gzip (deflate) data"));
     }
     let flags = data[3];
     let mut pos = 10;
@@ -73,12 +74,12 @@ pub fn unwrap(data: &[u8]) -> Result<Vec<u8>, String> {
         // stored ones, which end on one.
         let header = *data.get(pos).ok_or_else(truncated)?;
         if (header >> 1) & 3 != 0 {
-            return Err("compressed gzip data (memleak reads the stored blocks it writes): decompress it first, e.g. gunzip, and give the plain profile".into());
+            return Err(Error::format("compressed gzip data (memleak reads the stored blocks it writes): decompress it first, e.g. gunzip, and give the plain profile"));
         }
         let lens = data.get(pos + 1..pos + 5).ok_or_else(truncated)?;
         let len = u16::from_le_bytes([lens[0], lens[1]]);
         if len != !u16::from_le_bytes([lens[2], lens[3]]) {
-            return Err("corrupt gzip data (stored block length)".into());
+            return Err(Error::format("corrupt gzip data (stored block length)"));
         }
         pos += 5;
         let block = data
@@ -94,7 +95,7 @@ pub fn unwrap(data: &[u8]) -> Result<Vec<u8>, String> {
     let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
     let size = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
     if crc != crc32(&out) || size != out.len() as u32 {
-        return Err("corrupt gzip data (CRC or length mismatch)".into());
+        return Err(Error::format("corrupt gzip data (CRC or length mismatch)"));
     }
     Ok(out)
 }
@@ -135,7 +136,10 @@ mod tests {
             .arg(&file)
             .output()
             .unwrap();
-        assert!(unwrap(&out.stdout).unwrap_err().contains("gunzip"));
+        assert!(unwrap(&out.stdout)
+            .unwrap_err()
+            .to_string()
+            .contains("gunzip"));
         // With a name field in the header (FNAME) and stored blocks.
         let mut named = wrap(b"abc");
         named[3] = 8;
@@ -144,7 +148,7 @@ mod tests {
         let mut bad = wrap(b"abc");
         let n = bad.len();
         bad[n - 8] ^= 1;
-        assert!(unwrap(&bad).unwrap_err().contains("CRC"));
+        assert!(unwrap(&bad).unwrap_err().to_string().contains("CRC"));
         assert!(unwrap(&wrap(b"abcdef")[..20]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -20,6 +20,7 @@ mod wire;
 use std::collections::HashMap;
 use std::io::Write;
 
+use crate::error::{Error, Result};
 use crate::report::Shown;
 use crate::symbolize::Frame;
 
@@ -177,10 +178,10 @@ impl Profile {
 
     /// Parses a serialized Profile, checking that every string index is in
     /// the string table.
-    pub fn decode(data: &[u8]) -> Result<Profile, String> {
+    pub fn decode(data: &[u8]) -> Result<Profile> {
         use wire::read_scalars as scalars;
         let mut p = Profile::default();
-        let value_type = |data: &[u8]| -> Result<ValueType, String> {
+        let value_type = |data: &[u8]| -> Result<ValueType> {
             let v = scalars(data)?;
             Ok(ValueType {
                 kind: v[1] as i64,
@@ -260,7 +261,7 @@ impl Profile {
                 }
                 6 => p.strings.push(
                     String::from_utf8(value.bytes()?.to_vec())
-                        .map_err(|_| "a profile string is not UTF-8")?,
+                        .map_err(|_| Error::format("a profile string is not UTF-8"))?,
                 ),
                 7 => p.drop_frames = value.int()? as i64,
                 8 => p.keep_frames = value.int()? as i64,
@@ -281,9 +282,11 @@ impl Profile {
         Ok(p)
     }
 
-    fn check_strings(&self) -> Result<(), String> {
+    fn check_strings(&self) -> Result<()> {
         if self.strings.first().map(String::as_str) != Some("") {
-            return Err("not a pprof profile (its string table must start with \"\")".into());
+            return Err(Error::format(
+                "not a pprof profile (its string table must start with \"\")",
+            ));
         }
         let mut indices: Vec<i64> = vec![self.drop_frames, self.keep_frames];
         indices.push(self.default_sample_type);
@@ -305,7 +308,9 @@ impl Profile {
             .all(|&i| usize::try_from(i).is_ok_and(|i| i < self.strings.len()))
         {
             true => Ok(()),
-            false => Err("corrupt pprof profile (a string index is out of range)".into()),
+            false => Err(Error::format(
+                "corrupt pprof profile (a string index is out of range)",
+            )),
         }
     }
 
@@ -323,7 +328,7 @@ impl Profile {
     }
 
     /// A profile file: gzip (of stored blocks) or the plain message.
-    pub fn from_file_bytes(data: &[u8]) -> Result<Profile, String> {
+    pub fn from_file_bytes(data: &[u8]) -> Result<Profile> {
         if gzip::is_gzip(data) {
             Profile::decode(&gzip::unwrap(data)?)
         } else {
@@ -700,7 +705,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Replaces `path` with `data` so that a reader sees the old file or the
 /// new one, never a part: written to `PATH.tmp-PID` in the same directory
 /// (rename is atomic within a filesystem), flushed to disk, then renamed.
-pub fn write_atomically(path: &str, data: &[u8]) -> Result<(), String> {
+pub fn write_atomically(path: &str, data: &[u8]) -> Result<()> {
     let tmp = format!("{path}.tmp-{}", std::process::id());
     let written = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -710,7 +715,7 @@ pub fn write_atomically(path: &str, data: &[u8]) -> Result<(), String> {
     })();
     written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot write --pprof {path}: {e}")
+        Error::output(format!("--pprof {path}"), e)
     })
 }
 
@@ -832,11 +837,13 @@ mod tests {
         }
         assert!(Profile::decode(b"")
             .unwrap_err()
+            .to_string()
             .contains("not a pprof profile"));
         let mut bad = example(false);
         bad.functions[0].name = 999;
         assert!(Profile::decode(&bad.encode())
             .unwrap_err()
+            .to_string()
             .contains("out of range"));
     }
 
@@ -908,7 +915,11 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temp left");
         let err = write_atomically(&dir.join("no/such").display().to_string(), b"x").unwrap_err();
-        assert!(err.starts_with("cannot write --pprof "), "{err}");
+        assert!(matches!(err, Error::Output { .. }), "{err:?}");
+        assert!(
+            err.to_string().starts_with("cannot write --pprof "),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

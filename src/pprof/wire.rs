@@ -3,6 +3,8 @@
 //! integers). Fixed-width fields are skipped when read; nothing here writes
 //! them.
 
+use crate::error::{Error, Result};
+
 /// Wire types.
 const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
@@ -79,22 +81,22 @@ pub enum Value<'a> {
 }
 
 impl<'a> Value<'a> {
-    pub fn int(self) -> Result<u64, String> {
+    pub fn int(self) -> Result<u64> {
         match self {
             Value::Int(v) => Ok(v),
-            _ => Err("a protobuf field has the wrong wire type".into()),
+            _ => Err(Error::format("a protobuf field has the wrong wire type")),
         }
     }
 
-    pub fn bytes(self) -> Result<&'a [u8], String> {
+    pub fn bytes(self) -> Result<&'a [u8]> {
         match self {
             Value::Bytes(b) => Ok(b),
-            _ => Err("a protobuf field has the wrong wire type".into()),
+            _ => Err(Error::format("a protobuf field has the wrong wire type")),
         }
     }
 
     /// A repeated integer field, packed or not: appends its values.
-    pub fn ints_into(self, out: &mut Vec<u64>) -> Result<(), String> {
+    pub fn ints_into(self, out: &mut Vec<u64>) -> Result<()> {
         match self {
             Value::Int(v) => out.push(v),
             Value::Bytes(mut b) => {
@@ -102,30 +104,30 @@ impl<'a> Value<'a> {
                     out.push(read_varint(&mut b)?);
                 }
             }
-            Value::Other => return Err("a protobuf field has the wrong wire type".into()),
+            Value::Other => return Err(Error::format("a protobuf field has the wrong wire type")),
         }
         Ok(())
     }
 }
 
-fn read_varint(data: &mut &[u8]) -> Result<u64, String> {
+fn read_varint(data: &mut &[u8]) -> Result<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let (&b, rest) = data
             .split_first()
-            .ok_or("truncated protobuf data (varint)")?;
+            .ok_or(Error::format("truncated protobuf data (varint)"))?;
         *data = rest;
         v |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
             return Ok(v);
         }
     }
-    Err("corrupt protobuf data (varint too long)".into())
+    Err(Error::format("corrupt protobuf data (varint too long)"))
 }
 
 /// The integer fields of a message by number (index 0 unused; numbers
 /// past the array and other wire types are skipped).
-pub fn read_scalars(data: &[u8]) -> Result<[u64; 12], String> {
+pub fn read_scalars(data: &[u8]) -> Result<[u64; 12]> {
     let mut values = [0; 12];
     for field in Fields::new(data) {
         if let (n, Value::Int(v)) = field? {
@@ -149,22 +151,23 @@ impl<'a> Fields<'a> {
 }
 
 impl<'a> Iterator for Fields<'a> {
-    type Item = Result<(u32, Value<'a>), String>;
+    type Item = Result<(u32, Value<'a>)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.data.is_empty() {
             return None;
         }
-        let mut field = || -> Result<(u32, Value<'a>), String> {
+        let mut field = || -> Result<(u32, Value<'a>)> {
             let k = read_varint(&mut self.data)?;
-            let number = u32::try_from(k >> 3).map_err(|_| "corrupt protobuf field number")?;
+            let number = u32::try_from(k >> 3)
+                .map_err(|_| Error::format("corrupt protobuf field number"))?;
             let value = match (k & 7) as u8 {
                 VARINT => Value::Int(read_varint(&mut self.data)?),
                 LEN => {
                     let len = usize::try_from(read_varint(&mut self.data)?)
-                        .map_err(|_| "corrupt protobuf length")?;
+                        .map_err(|_| Error::format("corrupt protobuf length"))?;
                     if len > self.data.len() {
-                        return Err("truncated protobuf data".into());
+                        return Err(Error::format("truncated protobuf data"));
                     }
                     let (v, rest) = self.data.split_at(len);
                     self.data = rest;
@@ -173,12 +176,16 @@ impl<'a> Iterator for Fields<'a> {
                 wire @ (FIXED64 | FIXED32) => {
                     let n = if wire == FIXED64 { 8 } else { 4 };
                     if n > self.data.len() {
-                        return Err("truncated protobuf data".into());
+                        return Err(Error::format("truncated protobuf data"));
                     }
                     self.data = &self.data[n..];
                     Value::Other
                 }
-                other => return Err(format!("unsupported protobuf wire type {other}")),
+                other => {
+                    return Err(Error::Format(format!(
+                        "unsupported protobuf wire type {other}"
+                    )))
+                }
             };
             Ok((number, value))
         };

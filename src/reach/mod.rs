@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub use graph::Class;
 use graph::{Index, Memory};
 
+use crate::error::{Error, Result};
 use crate::sys::{self, Stop};
 
 /// The thread memleak already traces in the process (-c's command, seized
@@ -67,18 +68,18 @@ pub fn tracer_of(pid: u32) -> Option<u32> {
 
 /// Refuses a process another tracer (a debugger) holds: it cannot be
 /// stopped by a second one.
-pub fn check_not_traced(pid: u32) -> Result<(), String> {
+pub fn check_not_traced(pid: u32) -> Result<()> {
     match tracer_of(pid) {
-        Some(t) if t != std::process::id() => Err(format!(
+        Some(t) if t != std::process::id() => Err(Error::Target(format!(
             "--unreachable: process {pid} is already traced by process {t} (a debugger?); it cannot be stopped for the scan"
-        )),
+        ))),
         _ => Ok(()),
     }
 }
 
 /// Scans process `pid` whose outstanding blocks are `blocks` (address,
 /// size; any order).
-pub fn scan(pid: u32, mut blocks: Vec<(u64, u64)>, held: Held) -> Result<Scan, String> {
+pub fn scan(pid: u32, mut blocks: Vec<(u64, u64)>, held: Held) -> Result<Scan> {
     blocks.sort_unstable();
     blocks.dedup_by_key(|b| b.0);
     let index = Index::new(&blocks);
@@ -90,7 +91,7 @@ pub fn scan(pid: u32, mut blocks: Vec<(u64, u64)>, held: Held) -> Result<Scan, S
         std::thread::sleep(Duration::from_millis(ms));
     }
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map_err(|e| format!("cannot read /proc/{pid}/maps: {e}"))?;
+        .map_err(|e| Error::input(format!("/proc/{pid}/maps"), e))?;
     let sps: Vec<u64> = stopped.threads.iter().filter_map(|t| t.sp).collect();
     let mut roots = Vec::new();
     for (start, end) in writable_mappings(&maps) {
@@ -189,7 +190,7 @@ struct Stopped {
 impl Stopped {
     /// Seizes and stops each thread in /proc/PID/task, listing again until
     /// no new one appears (a thread may be created while others stop).
-    fn stop(pid: u32, held: Held) -> Result<Stopped, String> {
+    fn stop(pid: u32, held: Held) -> Result<Stopped> {
         let mut stopped = Stopped {
             threads: Vec::new(),
             held,
@@ -207,12 +208,14 @@ impl Stopped {
             }
         }
         if stopped.threads.is_empty() {
-            return Err(format!("process {pid} has no threads left to stop"));
+            return Err(Error::Target(format!(
+                "process {pid} has no threads left to stop"
+            )));
         }
         Ok(stopped)
     }
 
-    fn stop_one(&mut self, tid: u32) -> Result<(), String> {
+    fn stop_one(&mut self, tid: u32) -> Result<()> {
         let gone = |e: &std::io::Error| e.raw_os_error() == Some(libc::ESRCH);
         let signal = match self.held {
             Held::AtExit(h) if h == tid => 0,
@@ -221,7 +224,7 @@ impl Stopped {
                     return if gone(&e) {
                         Ok(())
                     } else {
-                        Err(format!("cannot stop thread {tid}: {e}"))
+                        Err(Error::Target(format!("cannot stop thread {tid}: {e}")))
                     };
                 }
                 match sys::wait_stop(tid) {
@@ -246,7 +249,9 @@ impl Stopped {
                     let by = tracer_of(tid)
                         .map(|t| format!(" (traced by process {t})"))
                         .unwrap_or_default();
-                    return Err(format!("cannot ptrace thread {tid}{by}: {e}"));
+                    return Err(Error::Target(format!(
+                        "cannot ptrace thread {tid}{by}: {e}"
+                    )));
                 }
                 if let Err(e) = sys::ptrace_interrupt(tid) {
                     // Not stopped: detaching needs a stopped tracee, but a
@@ -254,14 +259,16 @@ impl Stopped {
                     return if gone(&e) {
                         Ok(())
                     } else {
-                        Err(format!("cannot stop thread {tid}: {e}"))
+                        Err(Error::Target(format!("cannot stop thread {tid}: {e}")))
                     };
                 }
                 match sys::wait_stop(tid) {
                     Ok(Stop::Gone) => return Ok(()),
                     Ok(Stop::Signal(s)) => s,
                     Ok(_) => 0,
-                    Err(e) => return Err(format!("cannot wait for thread {tid}: {e}")),
+                    Err(e) => {
+                        return Err(Error::Target(format!("cannot wait for thread {tid}: {e}")))
+                    }
                 }
             }
         };
@@ -293,9 +300,9 @@ impl Drop for Stopped {
     }
 }
 
-fn list_threads(pid: u32) -> Result<Vec<u32>, String> {
+fn list_threads(pid: u32) -> Result<Vec<u32>> {
     let dir = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map_err(|e| format!("cannot list the threads of process {pid}: {e}"))?;
+        .map_err(|e| Error::Target(format!("cannot list the threads of process {pid}: {e}")))?;
     Ok(dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect())
