@@ -151,3 +151,87 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe() -> io::Error {
+        io::Error::from(io::ErrorKind::BrokenPipe)
+    }
+
+    #[test]
+    fn only_a_closed_output_is_a_broken_pipe() {
+        assert!(Error::report_output(pipe()).is_broken_pipe());
+        assert!(Error::Output {
+            what: None,
+            err: pipe()
+        }
+        .is_broken_pipe());
+        assert!(!Error::input("the report", pipe()).is_broken_pipe());
+        assert!(!Error::report_output(io::Error::from_raw_os_error(libc::ENOSPC)).is_broken_pipe());
+        // The words do not matter, only the kind.
+        assert!(!Error::other("Broken pipe").is_broken_pipe());
+    }
+
+    #[test]
+    fn messages_are_one_line_with_what_failed() {
+        let enospc = || io::Error::from_raw_os_error(libc::ENOSPC);
+        let cases = [
+            (
+                Error::report_output(enospc()),
+                "cannot write the report: No space left on device (os error 28)",
+            ),
+            (
+                Error::output("--pprof p.pb.gz", enospc()),
+                "cannot write --pprof p.pb.gz: No space left on device (os error 28)",
+            ),
+            (
+                Error::Output {
+                    what: None,
+                    err: enospc(),
+                },
+                "No space left on device (os error 28)",
+            ),
+            (
+                Error::input("/proc/1/maps", io::Error::from_raw_os_error(libc::EACCES)),
+                "cannot read /proc/1/maps: Permission denied (os error 13)",
+            ),
+            (
+                Error::bpf("cannot size map allocs", -libc::E2BIG),
+                "cannot size map allocs: Argument list too long (os error 7)",
+            ),
+            (
+                Error::bpf_io("cannot attach", io::Error::from_raw_os_error(libc::EPERM))
+                    .noted(" (run as root)")
+                    .noted(" (--fallback)"),
+                "cannot attach: Operation not permitted (os error 1) (run as root) (--fallback)",
+            ),
+            (
+                // Not an errno: said as it is, with the note.
+                Error::bpf_io(
+                    "cannot attach",
+                    io::Error::from(io::ErrorKind::InvalidInput),
+                )
+                .noted(" (--fallback)"),
+                "cannot attach: invalid input parameter (--fallback)",
+            ),
+            (
+                Error::elf("/lib/x.so", "not an ELF file"),
+                "/lib/x.so: not an ELF file",
+            ),
+            (Error::usage("bad flag"), "bad flag"),
+            (Error::format("truncated gzip data"), "truncated gzip data"),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.to_string(), want, "{e:?}");
+        }
+        assert!(matches!(
+            Error::bpf_io("x", io::Error::from_raw_os_error(libc::EPERM)),
+            Error::Bpf {
+                errno: libc::EPERM,
+                ..
+            }
+        ));
+    }
+}

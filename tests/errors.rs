@@ -244,3 +244,39 @@ fn unreadable_proc_entries() {
     );
     assert!(stderr.contains("Permission denied"), "{stderr}");
 }
+
+/// `memleak symbolize`'s output: a reader that goes away (`| head -1`) is
+/// no error, a full disk is one line and exit 1. The closed pipe is known
+/// by its kind (EPIPE), not by the words of the message.
+#[test]
+fn symbolize_output_that_cannot_be_written() {
+    // Far more than a pipe buffer (64 KiB), so that writes go on after
+    // head has exited.
+    let report = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("symbolize-output-{}.txt", std::process::id()));
+    let line = "\t\t[unknown] 0x1234 a line of a report copied through unchanged\n";
+    std::fs::write(&report, line.repeat(20_000)).unwrap();
+    let report_arg = report.to_str().unwrap();
+
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; '{}' symbolize '{report_arg}' | head -1 >/dev/null",
+            memleak_bin().display()
+        ))
+        .output()
+        .expect("sh runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "closed pipe: {stderr}");
+    assert_eq!(stderr, "", "quiet, as `memleak | head` is");
+
+    let out = Command::new(memleak_bin())
+        .args(["symbolize", report_arg])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .expect("memleak runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr, "memleak: No space left on device (os error 28)\n");
+    std::fs::remove_file(&report).unwrap();
+}
