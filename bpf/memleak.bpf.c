@@ -869,75 +869,9 @@ static __noinline int exit_common(struct pt_regs *ctx, __u64 ret)
 }
 
 SEC("uretprobe")
-int BPF_URETPROBE(alloc_exit, __u64 ret)
+int BPF_URETPROBE(memleak__alloc_exit, __u64 ret)
 {
 	return exit_common(ctx, ret);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(malloc_enter, __u64 size)
-{
-	return enter(ctx, F_MALLOC, size, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(calloc_enter, __u64 nmemb, __u64 size)
-{
-	return enter(ctx, F_CALLOC, product(nmemb, size), 0, 0);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(realloc_enter, __u64 ptr, __u64 size)
-{
-	return enter(ctx, F_REALLOC, size, ptr, 0);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(reallocarr_enter, __u64 ptr, __u64 nmemb, __u64 size)
-{
-	return enter(ctx, F_REALLOCARRAY, product(nmemb, size), ptr, 0);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(memalign_p_enter, __u64 memptr, __u64 alignment, __u64 size)
-{
-	return enter(ctx, F_POSIX_MEMALIGN, size, 0, memptr);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(aligned_enter, __u64 alignment, __u64 size)
-{
-	return enter(ctx, F_ALIGNED_ALLOC, size, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(valloc_enter, __u64 size)
-{
-	return enter(ctx, F_VALLOC, size, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(memalign_enter, __u64 alignment, __u64 size)
-{
-	return enter(ctx, F_MEMALIGN, size, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(pvalloc_enter, __u64 size)
-{
-	return enter(ctx, F_PVALLOC, size, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(mmap_enter, __u64 addr, __u64 length)
-{
-	return enter(ctx, F_MMAP, length, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(mremap_enter, __u64 old_addr, __u64 old_size, __u64 new_size)
-{
-	return enter(ctx, F_MREMAP, new_size, old_addr, 0);
 }
 
 static __noinline int free_common(__u32 func, __u64 addr)
@@ -954,54 +888,6 @@ static __noinline int free_common(__u32 func, __u64 addr)
 	return 0;
 }
 
-SEC("uprobe")
-int BPF_UPROBE(free_enter, __u64 ptr)
-{
-	return free_common(F_FREE, ptr);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(mallocx_enter, __u64 size)
-{
-	return enter(ctx, F_MALLOCX, size, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(rallocx_enter, __u64 ptr, __u64 size)
-{
-	return enter(ctx, F_RALLOCX, size, ptr, 0);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(xallocx_enter, __u64 ptr, __u64 size)
-{
-	return enter(ctx, F_XALLOCX, size, ptr, 0);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(new_enter, __u64 size)
-{
-	return enter(ctx, F_NEW, size, 0, 0);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(dallocx_enter, __u64 ptr)
-{
-	return free_common(F_DALLOCX, ptr);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(free_sized_enter, __u64 ptr)
-{
-	return free_common(F_FREE_SIZED, ptr);
-}
-
-SEC("uprobe")
-int BPF_UPROBE(delete_enter, __u64 ptr)
-{
-	return free_common(F_DELETE, ptr);
-}
-
 /* A call memleak cannot size: counted, so the report says it is short. */
 static __always_inline int untracked(void)
 {
@@ -1010,18 +896,78 @@ static __always_inline int untracked(void)
 	return 0;
 }
 
-SEC("uprobe")
-int untracked_enter(void *ctx)
+/*
+ * The one place that knows each allocator function's arguments: which is
+ * the size (or nmemb and size), which the block being replaced, where
+ * posix_memalign stores its result. The one-link-per-function programs
+ * pass a constant func, so the switch folds away and each compiles to its
+ * function's case alone; enter_multi passes the attach cookie.
+ */
+static __always_inline int enter_func(struct pt_regs *ctx, __u64 func)
 {
-	return untracked();
+	switch (func) {
+	case F_MALLOC:		/* (size) */
+	case F_VALLOC:
+	case F_PVALLOC:
+	case F_MALLOCX:		/* (size, flags) */
+	case F_NEW:
+		return enter(ctx, func, PT_REGS_PARM1(ctx), 0, 0);
+	case F_CALLOC:		/* (nmemb, size) */
+		return enter(ctx, func, product(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx)), 0, 0);
+	case F_REALLOC:		/* (ptr, size) */
+	case F_RALLOCX:		/* (ptr, size, flags) */
+	case F_XALLOCX:
+		return enter(ctx, func, PT_REGS_PARM2(ctx), PT_REGS_PARM1(ctx), 0);
+	case F_REALLOCARRAY:	/* (ptr, nmemb, size) */
+		return enter(ctx, func, product(PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx)),
+			     PT_REGS_PARM1(ctx), 0);
+	case F_POSIX_MEMALIGN:	/* (memptr, alignment, size) */
+		return enter(ctx, func, PT_REGS_PARM3(ctx), 0, PT_REGS_PARM1(ctx));
+	case F_ALIGNED_ALLOC:	/* (alignment, size) */
+	case F_MEMALIGN:
+	case F_MMAP:		/* (addr, length, ...) */
+		return enter(ctx, func, PT_REGS_PARM2(ctx), 0, 0);
+	case F_MREMAP:		/* (old_addr, old_size, new_size, ...) */
+		return enter(ctx, func, PT_REGS_PARM3(ctx), PT_REGS_PARM1(ctx), 0);
+	case F_FREE:		/* (ptr, ...) */
+	case F_MUNMAP:		/* only an exact start address is released:
+				 * partial unmaps are not split */
+	case F_DALLOCX:
+	case F_FREE_SIZED:
+	case F_DELETE:
+		return free_common(func, PT_REGS_PARM1(ctx));
+	case F_UNTRACKED:
+		return untracked();
+	}
+	return 0;
 }
 
-/* Only an exact start address is released; partial unmaps are not split. */
-SEC("uprobe")
-int BPF_UPROBE(munmap_enter, __u64 addr)
-{
-	return free_common(F_MUNMAP, addr);
-}
+/* One program per allocator function, each attached by a link of its own. */
+#define ENTRY_PROGRAM(name, func)					\
+SEC("uprobe")								\
+int memleak__##name(struct pt_regs *ctx) { return enter_func(ctx, func); }
+
+ENTRY_PROGRAM(malloc_enter, F_MALLOC)
+ENTRY_PROGRAM(calloc_enter, F_CALLOC)
+ENTRY_PROGRAM(realloc_enter, F_REALLOC)
+ENTRY_PROGRAM(reallocarr_enter, F_REALLOCARRAY)
+ENTRY_PROGRAM(free_enter, F_FREE)
+ENTRY_PROGRAM(memalign_p_enter, F_POSIX_MEMALIGN)
+ENTRY_PROGRAM(aligned_enter, F_ALIGNED_ALLOC)
+ENTRY_PROGRAM(valloc_enter, F_VALLOC)
+ENTRY_PROGRAM(memalign_enter, F_MEMALIGN)
+ENTRY_PROGRAM(pvalloc_enter, F_PVALLOC)
+ENTRY_PROGRAM(mmap_enter, F_MMAP)
+ENTRY_PROGRAM(munmap_enter, F_MUNMAP)
+ENTRY_PROGRAM(mremap_enter, F_MREMAP)
+ENTRY_PROGRAM(mallocx_enter, F_MALLOCX)
+ENTRY_PROGRAM(rallocx_enter, F_RALLOCX)
+ENTRY_PROGRAM(xallocx_enter, F_XALLOCX)
+ENTRY_PROGRAM(dallocx_enter, F_DALLOCX)
+ENTRY_PROGRAM(free_sized_enter, F_FREE_SIZED)
+ENTRY_PROGRAM(new_enter, F_NEW)
+ENTRY_PROGRAM(delete_enter, F_DELETE)
+ENTRY_PROGRAM(untracked_enter, F_UNTRACKED)
 
 /*
  * The same, as two programs for uprobe_multi links (Linux 6.6+): one link
@@ -1030,57 +976,13 @@ int BPF_UPROBE(munmap_enter, __u64 addr)
  * period, where one link per function waits for one each (2 s here).
  */
 SEC("uprobe.multi")
-int enter_multi(struct pt_regs *ctx)
+int memleak__enter_multi(struct pt_regs *ctx)
 {
-	__u64 a1 = PT_REGS_PARM1(ctx), a2 = PT_REGS_PARM2(ctx), a3 = PT_REGS_PARM3(ctx);
-
-	switch (bpf_get_attach_cookie(ctx)) {
-	case F_MALLOC:
-		return enter(ctx, F_MALLOC, a1, 0, 0);
-	case F_CALLOC:
-		return enter(ctx, F_CALLOC, product(a1, a2), 0, 0);
-	case F_REALLOC:
-		return enter(ctx, F_REALLOC, a2, a1, 0);
-	case F_REALLOCARRAY:
-		return enter(ctx, F_REALLOCARRAY, product(a2, a3), a1, 0);
-	case F_FREE:
-		return free_common(F_FREE, a1);
-	case F_POSIX_MEMALIGN:
-		return enter(ctx, F_POSIX_MEMALIGN, a3, 0, a1);
-	case F_ALIGNED_ALLOC:
-		return enter(ctx, F_ALIGNED_ALLOC, a2, 0, 0);
-	case F_VALLOC:
-		return enter(ctx, F_VALLOC, a1, 0, 0);
-	case F_MEMALIGN:
-		return enter(ctx, F_MEMALIGN, a2, 0, 0);
-	case F_PVALLOC:
-		return enter(ctx, F_PVALLOC, a1, 0, 0);
-	case F_MMAP:
-		return enter(ctx, F_MMAP, a2, 0, 0);
-	case F_MUNMAP:
-		return free_common(F_MUNMAP, a1);
-	case F_MREMAP:
-		return enter(ctx, F_MREMAP, a3, a1, 0);
-	case F_MALLOCX:
-		return enter(ctx, F_MALLOCX, a1, 0, 0);
-	case F_RALLOCX:
-		return enter(ctx, F_RALLOCX, a2, a1, 0);
-	case F_XALLOCX:
-		return enter(ctx, F_XALLOCX, a2, a1, 0);
-	case F_NEW:
-		return enter(ctx, F_NEW, a1, 0, 0);
-	case F_DALLOCX:
-	case F_FREE_SIZED:
-	case F_DELETE:
-		return free_common(bpf_get_attach_cookie(ctx), a1);
-	case F_UNTRACKED:
-		return untracked();
-	}
-	return 0;
+	return enter_func(ctx, bpf_get_attach_cookie(ctx));
 }
 
 SEC("uretprobe.multi")
-int exit_multi(struct pt_regs *ctx)
+int memleak__exit_multi(struct pt_regs *ctx)
 {
 	return exit_common(ctx, PT_REGS_RC(ctx));
 }
@@ -1106,7 +1008,7 @@ static __always_inline struct notices *notices_of_current(void)
 #define CLONE_THREAD 0x00010000
 
 SEC("raw_tracepoint/sched_process_exec")
-int on_exec(void *ctx)
+int memleak__on_exec(void *ctx)
 {
 	struct notices *n = notices_of_current();
 	__u32 tgid;
@@ -1147,7 +1049,7 @@ int on_exec(void *ctx)
  * continued with SIGCONT. dlclose is rare, so the stop costs little.
  */
 SEC("uprobe")
-int dlclose_enter(void *ctx)
+int memleak__dlclose_enter(void *ctx)
 {
 	struct notices *n = notices_of_current();
 	__u32 tgid;
@@ -1170,7 +1072,7 @@ int dlclose_enter(void *ctx)
  * the rest of the process; another process is not.
  */
 SEC("raw_tracepoint/task_newtask")
-int on_fork(__u64 *args)
+int memleak__on_fork(__u64 *args)
 {
 	struct notices *n = notices_of_current();
 
@@ -1307,29 +1209,31 @@ static __always_inline int raw_free_rescue(void *ctx, __u32 ev)
 }
 
 /*
- * Each event three ways: a classic tracepoint (prog), tp_btf (btf_prog)
- * and raw_tp (raw_prog); userspace loads one of them. Frees also have a
- * rescue (btf_prog_r, raw_prog_r), loaded beside the raw one from 6.1 on.
+ * Each event three ways: a classic tracepoint (memleak__prog), tp_btf
+ * (memleak__btf_prog) and raw_tp (memleak__raw_prog); userspace loads one
+ * of them. Frees also have a rescue (memleak__btf_prog_r,
+ * memleak__raw_prog_r), loaded beside the raw one from 6.1 on. The table
+ * of every program is src/bpf/programs.rs.
  */
 #define KERNEL_ALLOC(prog, category, tp, ev, slab)			\
 SEC("tracepoint/" #category "/" #tp)					\
-int prog(void *ctx) { return kernel_alloc(ctx, ev, slab); }		\
+int memleak__##prog(void *ctx) { return kernel_alloc(ctx, ev, slab); }	\
 SEC("tp_btf/" #tp)							\
-int btf_##prog(void *ctx) { return raw_alloc(ctx, ev, slab); }		\
+int memleak__btf_##prog(void *ctx) { return raw_alloc(ctx, ev, slab); }	\
 SEC("raw_tp/" #tp)							\
-int raw_##prog(void *ctx) { return raw_alloc(ctx, ev, slab); }
+int memleak__raw_##prog(void *ctx) { return raw_alloc(ctx, ev, slab); }
 
 #define KERNEL_FREE(prog, category, tp, ev)				\
 SEC("tracepoint/" #category "/" #tp)					\
-int prog(void *ctx) { return kernel_free(ctx, ev); }			\
+int memleak__##prog(void *ctx) { return kernel_free(ctx, ev); }		\
 SEC("tp_btf/" #tp)							\
-int btf_##prog(void *ctx) { return raw_free(ctx, ev); }			\
+int memleak__btf_##prog(void *ctx) { return raw_free(ctx, ev); }	\
 SEC("raw_tp/" #tp)							\
-int raw_##prog(void *ctx) { return raw_free(ctx, ev); }		\
+int memleak__raw_##prog(void *ctx) { return raw_free(ctx, ev); }	\
 SEC("tp_btf/" #tp)							\
-int btf_##prog##_r(void *ctx) { return raw_free_rescue(ctx, ev); }	\
+int memleak__btf_##prog##_r(void *ctx) { return raw_free_rescue(ctx, ev); } \
 SEC("raw_tp/" #tp)							\
-int raw_##prog##_r(void *ctx) { return raw_free_rescue(ctx, ev); }
+int memleak__raw_##prog##_r(void *ctx) { return raw_free_rescue(ctx, ev); }
 
 KERNEL_ALLOC(kmalloc, kmem, kmalloc, KEV_KMALLOC, true)
 KERNEL_ALLOC(kmalloc_node, kmem, kmalloc_node, KEV_KMALLOC_NODE, true)
@@ -1350,7 +1254,7 @@ KERNEL_FREE(percpu_free, percpu, percpu_free_percpu, KEV_PERCPU_FREE)
 #define SIGSTOP 19
 
 SEC("uprobe")
-int entry_stop(void *ctx)
+int memleak__entry_stop(void *ctx)
 {
 	if (is_target())
 		bpf_send_signal(SIGSTOP);
@@ -1359,13 +1263,24 @@ int entry_stop(void *ctx)
 
 /* For `make bench`: the cost of the probes alone, with no work in them. */
 SEC("uprobe")
-int empty_enter(void *ctx)
+int memleak__empty_enter(void *ctx)
 {
 	return 0;
 }
 
 SEC("uretprobe")
-int empty_exit(void *ctx)
+int memleak__empty_exit(void *ctx)
+{
+	return 0;
+}
+
+/*
+ * Never called, never loaded: names the structs that travel only through
+ * ring buffers in a function's signature, so that the object's BTF
+ * describes them too (BTF has no local variables). A unit test compares
+ * every shared struct's BTF with src/bpf/abi.rs.
+ */
+__noinline int memleak__ringbuf_types(struct event *e, struct unwind_sample *s)
 {
 	return 0;
 }

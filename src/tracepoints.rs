@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 pub struct KernelEvent {
     pub category: &'static str,
     pub name: &'static str,
-    pub program: &'static str,
     /// Address field: `ptr`, or `pfn` for pages.
     pub addr_field: &'static str,
     /// Size field candidates, first found wins; None for frees.
@@ -31,7 +30,6 @@ pub const EVENTS: [KernelEvent; NR_KERNEL_EVENTS] = [
     KernelEvent {
         category: "kmem",
         name: "kmalloc",
-        program: "kmalloc",
         addr_field: "ptr",
         size_fields: &["bytes_alloc"],
         btf_structs: &["trace_event_raw_kmalloc", "trace_event_raw_kmem_alloc"],
@@ -40,7 +38,6 @@ pub const EVENTS: [KernelEvent; NR_KERNEL_EVENTS] = [
     KernelEvent {
         category: "kmem",
         name: "kmalloc_node",
-        program: "kmalloc_node",
         addr_field: "ptr",
         size_fields: &["bytes_alloc"],
         btf_structs: &["trace_event_raw_kmem_alloc_node"],
@@ -49,7 +46,6 @@ pub const EVENTS: [KernelEvent; NR_KERNEL_EVENTS] = [
     KernelEvent {
         category: "kmem",
         name: "kmem_cache_alloc",
-        program: "cache_alloc",
         addr_field: "ptr",
         size_fields: &["bytes_alloc"],
         btf_structs: &[
@@ -61,7 +57,6 @@ pub const EVENTS: [KernelEvent; NR_KERNEL_EVENTS] = [
     KernelEvent {
         category: "kmem",
         name: "kmem_cache_alloc_node",
-        program: "cache_alloc_node",
         addr_field: "ptr",
         size_fields: &["bytes_alloc"],
         btf_structs: &["trace_event_raw_kmem_alloc_node"],
@@ -70,7 +65,6 @@ pub const EVENTS: [KernelEvent; NR_KERNEL_EVENTS] = [
     KernelEvent {
         category: "kmem",
         name: "kfree",
-        program: "kfree",
         addr_field: "ptr",
         size_fields: &[],
         btf_structs: &["trace_event_raw_kfree", "trace_event_raw_kmem_free"],
@@ -79,7 +73,6 @@ pub const EVENTS: [KernelEvent; NR_KERNEL_EVENTS] = [
     KernelEvent {
         category: "kmem",
         name: "kmem_cache_free",
-        program: "cache_free",
         addr_field: "ptr",
         size_fields: &[],
         btf_structs: &[
@@ -91,7 +84,6 @@ pub const EVENTS: [KernelEvent; NR_KERNEL_EVENTS] = [
     KernelEvent {
         category: "kmem",
         name: "mm_page_alloc",
-        program: "page_alloc",
         addr_field: "pfn",
         size_fields: &["order"],
         btf_structs: &["trace_event_raw_mm_page_alloc"],
@@ -100,7 +92,6 @@ pub const EVENTS: [KernelEvent; NR_KERNEL_EVENTS] = [
     KernelEvent {
         category: "kmem",
         name: "mm_page_free",
-        program: "page_free",
         addr_field: "pfn",
         size_fields: &[],
         btf_structs: &["trace_event_raw_mm_page_free"],
@@ -109,7 +100,6 @@ pub const EVENTS: [KernelEvent; NR_KERNEL_EVENTS] = [
     KernelEvent {
         category: "percpu",
         name: "percpu_alloc_percpu",
-        program: "percpu_alloc",
         addr_field: "ptr",
         // bytes_alloc appeared in 6.2; before it, the requested size.
         size_fields: &["bytes_alloc", "size"],
@@ -119,7 +109,6 @@ pub const EVENTS: [KernelEvent; NR_KERNEL_EVENTS] = [
     KernelEvent {
         category: "percpu",
         name: "percpu_free_percpu",
-        program: "percpu_free",
         addr_field: "ptr",
         size_fields: &[],
         btf_structs: &["trace_event_raw_percpu_free_percpu"],

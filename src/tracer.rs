@@ -4,40 +4,14 @@
 use std::io;
 
 use crate::allocator::{Allocator, DlcloseSite, Func};
+pub use crate::bpf::programs::KernelPath;
+use crate::bpf::programs::{self, Role};
 use crate::bpf::{self, abi, Link, MapFd, Object, RingBuffer};
 use crate::cli::{Options, Unwind};
 use crate::error::{Error, Result};
 use crate::report::{Allocation, Losses, StackTotal};
 use crate::tracepoints;
 use crate::unwind_tables;
-
-/// Entry program of each allocator function; all allocating functions
-/// share one return program, `alloc_exit`.
-fn entry_program(func: Func) -> &'static str {
-    match func {
-        Func::Malloc => "malloc_enter",
-        Func::Calloc => "calloc_enter",
-        Func::Realloc => "realloc_enter",
-        Func::Reallocarray => "reallocarr_enter",
-        Func::Free => "free_enter",
-        Func::PosixMemalign => "memalign_p_enter",
-        Func::AlignedAlloc => "aligned_enter",
-        Func::Valloc => "valloc_enter",
-        Func::Memalign => "memalign_enter",
-        Func::Pvalloc => "pvalloc_enter",
-        Func::Mmap => "mmap_enter",
-        Func::Munmap => "munmap_enter",
-        Func::Mremap => "mremap_enter",
-        Func::Mallocx => "mallocx_enter",
-        Func::Rallocx => "rallocx_enter",
-        Func::Xallocx => "xallocx_enter",
-        Func::Dallocx => "dallocx_enter",
-        Func::FreeSized => "free_sized_enter",
-        Func::New => "new_enter",
-        Func::Delete => "delete_enter",
-        Func::Untracked => "untracked_enter",
-    }
-}
 
 fn has_return_probe(func: Func) -> bool {
     func.has_return()
@@ -47,9 +21,6 @@ fn has_return_probe(func: Func) -> bool {
 fn is_mandatory(func: Func) -> bool {
     matches!(func, Func::Malloc | Func::Free)
 }
-
-/// With uprobe_multi: one program for all entries, one for all returns.
-const MULTI_PROGRAMS: &[&str] = &["enter_multi", "exit_multi"];
 
 /// uprobe_multi links (Linux 6.6+, probed, not guessed from the version);
 /// `--fallback links` forces the one-link-per-function path older kernels
@@ -85,9 +56,12 @@ fn keep_stack_sums(opts: &Options, processes: usize) -> bool {
 
 /// One entry program per function, and the shared return program.
 fn user_programs() -> Vec<&'static str> {
-    let mut programs = vec!["alloc_exit"];
-    programs.extend(Func::ALL.iter().map(|&f| entry_program(f)));
-    programs
+    programs::names(|role| matches!(role, Role::Return | Role::Entry(_)))
+}
+
+/// With uprobe_multi: one program for all entries, one for all returns.
+fn multi_programs() -> Vec<&'static str> {
+    programs::names(|role| matches!(role, Role::MultiEntry | Role::MultiReturn))
 }
 
 /// Map sizes. Hash maps are not preallocated where the kernel allows it
@@ -125,18 +99,6 @@ fn own_pid_namespace() -> Option<(u64, u64)> {
     const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
     let meta = std::fs::metadata("/proc/self/ns/pid").ok()?;
     (meta.ino() != PROC_PID_INIT_INO).then(|| (meta.dev(), meta.ino()))
-}
-
-/// How kernel mode attaches to the kmem/percpu events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KernelPath {
-    /// tp_btf programs: raw tracepoints typed by the kernel's BTF.
-    TpBtf,
-    /// raw_tp programs, argument positions from the version table.
-    RawTp,
-    /// Classic tracepoint programs reading the trace record
-    /// (`--fallback tracepoints`, or raw tracepoints unusable).
-    Tracepoints,
 }
 
 impl KernelPath {
@@ -182,58 +144,22 @@ impl KernelPath {
 
     /// The program of event `i` (in `tracepoints::EVENTS` order) on this path.
     fn program(self, i: usize) -> &'static str {
-        match self {
-            KernelPath::Tracepoints => tracepoints::EVENTS[i].program,
-            KernelPath::TpBtf => RAW_PROGRAMS[i].0,
-            KernelPath::RawTp => RAW_PROGRAMS[i].1,
-        }
+        programs::kernel_event(i, self)
     }
 }
 
-/// The tp_btf and raw_tp programs of each event, in `tracepoints::EVENTS`
-/// order (bpf/memleak.bpf.c names them after the classic ones).
-const RAW_PROGRAMS: [(&str, &str); abi::NR_KERNEL_EVENTS] = [
-    ("btf_kmalloc", "raw_kmalloc"),
-    ("btf_kmalloc_node", "raw_kmalloc_node"),
-    ("btf_cache_alloc", "raw_cache_alloc"),
-    ("btf_cache_alloc_node", "raw_cache_alloc_node"),
-    ("btf_kfree", "raw_kfree"),
-    ("btf_cache_free", "raw_cache_free"),
-    ("btf_page_alloc", "raw_page_alloc"),
-    ("btf_page_free", "raw_page_free"),
-    ("btf_percpu_alloc", "raw_percpu_alloc"),
-    ("btf_percpu_free", "raw_percpu_free"),
-];
-
-/// The rescue programs of the free events (tp_btf, raw_tp), in
-/// `tracepoints::EVENTS` order: beside a free program on the same
-/// tracepoint, each does the free program's work when the kernel skipped
-/// it because it was already running on that CPU (raw tracepoints have a
-/// guard per program from 6.1 on), and counts it in RESCUED_FREES.
-const RESCUE_PROGRAMS: [Option<(&str, &str)>; abi::NR_KERNEL_EVENTS] = [
-    None,
-    None,
-    None,
-    None,
-    Some(("btf_kfree_r", "raw_kfree_r")),
-    Some(("btf_cache_free_r", "raw_cache_free_r")),
-    None,
-    Some(("btf_page_free_r", "raw_page_free_r")),
-    None,
-    Some(("btf_percpu_free_r", "raw_percpu_free_r")),
-];
-
 impl KernelPath {
-    /// The rescue program of event `i`, where this path and kernel have one.
+    /// The rescue program of event `i`, where this path and kernel have
+    /// one: beside a free program on the same tracepoint, it does the free
+    /// program's work when the kernel skipped it because it was already
+    /// running on that CPU (raw tracepoints have a guard per program from
+    /// 6.1 on), and counts it in RESCUED_FREES.
     fn rescue(self, i: usize) -> Option<&'static str> {
-        let (btf, raw) = RESCUE_PROGRAMS[i]?;
-        match self {
-            KernelPath::Tracepoints => None,
-            // Before 6.1 raw tracepoint programs are never skipped.
-            _ if kernel_release() < (6, 1) => None,
-            KernelPath::TpBtf => Some(btf),
-            KernelPath::RawTp => Some(raw),
+        // Before 6.1 raw tracepoint programs are never skipped.
+        if kernel_release() < (6, 1) {
+            return None;
         }
+        programs::kernel_rescue(i, self)
     }
 }
 
@@ -432,25 +358,16 @@ pub struct UnwindSample {
 }
 
 impl UnwindSample {
+    /// A ring buffer record: one whole struct unwind_sample, of which the
+    /// first `len` bytes of stack were copied.
     fn parse(bytes: &[u8]) -> Option<UnwindSample> {
-        let u64_at = |i: usize| {
-            bytes
-                .get(i..i + 8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_ne_bytes)
-        };
-        let u32_at = |i: usize| {
-            bytes
-                .get(i..i + 4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_ne_bytes)
-        };
-        let len = u32_at(12)? as usize;
+        let raw = bpf::read_pod::<abi::UnwindSample>(bytes)?;
+        let len = (raw.len as usize).min(abi::STACK_COPY);
         Some(UnwindSample {
-            id: u64_at(0)?,
-            tgid: u32_at(8)?,
-            regs: [u64_at(16)?, u64_at(24)?, u64_at(32)?, u64_at(40)?],
-            stack: bytes.get(48..48 + len.min(abi::STACK_COPY))?.to_vec(),
+            id: raw.id,
+            tgid: raw.tgid,
+            regs: raw.regs,
+            stack: raw.stack[..len].to_vec(),
         })
     }
 }
@@ -521,7 +438,7 @@ impl Tracer {
                 // In user mode an address handed out again proves a missed free.
                 cfg.drop_stale = 1;
                 if multi {
-                    MULTI_PROGRAMS.to_vec()
+                    multi_programs()
                 } else {
                     user_programs()
                 }
@@ -605,33 +522,27 @@ impl Tracer {
         let obj = {
             let mut obj = Object::open()?;
             // Load only this run's programs.
-            for prog in user_programs()
-                .iter()
-                .chain(MULTI_PROGRAMS)
-                .chain(tracepoints::EVENTS.iter().map(|e| &e.program))
-                .chain(RAW_PROGRAMS.iter().flat_map(|(b, r)| [b, r]))
-                .chain(RESCUE_PROGRAMS.iter().flatten().flat_map(|(b, r)| [b, r]))
-            {
-                let rescue = rescue_programs.iter().any(|(_, r)| r == prog);
-                obj.set_autoload(prog, programs.contains(prog) || rescue)?;
-            }
-            for prog in [
-                "empty_enter",
-                "empty_exit",
-                "on_exec",
-                "on_fork",
-                "dlclose_enter",
-            ] {
-                obj.set_autoload(prog, !kernel)?;
+            for prog in programs::PROGRAMS {
+                let load = match prog.role {
+                    Role::EmptyEntry
+                    | Role::EmptyReturn
+                    | Role::Exec
+                    | Role::Fork
+                    | Role::Dlclose => !kernel,
+                    Role::EntryStop => {
+                        cfi.is_some() && matches!(opts.target, crate::cli::Target::Command(_))
+                    }
+                    _ => {
+                        programs.contains(&prog.name)
+                            || rescue_programs.iter().any(|&(_, r)| r == prog.name)
+                    }
+                };
+                obj.set_autoload(prog.name, load)?;
             }
             obj.set_config(&cfg)?;
             obj.set_max_entries("targets", processes)?;
             obj.set_max_entries("notices", processes)?;
             obj.set_max_entries("cfi_rows", cfi.as_ref().map_or(1, |(_, half, _)| half * 2))?;
-            obj.set_autoload(
-                "entry_stop",
-                cfi.is_some() && matches!(opts.target, crate::cli::Target::Command(_)),
-            )?;
             obj.set_max_entries("cfi_ranges", processes)?;
             obj.set_max_entries("allocs", max_allocs)?;
             obj.set_max_entries("stacks", max_stacks)?;
@@ -795,8 +706,8 @@ impl Tracer {
                     tracer.attach_objects(*pid, objects)?;
                 }
                 for (prog, tp) in [
-                    ("on_exec", "sched_process_exec"),
-                    ("on_fork", "task_newtask"),
+                    (programs::name(Role::Exec), "sched_process_exec"),
+                    (programs::name(Role::Fork), "task_newtask"),
                 ] {
                     match tracer.obj.attach_raw_tracepoint(prog, tp) {
                         Ok(link) => tracer.watch_links.push(link),
@@ -877,7 +788,13 @@ impl Tracer {
         self.stop_holding_at_dlclose(pid);
         let link = self
             .obj
-            .attach_uprobe("dlclose_enter", pid as i32, &site.path, site.offset, false)
+            .attach_uprobe(
+                programs::name(Role::Dlclose),
+                pid as i32,
+                &site.path,
+                site.offset,
+                false,
+            )
             .map_err(|e| {
                 bpf_failure(
                     format!("cannot attach a uprobe to dlclose in {}", site.path),
@@ -1128,7 +1045,7 @@ impl Tracer {
         let exit = self
             .obj
             .attach_uprobe_multi(
-                "exit_multi",
+                programs::name(Role::MultiReturn),
                 pid as i32,
                 &allocator.attach_path,
                 &returns,
@@ -1139,7 +1056,7 @@ impl Tracer {
         let entry = self
             .obj
             .attach_uprobe_multi(
-                "enter_multi",
+                programs::name(Role::MultiEntry),
                 pid as i32,
                 &allocator.attach_path,
                 &entries,
@@ -1192,9 +1109,12 @@ impl Tracer {
         offset: u64,
     ) -> Result<(), io::Error> {
         let (entry_prog, exit_prog) = if self.empty_probes {
-            ("empty_enter", "empty_exit")
+            (
+                programs::name(Role::EmptyEntry),
+                programs::name(Role::EmptyReturn),
+            )
         } else {
-            (entry_program(func), "alloc_exit")
+            (programs::entry(func), programs::name(Role::Return))
         };
         if has_return_probe(func) {
             let exit = self.obj.attach_uprobe(
@@ -1243,10 +1163,13 @@ impl Tracer {
         else {
             return false;
         };
-        match self
-            .obj
-            .attach_uprobe("entry_stop", pid as i32, exe_path, offset, false)
-        {
+        match self.obj.attach_uprobe(
+            programs::name(Role::EntryStop),
+            pid as i32,
+            exe_path,
+            offset,
+            false,
+        ) {
             Ok(link) => {
                 self.entry_stop = Some(link);
                 true

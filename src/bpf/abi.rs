@@ -164,6 +164,33 @@ pub struct CfiRange {
 /// Bytes of user stack in an unwind sample (STACK_COPY).
 pub const STACK_COPY: usize = 8192;
 
+/// struct unwind_sample: an allocation's registers and a copy of its
+/// stack, for userspace to unwind (--unwind dwarf, auto).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct UnwindSample {
+    /// The stack id the allocation was recorded with.
+    pub id: u64,
+    pub tgid: u32,
+    /// Bytes of `stack` copied.
+    pub len: u32,
+    /// ip, sp, fp, and lr on arm64.
+    pub regs: [u64; 4],
+    pub stack: [u8; STACK_COPY],
+}
+
+impl Default for UnwindSample {
+    fn default() -> Self {
+        UnwindSample {
+            id: 0,
+            tgid: 0,
+            len: 0,
+            regs: [0; 4],
+            stack: [0; STACK_COPY],
+        }
+    }
+}
+
 /// High bit of a stack id: unwound in userspace (UNWIND_ID_BIT).
 pub const UNWIND_ID_BIT: u64 = 1 << 63;
 
@@ -186,3 +213,4 @@ unsafe impl Pod for u8 {}
 unsafe impl Pod for Notices {}
 unsafe impl Pod for CfiRow {}
 unsafe impl Pod for CfiRange {}
+unsafe impl Pod for UnwindSample {}

@@ -4,6 +4,10 @@
 //! nothing of what the numbers mean.
 
 pub mod abi;
+pub mod programs;
+
+#[cfg(test)]
+mod object_tests;
 
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::io;
@@ -396,6 +400,46 @@ impl Object {
         }
     }
 
+    /// Every program in the object: its name and its section (what it
+    /// attaches to).
+    pub fn programs(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let text = |s: *const c_char| {
+            // SAFETY: libbpf's names live as long as the object.
+            (!s.is_null()).then(|| {
+                unsafe { std::ffi::CStr::from_ptr(s) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+        };
+        let mut prog = std::ptr::null_mut();
+        loop {
+            // SAFETY: valid object; `prog` is null or one of its programs.
+            prog = unsafe { sys::bpf_object__next_program(self.ptr.as_ptr(), prog) };
+            if prog.is_null() {
+                return out;
+            }
+            // SAFETY: `prog` is a program of this object.
+            let (name, section) = unsafe {
+                (
+                    text(sys::bpf_program__name(prog)),
+                    text(sys::bpf_program__section_name(prog)),
+                )
+            };
+            out.push((name.unwrap_or_default(), section.unwrap_or_default()));
+        }
+    }
+
+    /// Struct `name` in the object's own BTF (as bpf/memleak.h compiled):
+    /// its size and members, as [`KernelBtf::struct_members`].
+    pub fn btf_struct(&self, name: &str) -> Option<(u32, Vec<StructMember>)> {
+        // SAFETY: valid object; its BTF lives as long as it (and is not
+        // ours to free: ManuallyDrop).
+        let btf = NonNull::new(unsafe { sys::bpf_object__btf(self.ptr.as_ptr()) })?;
+        let btf = std::mem::ManuallyDrop::new(KernelBtf { ptr: btf });
+        Some((btf.struct_size(name)?, btf.struct_members(name)?))
+    }
+
     /// Recursion misses of a loaded program: runs the kernel skipped because
     /// another BPF program was already running on that CPU.
     pub fn recursion_misses(&self, prog: &str) -> u64 {
@@ -696,6 +740,9 @@ impl Drop for RingBuffer {
     }
 }
 
+/// A struct member in BTF: name, byte offset, byte size.
+pub type StructMember = (String, u32, u32);
+
 /// The kernel's own BTF (/sys/kernel/btf/vmlinux), for struct layouts.
 pub struct KernelBtf {
     ptr: NonNull<sys::btf>,
@@ -708,6 +755,18 @@ impl KernelBtf {
         NonNull::new(ptr)
             .map(|ptr| KernelBtf { ptr })
             .ok_or_else(io::Error::last_os_error)
+    }
+
+    /// The size in bytes of struct `name`.
+    pub fn struct_size(&self, name: &str) -> Option<u32> {
+        const BTF_KIND_STRUCT: u32 = 4;
+        let cname = CString::new(name).ok()?;
+        let btf = self.ptr.as_ptr();
+        // SAFETY: btf is valid and the name NUL-terminated.
+        let id = unsafe { sys::btf__find_by_name_kind(btf, cname.as_ptr(), BTF_KIND_STRUCT) };
+        // SAFETY: as above; the id is libbpf's own.
+        let size = (id >= 0).then(|| unsafe { sys::btf__resolve_size(btf, id as u32) })?;
+        u32::try_from(size).ok()
     }
 
     /// The members of struct `name`: (name, byte offset, byte size).
