@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
  * Structs read by both the BPF programs and userspace. Mirrored once with
- * #[repr(C)] in src/bpf/abi.rs; keep the two in step (sizes are checked at
- * startup against the BTF of the loaded object).
+ * #[repr(C)] in src/bpf/abi.rs; keep the two in step (a unit test compares
+ * each struct's size and members with the compiled object's BTF).
  */
 #ifndef MEMLEAK_H
 #define MEMLEAK_H

@@ -1,5 +1,7 @@
-//! `#[repr(C)]` mirrors of bpf/memleak.h. Keep the two in step; `Object`
-//! checks the config's size against the object's .rodata at load time.
+//! `#[repr(C)]` mirrors of bpf/memleak.h. Keep the two in step: a unit
+//! test (`object_tests`) compares each struct's size and members with the
+//! embedded object's BTF, and `Object` checks the config's size against the
+//! object's .rodata at load time.
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
