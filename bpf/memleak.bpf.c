@@ -1275,12 +1275,24 @@ int memleak__empty_exit(void *ctx)
 }
 
 /*
- * Never called, never loaded: names the structs that travel only through
- * ring buffers in a function's signature, so that the object's BTF
- * describes them too (BTF has no local variables). A unit test compares
- * every shared struct's BTF with src/bpf/abi.rs.
+ * Never called, never loaded: names in a function's signature what the
+ * object's BTF would otherwise leave out (BTF has no local variables, and
+ * an enum used only for its constants has no type): the structs that
+ * travel only through ring buffers, and the enums userspace mirrors. A
+ * unit test compares them with src/bpf/abi.rs.
  */
-__noinline int memleak__ringbuf_types(struct event *e, struct unwind_sample *s)
+struct btf_anchor {
+	struct event event;
+	struct unwind_sample unwind_sample;
+	enum kernel_event kernel_event;
+	enum raw_size raw_size;
+	enum cfi_kind cfi_kind;
+	enum func func;
+	enum event_kind event_kind;
+	enum loss loss;
+};
+
+__noinline int memleak__btf_anchor(struct btf_anchor *a)
 {
 	return 0;
 }

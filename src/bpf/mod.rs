@@ -440,6 +440,13 @@ impl Object {
         Some((btf.struct_size(name)?, btf.struct_members(name)?))
     }
 
+    /// Enum `name` in the object's own BTF: its enumerators and values.
+    pub fn btf_enum(&self, name: &str) -> Option<Vec<(String, i64)>> {
+        // SAFETY: as in btf_struct.
+        let btf = NonNull::new(unsafe { sys::bpf_object__btf(self.ptr.as_ptr()) })?;
+        std::mem::ManuallyDrop::new(KernelBtf { ptr: btf }).enum_values(name)
+    }
+
     /// Recursion misses of a loaded program: runs the kernel skipped because
     /// another BPF program was already running on that CPU.
     pub fn recursion_misses(&self, prog: &str) -> u64 {
@@ -767,6 +774,34 @@ impl KernelBtf {
         // SAFETY: as above; the id is libbpf's own.
         let size = (id >= 0).then(|| unsafe { sys::btf__resolve_size(btf, id as u32) })?;
         u32::try_from(size).ok()
+    }
+
+    /// The enumerators of enum `name` (32-bit values) and their values.
+    pub fn enum_values(&self, name: &str) -> Option<Vec<(String, i64)>> {
+        const BTF_KIND_ENUM: u32 = 6;
+        let cname = CString::new(name).ok()?;
+        let btf = self.ptr.as_ptr();
+        // SAFETY: btf is valid; an ENUM type record is followed by `vlen`
+        // btf_enum records, as the BTF format defines.
+        unsafe {
+            let id = sys::btf__find_by_name_kind(btf, cname.as_ptr(), BTF_KIND_ENUM);
+            let t = (id >= 0).then(|| sys::btf__type_by_id(btf, id as u32))?;
+            if t.is_null() {
+                return None;
+            }
+            let values = t.add(1).cast::<sys::btf_enum>();
+            let mut out = Vec::new();
+            for i in 0..((*t).info & 0xffff) as usize {
+                let v = &*values.add(i);
+                let name = sys::btf__name_by_offset(btf, v.name_off);
+                if name.is_null() {
+                    return None;
+                }
+                let name = std::ffi::CStr::from_ptr(name).to_string_lossy();
+                out.push((name.into_owned(), i64::from(v.val)));
+            }
+            Some(out)
+        }
     }
 
     /// The members of struct `name`: (name, byte offset, byte size).

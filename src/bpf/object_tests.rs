@@ -4,7 +4,7 @@
 //! with the section its role implies, and the object has no other; every
 //! struct bpf/memleak.h shares with src/bpf/abi.rs has the same size and
 //! members (names, offsets, sizes, in order) in the object's BTF as the
-//! `#[repr(C)]` mirror.
+//! `#[repr(C)]` mirror; every enum userspace mirrors has the same values.
 
 use std::mem::{offset_of, size_of};
 
@@ -251,4 +251,110 @@ fn a_layout_mismatch_is_reported() {
         differences(&obj, "no_such_struct", &layout!(AllocKey { addr })).len(),
         1
     );
+}
+
+/// Enum `name` in the object's BTF has exactly these enumerators (the
+/// `NR_*` count last, where the C enum has one).
+fn check_enum(obj: &Object, name: &str, rust: &[(&str, i64)]) -> Option<String> {
+    let btf = obj.btf_enum(name);
+    let rust: Vec<(String, i64)> = rust.iter().map(|&(n, v)| (n.to_string(), v)).collect();
+    (btf.as_ref() != Some(&rust)).then(|| format!("enum {name}: in BPF {btf:?}, in Rust {rust:?}"))
+}
+
+/// `PosixMemalign` -> `F_POSIX_MEMALIGN`.
+fn c_name(func: crate::allocator::Func) -> String {
+    let mut out = String::from("F");
+    for c in format!("{func:?}").chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+#[test]
+fn shared_enums_match_the_object_btf() {
+    let obj = Object::open().expect("open the embedded object");
+    let funcs: Vec<(String, i64)> = crate::allocator::Func::ALL
+        .iter()
+        .map(|&f| (c_name(f), f as i64))
+        .collect();
+    let mut funcs: Vec<(&str, i64)> = funcs.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let kernel = funcs.len() as i64;
+    // Past the user functions: a kernel event (session.rs decodes -t lines so).
+    funcs.extend([("F_KERNEL", kernel), ("NR_FUNCS", kernel + 1)]);
+    // In the order of tracepoints::EVENTS, by event name.
+    let events = [
+        ("KEV_KMALLOC", "kmalloc"),
+        ("KEV_KMALLOC_NODE", "kmalloc_node"),
+        ("KEV_CACHE_ALLOC", "kmem_cache_alloc"),
+        ("KEV_CACHE_ALLOC_NODE", "kmem_cache_alloc_node"),
+        ("KEV_KFREE", "kfree"),
+        ("KEV_CACHE_FREE", "kmem_cache_free"),
+        ("KEV_PAGE_ALLOC", "mm_page_alloc"),
+        ("KEV_PAGE_FREE", "mm_page_free"),
+        ("KEV_PERCPU_ALLOC", "percpu_alloc_percpu"),
+        ("KEV_PERCPU_FREE", "percpu_free_percpu"),
+    ];
+    let mut kernel_events: Vec<(&str, i64)> = events
+        .iter()
+        .map(|&(c, name)| {
+            let i = EVENTS.iter().position(|e| e.name == name);
+            (c, i.map_or(-1, |i| i as i64))
+        })
+        .collect();
+    kernel_events.push(("NR_KERNEL_EVENTS", NR_KERNEL_EVENTS as i64));
+    let checks = [
+        check_enum(&obj, "func", &funcs),
+        check_enum(&obj, "kernel_event", &kernel_events),
+        check_enum(
+            &obj,
+            "raw_size",
+            &[
+                ("RAW_SIZE_NONE", RAW_SIZE_NONE.into()),
+                ("RAW_SIZE_ARG", RAW_SIZE_ARG.into()),
+                ("RAW_SIZE_CACHE", RAW_SIZE_CACHE.into()),
+            ],
+        ),
+        check_enum(
+            &obj,
+            "cfi_kind",
+            &[
+                ("CFI_NONE", CFI_NONE.into()),
+                ("CFI_SP", CFI_SP.into()),
+                ("CFI_FP", CFI_FP.into()),
+                ("CFI_END", CFI_END.into()),
+            ],
+        ),
+        check_enum(
+            &obj,
+            "event_kind",
+            &[
+                ("EV_ALLOC_ENTER", EV_ALLOC_ENTER.into()),
+                ("EV_ALLOC_EXIT", EV_ALLOC_EXIT.into()),
+                ("EV_FREE_ENTER", EV_FREE_ENTER.into()),
+            ],
+        ),
+        check_enum(
+            &obj,
+            "loss",
+            &[
+                ("LOSS_ALLOCS_FULL", LOSS_ALLOCS_FULL as i64),
+                ("LOSS_STACK", LOSS_STACK as i64),
+                ("LOSS_COMBINED_FULL", LOSS_COMBINED_FULL as i64),
+                ("LOSS_EVENTS", LOSS_EVENTS as i64),
+                ("LOSS_INFLIGHT_FULL", LOSS_INFLIGHT_FULL as i64),
+                ("LOSS_MISSED_RETURN", LOSS_MISSED_RETURN as i64),
+                ("LOSS_UNTRACKED", LOSS_UNTRACKED as i64),
+                ("LOSS_COPY_FALLBACK", LOSS_COPY_FALLBACK as i64),
+                ("LOSS_EXEC_UNHELD", LOSS_EXEC_UNHELD as i64),
+                ("RESCUED_FREES", RESCUED_FREES as i64),
+                ("LOSS_DLCLOSE_UNHELD", LOSS_DLCLOSE_UNHELD as i64),
+                ("NR_LOSSES", LOSS_DLCLOSE_UNHELD as i64 + 1),
+            ],
+        ),
+    ];
+    let errors: Vec<String> = checks.into_iter().flatten().collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
