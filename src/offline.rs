@@ -19,10 +19,11 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::elf::ElfSymbols;
 use crate::error::{Error, Result};
 use crate::pprof::Profile;
 use crate::report::RAW_PREFIX;
-use crate::symbolize::{self, elf::ElfSymbols, source::SourceLines};
+use crate::symbolize::{self, source::SourceLines};
 
 /// An object found for a raw frame.
 struct Object {
@@ -219,8 +220,8 @@ impl Resolver {
             candidates.push((PathBuf::from(path), String::new()));
         }
         candidates.into_iter().find_map(|(candidate, root)| {
-            let bytes = std::fs::read(&candidate).ok()?;
-            let syms = symbolize::symbols_under(&bytes, &candidate.display().to_string(), &root)?;
+            let file = crate::elf::open(&candidate).ok()?;
+            let syms = symbolize::symbols_under(&file, &candidate.display().to_string(), &root)?;
             if let Some(id) = id {
                 if hex(syms.build_id()?) != id {
                     return None;
@@ -228,7 +229,7 @@ impl Resolver {
             }
             crate::verbose!("{path}: symbols from {}", candidate.display());
             let lines =
-                symbolize::source_lines_under(&bytes, &candidate.display().to_string(), &root);
+                symbolize::source_lines_under(&file, &candidate.display().to_string(), &root);
             Some(Object { syms, lines })
         })
     }
@@ -244,7 +245,8 @@ impl Resolver {
                         return;
                     };
                     if bytes.starts_with(b"\x7fELF") {
-                        if let Some(id) = symbolize::debug_file::links(&bytes).build_id {
+                        let file = crate::elf::ElfFile::from_bytes(bytes, path);
+                        if let Some(id) = file.build_id() {
                             map.entry(hex(&id)).or_insert_with(|| path.to_path_buf());
                         }
                     }
@@ -309,7 +311,7 @@ mod tests {
             .display()
             .to_string();
         let bytes = std::fs::read(&exe).unwrap();
-        let syms = crate::symbolize::elf::parse(&bytes).unwrap();
+        let syms = crate::elf::symbols::parse(&bytes).unwrap();
         let addr = syms.symbol_address("main").expect("main");
         let offset = syms.vaddr_to_file_offset(addr).unwrap() + 1;
         let id = syms.build_id().map(hex).unwrap_or_else(|| "-".into());

@@ -1157,9 +1157,9 @@ impl Tracer {
         if self.cfi.is_none() {
             return false;
         }
-        let Some(offset) = std::fs::read(exe_path)
+        let Some(offset) = crate::elf::open(exe_path)
             .ok()
-            .and_then(|bytes| entry_file_offset(&bytes))
+            .and_then(|file| file.entry_file_offset())
         else {
             return false;
         };
@@ -1404,16 +1404,4 @@ fn check_table_sizes(max_allocs: u32, max_stacks: u32) -> Result<()> {
 fn bpf_failure(op: impl Into<String>, e: io::Error) -> Error {
     let hint = privilege_hint(&e);
     Error::bpf_io(op, e).noted(hint)
-}
-
-/// The file offset of an ELF executable's entry point, through the
-/// PT_LOAD that maps it.
-fn entry_file_offset(bytes: &[u8]) -> Option<u64> {
-    let elf = goblin::elf::Elf::parse(bytes).ok()?;
-    let entry = elf.entry;
-    elf.program_headers
-        .iter()
-        .filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD)
-        .find(|p| entry >= p.p_vaddr && entry - p.p_vaddr < p.p_filesz)
-        .map(|p| entry - p.p_vaddr + p.p_offset)
 }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use crate::bpf::abi::{self, CfiRow};
-use crate::symbolize::proc_maps::{self, MapEntry};
+use crate::process::maps::{self as proc_maps, MapEntry};
 use crate::symbolize::unwind::{CfaBase, CfiTable, CompactRule};
 
 /// Builds processes' rows, keeping each object's CFI rows between builds
@@ -65,12 +65,13 @@ impl Builder {
         for entry in maps.iter().filter(|e| e.is_executable() && e.is_file()) {
             let key = (entry.dev_major, entry.dev_minor, entry.inode);
             let object = self.objects.entry(key).or_insert_with(|| {
-                let table = crate::symbolize::open_mapped(pid, entry)
-                    .and_then(|bytes| CfiTable::parse(&bytes))?;
+                let table =
+                    crate::process::open_mapped(pid, entry).and_then(|file| CfiTable::of(&file))?;
                 let loads = table
+                    .segments()
                     .loads()
                     .iter()
-                    .map(|&(off, vaddr, _)| (off, vaddr))
+                    .map(|l| (l.offset, l.vaddr))
                     .collect();
                 Some((loads, table.compact_rows()))
             });

@@ -5,7 +5,7 @@
 //! has read its maps (see `dlclose_enter` in bpf/memleak.bpf.c).
 
 use super::{base_name, io_msg, Allocator};
-use crate::symbolize::elf as symbols;
+use crate::elf::{self, ElfSymbols};
 
 /// dlclose in one file: where to attach a uprobe.
 #[derive(Debug, Clone)]
@@ -41,8 +41,8 @@ impl PartialEq for DlcloseSite {
 /// named.
 pub fn dlclose_site(libc: &Allocator) -> Result<Option<DlcloseSite>, String> {
     let path = &libc.attach_path;
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {}", io_msg(&e)))?;
-    let syms = symbols::parse(&bytes).map_err(|e| format!("{path}: {e}"))?;
+    let file = elf::open(path).map_err(|e| format!("cannot read {path}: {}", io_msg(&e)))?;
+    let syms = file.symbols().map_err(|e| format!("{path}: {e}"))?;
     // Only glibc has this; musl's libc does not.
     if syms.symbol_address("gnu_get_libc_version").is_none() {
         return Ok(None);
@@ -55,9 +55,9 @@ pub fn dlclose_site(libc: &Allocator) -> Result<Option<DlcloseSite>, String> {
         None => ".",
     };
     let libdl = format!("{dir}/libdl.so.2");
-    let found = std::fs::read(&libdl)
+    let found = elf::open(&libdl)
         .ok()
-        .and_then(|b| symbols::parse(&b).ok())
+        .and_then(|f| f.symbols().ok())
         .and_then(|s| offset_of(&s, "dlclose"));
     match found {
         Some(offset) => Ok(Some(DlcloseSite::new(libdl, offset))),
@@ -68,7 +68,7 @@ pub fn dlclose_site(libc: &Allocator) -> Result<Option<DlcloseSite>, String> {
     }
 }
 
-fn offset_of(syms: &symbols::ElfSymbols, name: &str) -> Option<u64> {
+fn offset_of(syms: &ElfSymbols, name: &str) -> Option<u64> {
     syms.vaddr_to_file_offset(syms.symbol_address(name)?)
 }
 
@@ -84,12 +84,12 @@ mod tests {
         let site = dlclose_site(&libc).unwrap().expect("glibc has dlclose");
         // The offset is where this process's own dlclose is mapped.
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let entries = crate::symbolize::proc_maps::parse(&maps);
+        let entries = crate::process::maps::parse(&maps);
         extern "C" {
             fn dlclose(handle: *mut libc::c_void) -> libc::c_int;
         }
         let addr = dlclose as *const () as usize as u64;
-        let entry = crate::symbolize::proc_maps::find(&entries, addr).unwrap();
+        let entry = crate::process::maps::find(&entries, addr).unwrap();
         assert_eq!(
             std::fs::canonicalize(&entry.path).unwrap(),
             std::fs::canonicalize(&site.path).unwrap()

@@ -3,9 +3,12 @@
 //! facts (class, machine, interpreter, NEEDED, RPATH/RUNPATH) used to predict
 //! what a program that has not started yet will load.
 
-use goblin::elf::{header, program_header, section_header, sym, Elf, Sym};
+use goblin::elf::{header, program_header, section_header, sym, Sym};
 
 use super::Func;
+use crate::elf::{ElfFile, Segments, Through};
+use crate::error::{Error, Result};
+use crate::process::debug_file;
 
 /// Everything this module reads from an ELF file, owned so the file's bytes
 /// can be dropped right away.
@@ -66,19 +69,20 @@ pub(crate) fn function_offsets(bytes: &[u8]) -> Result<Vec<(Func, u64)>, String>
     inspect(bytes).map(|info| info.offsets)
 }
 
-/// [`inspect`], and for a stripped file that lacks malloc or free, the
-/// symbols of its separate debug file (see `symbolize::debug_file`), found
-/// under `root` from `path`, the file's name as the target sees it.
-pub(crate) fn inspect_file(bytes: &[u8], path: &str, root: &str) -> Result<ElfInfo, String> {
-    let info = inspect(bytes)?;
+/// [`inspect`] of a file read through the ELF layer, and for a stripped
+/// file that lacks malloc or free, the symbols of its separate debug file
+/// (see `process::debug_file`), found under `root` from `path`, the
+/// file's name as the target sees it. Errors name `path`.
+pub(crate) fn inspect_file(file: &ElfFile, path: &str, root: &str) -> Result<ElfInfo> {
+    let info = inspect_parts(file, None).map_err(|e| Error::elf(path, e))?;
     let has = |f: Func| info.offsets.iter().any(|(g, _)| *g == f);
     if has(Func::Malloc) && has(Func::Free) {
         return Ok(info);
     }
-    let Some((debug_path, debug)) = crate::symbolize::debug_file::find(bytes, path, root) else {
+    let Some((debug_path, debug)) = debug_file::find(file, path, root) else {
         return Ok(info);
     };
-    match inspect_parts(bytes, Some(&debug)) {
+    match inspect_parts(file, Some(&debug)) {
         Ok(with_debug) => Ok(ElfInfo {
             debug_file: Some(debug_path),
             ..with_debug
@@ -87,20 +91,29 @@ pub(crate) fn inspect_file(bytes: &[u8], path: &str, root: &str) -> Result<ElfIn
     }
 }
 
+/// What the allocator search needs of an ELF file's bytes.
+#[cfg(test)]
 pub(crate) fn inspect(bytes: &[u8]) -> Result<ElfInfo, String> {
-    inspect_parts(bytes, None)
+    inspect_parts(&ElfFile::from_bytes(bytes.to_vec(), ""), None)
 }
 
-/// Reads `bytes`, taking the symbols from `symbols` (a separate debug
-/// file, whose addresses are the same) when given.
-fn inspect_parts(bytes: &[u8], symbols: Option<&[u8]>) -> Result<ElfInfo, String> {
+/// What the allocator search needs of a file, from its own symbols only.
+pub(crate) fn inspect_own(file: &ElfFile) -> Result<ElfInfo, String> {
+    inspect_parts(file, None)
+}
+
+/// Reads `file`, taking the symbols from `symbols` (a separate debug
+/// file, whose addresses are the same) too when given.
+fn inspect_parts(file: &ElfFile, symbols: Option<&ElfFile>) -> Result<ElfInfo, String> {
+    let bytes = file.bytes();
     // Checked here so the common "this is a data file" case gets a plain
     // message instead of goblin's magic-number dump.
     if bytes.get(..4) != Some(b"\x7fELF".as_slice()) {
         return Err("not an ELF file".to_string());
     }
-    let elf =
-        Elf::parse(bytes).map_err(|e| format!("malformed ELF: {}", one_line(&e.to_string())))?;
+    let elf = file
+        .goblin()
+        .map_err(|e| format!("malformed ELF: {}", one_line(&e.to_string())))?;
     let e_type = elf.header.e_type;
     if e_type != header::ET_EXEC && e_type != header::ET_DYN {
         return Err(format!(
@@ -126,12 +139,13 @@ fn inspect_parts(bytes: &[u8], symbols: Option<&[u8]>) -> Result<ElfInfo, String
     }
 
     let debug = match symbols {
-        Some(b) => Some(
-            Elf::parse(b)
+        Some(d) => Some(
+            d.goblin()
                 .map_err(|e| format!("malformed debug file: {}", one_line(&e.to_string())))?,
         ),
         None => None,
     };
+    let segments = file.segments();
     let mut best = Best::default();
     for symbols in std::iter::once(&elf).chain(debug.as_ref()) {
         let versym = symbols.versym.as_ref();
@@ -142,12 +156,12 @@ fn inspect_parts(bytes: &[u8], symbols: Option<&[u8]>) -> Result<ElfInfo, String
                 .and_then(|v| v.get_at(i))
                 .is_some_and(|v| v.is_hidden());
             if let Some(name) = symbols.dynstrtab.get_at(s.st_name) {
-                consider(&elf, &s, name, hidden, &mut best);
+                consider(segments, &s, name, hidden, &mut best);
             }
         }
         for s in symbols.syms.iter() {
             if let Some(name) = symbols.strtab.get_at(s.st_name) {
-                consider(&elf, &s, name, false, &mut best);
+                consider(segments, &s, name, false, &mut best);
             }
         }
     }
@@ -271,7 +285,7 @@ impl Best {
 /// global/weak default-version symbol, 1 an old symbol version, 2 a local
 /// symbol (possibly some unrelated static function that happens to share
 /// the name), so the one the dynamic linker binds to wins.
-fn consider(elf: &Elf, s: &Sym, name: &str, hidden: bool, best: &mut Best) {
+fn consider(segments: &Segments, s: &Sym, name: &str, hidden: bool, best: &mut Best) {
     // .symtab spells versions into the name: `malloc@@GLIBC_2.2.5` is the
     // default version, `realloc@GLIBC_2.0` an old one.
     let (base, old_version) = match name.split_once('@') {
@@ -304,7 +318,8 @@ fn consider(elf: &Elf, s: &Sym, name: &str, hidden: bool, best: &mut Best) {
         }
         _ => return,
     }
-    let Some(off) = vaddr_to_offset(elf, s.st_value) else {
+    // Through an executable segment: a uprobe belongs in code.
+    let Some(off) = segments.vaddr_to_offset(s.st_value, Through::Code) else {
         return;
     };
     let rank = if s.st_bind() == sym::STB_LOCAL {
@@ -315,18 +330,6 @@ fn consider(elf: &Elf, s: &Sym, name: &str, hidden: bool, best: &mut Best) {
         0
     };
     best.offer((prefix, func, base.to_string()), rank, off, s.st_size);
-}
-
-/// File offset of a virtual address, through the executable PT_LOAD segment
-/// that holds it in file-backed bytes. This is right for ET_EXEC (vaddr
-/// 0x400000-based), PIE and shared objects alike, and for segments whose
-/// p_offset differs from p_vaddr.
-fn vaddr_to_offset(elf: &Elf, vaddr: u64) -> Option<u64> {
-    elf.program_headers
-        .iter()
-        .filter(|p| p.p_type == program_header::PT_LOAD && p.p_flags & program_header::PF_X != 0)
-        .find(|p| vaddr >= p.p_vaddr && vaddr - p.p_vaddr < p.p_filesz)
-        .map(|p| vaddr - p.p_vaddr + p.p_offset)
 }
 
 fn one_line(s: &str) -> String {

@@ -21,10 +21,9 @@ use super::{base_name, io_msg, name_match, require_core, Allocator};
 /// the caller). `obj_override` is -O OBJ: a path, or a name matched against
 /// the objects the program loads ("c" meaning the C library).
 pub fn for_executable(exe_path: &str, obj_override: Option<&str>) -> Result<Allocator, String> {
-    let bytes =
-        fs::read(exe_path).map_err(|e| format!("cannot read {exe_path}: {}", io_msg(&e)))?;
-    let info = elf::inspect_file(&bytes, exe_path, "").map_err(|e| format!("{exe_path}: {e}"))?;
-    drop(bytes);
+    let file = crate::elf::open(exe_path)
+        .map_err(|e| format!("cannot read {exe_path}: {}", io_msg(&e)))?;
+    let info = elf::inspect_file(&file, exe_path, "").map_err(|e| e.to_string())?;
     let search = Search::from_system(&info);
     resolve_with(exe_path, info, obj_override, search)
 }
@@ -247,7 +246,8 @@ impl Walk {
         if !fs::metadata(path).ok()?.is_file() {
             return None;
         }
-        let info = elf::inspect_file(&fs::read(path).ok()?, path, "").ok()?;
+        let file = crate::elf::open(path).ok()?;
+        let info = elf::inspect_file(&file, path, "").ok()?;
         let exe = &self.objs[0].info;
         (info.is_64 == exe.is_64 && info.machine == exe.machine).then_some(info)
     }
@@ -308,14 +308,14 @@ impl Walk {
         let Some(interp) = exe.info.interp.as_deref().filter(|_| self.musl) else {
             return Ok(None);
         };
-        let bytes = fs::read(interp).map_err(|e| {
+        let file = crate::elf::open(interp).map_err(|e| {
             format!(
                 "{} needs the musl loader {interp}, which cannot be read: {}",
                 exe.path,
                 io_msg(&e)
             )
         })?;
-        let info = elf::inspect_file(&bytes, interp, "").map_err(|e| format!("{interp}: {e}"))?;
+        let info = elf::inspect_file(&file, interp, "").map_err(|e| e.to_string())?;
         require_core(interp, &info)?;
         Ok(Some(Allocator {
             attach_path: interp.to_string(),
@@ -330,9 +330,9 @@ impl Walk {
     fn with_override(&mut self, obj: &str) -> Result<Allocator, String> {
         let reason = format!("-O {obj} override");
         if obj.contains('/') {
-            let bytes =
-                fs::read(obj).map_err(|e| format!("-O {obj}: cannot read it: {}", io_msg(&e)))?;
-            let info = elf::inspect_file(&bytes, obj, "").map_err(|e| format!("-O {obj}: {e}"))?;
+            let file = crate::elf::open(obj)
+                .map_err(|e| format!("-O {obj}: cannot read it: {}", io_msg(&e)))?;
+            let info = elf::inspect_file(&file, obj, "").map_err(|e| format!("-O {e}"))?;
             require_core(obj, &info)?;
             let abs = fs::canonicalize(obj)
                 .map_or_else(|_| obj.to_string(), |p| p.to_string_lossy().into_owned());

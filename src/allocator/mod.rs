@@ -284,8 +284,8 @@ impl Allocator {
 /// is where we read the executable, e.g. /proc/PID/exe, which also serves
 /// to attach. None when there is no such family or the file is unreadable.
 pub fn prefixed_in_executable(read_path: &str, display: &str) -> Option<Allocator> {
-    let bytes = std::fs::read(read_path).ok()?;
-    let info = elf::inspect(&bytes).ok()?;
+    let file = crate::elf::open(read_path).ok()?;
+    let info = elf::inspect_own(&file).ok()?;
     let prefixes: Vec<&str> = info.families.iter().map(|(p, _)| *p).collect();
     let offsets: Vec<(Func, u64)> = info
         .families

@@ -1,12 +1,13 @@
 //! The allocator of a live process, found through /proc/PID/maps.
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 
 use super::elf::{self, ElfInfo};
 use super::{base_name, io_msg, link_map, name_match, require_core, Allocator};
-use crate::symbolize::proc_maps::{self, MapEntry};
+use crate::elf::ElfFile;
+use crate::process::maps::{self as proc_maps, MapEntry};
 
 /// One file the target maps, however many mappings it has.
 #[derive(Debug, Clone)]
@@ -232,10 +233,9 @@ fn with_override(pid: u32, files: &[Mapped], obj: &str) -> Result<Allocator, Str
         if !md.is_file() {
             continue;
         }
-        let bytes =
-            fs::read(path).map_err(|e| format!("-O {obj}: cannot read {path}: {}", io_msg(&e)))?;
-        let info =
-            elf::inspect_file(&bytes, path, "").map_err(|e| format!("-O {obj}: {path}: {e}"))?;
+        let file = crate::elf::open(path)
+            .map_err(|e| format!("-O {obj}: cannot read {path}: {}", io_msg(&e)))?;
+        let info = elf::inspect_file(&file, path, "").map_err(|e| format!("-O {obj}: {e}"))?;
         // A relative path is resolved against our working directory; make
         // both paths absolute so they stay meaningful.
         let abs = fs::canonicalize(path)
@@ -315,14 +315,14 @@ fn load(pid: u32, m: &Mapped) -> Result<Loaded, LoadError> {
     let why_not_root = if m.deleted {
         "deleted".to_string()
     } else {
-        match read_if_inode(&root, Some(m.inode)) {
-            Ok(bytes) => return parse(pid, m, bytes, root, false),
+        match read_if_inode(&root, m, true) {
+            Ok(file) => return parse(pid, m, file, root, false),
             Err(e) => e,
         }
     };
     let map_files = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-    match read_if_inode(&map_files, None) {
-        Ok(bytes) => parse(pid, m, bytes, map_files, true),
+    match read_if_inode(&map_files, m, false) {
+        Ok(file) => parse(pid, m, file, map_files, true),
         Err(e) => Err(LoadError::Read(format!(
             "cannot read {} of pid {pid}: {root}: {why_not_root}; {map_files}: {e}",
             m.path
@@ -333,42 +333,50 @@ fn load(pid: u32, m: &Mapped) -> Result<Loaded, LoadError> {
 fn parse(
     pid: u32,
     m: &Mapped,
-    bytes: Vec<u8>,
+    file: Arc<ElfFile>,
     attach_path: String,
     via_map_files: bool,
 ) -> Result<Loaded, LoadError> {
-    match elf::inspect_file(&bytes, &m.path, &format!("/proc/{pid}/root")) {
+    match elf::inspect_file(&file, &m.path, &format!("/proc/{pid}/root")) {
         Ok(info) => Ok(Loaded {
             info,
             attach_path,
             via_map_files,
         }),
-        Err(e) => Err(LoadError::NotElf(format!("{}: {e}", m.path))),
+        Err(e) => Err(LoadError::NotElf(e.to_string())),
     }
 }
 
-/// Reads `path` if it is a regular file (and, when given, has inode `ino`).
-/// Device nodes are refused before opening: mapped /dev files such as
-/// /dev/zero would never finish reading.
-fn read_if_inode(path: &str, ino: Option<u64>) -> Result<Vec<u8>, String> {
+/// Reads `path` if it is a regular file (and, when `check`, the mapped
+/// inode of `m`), through the ELF layer: the mapped file read before in
+/// this run is not opened again. Device nodes are refused before opening:
+/// mapped /dev files such as /dev/zero would never finish reading.
+fn read_if_inode(path: &str, m: &Mapped, check: bool) -> Result<Arc<ElfFile>, String> {
     let md = fs::metadata(path).map_err(|e| io_msg(&e))?;
     if !md.is_file() {
         return Err("not a regular file".to_string());
     }
-    let mut file = fs::File::open(path).map_err(|e| io_msg(&e))?;
-    // Checked on the open file, so a rename in between cannot swap it.
-    let md = file.metadata().map_err(|e| io_msg(&e))?;
-    if let Some(ino) = ino {
-        if md.ino() != ino {
-            return Err(format!(
-                "now a different file (inode {}, mapped inode {ino})",
-                md.ino()
-            ));
+    let id = (m.dev.0, m.dev.1, m.inode);
+    if md.ino() == m.inode {
+        if let Some(known) = crate::elf::cached(id) {
+            return Ok(known);
         }
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(md.len()).unwrap_or(0));
-    file.read_to_end(&mut bytes).map_err(|e| io_msg(&e))?;
-    Ok(bytes)
+    let file = fs::File::open(path).map_err(|e| io_msg(&e))?;
+    // Checked on the open file, so a rename in between cannot swap it.
+    let md = file.metadata().map_err(|e| io_msg(&e))?;
+    if check && md.ino() != m.inode {
+        return Err(format!(
+            "now a different file (inode {}, mapped inode {})",
+            md.ino(),
+            m.inode
+        ));
+    }
+    let read = crate::elf::adopt(file, &md, path).map_err(|e| io_msg(&e))?;
+    if md.ino() == m.inode {
+        crate::elf::alias(id, &read);
+    }
+    Ok(read)
 }
 
 /// `path` as the target process sees it, reachable from our namespace.

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
-use crate::symbolize::proc_maps;
+use crate::process::maps as proc_maps;
 
 const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
 const MUSL_GCC: &str = "/usr/bin/musl-gcc";

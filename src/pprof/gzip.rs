@@ -6,7 +6,7 @@
 //! stored blocks); compressed blocks are refused with a way around them.
 
 use crate::error::{Error, Result};
-use crate::symbolize::debug_file::crc32;
+use crate::process::debug_file::crc32;
 
 const MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Largest stored block: LEN is 16 bits.

@@ -2,26 +2,18 @@
 //! processes (ELF symbols through /proc/PID/maps) and the kernel
 //! (/proc/kallsyms).
 
-pub mod debug_file;
 pub mod demangle;
-pub mod elf;
 pub mod kallsyms;
-pub mod proc_maps;
 pub mod source;
 pub mod unwind;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 
-use elf::ElfSymbols;
+use crate::elf::{ElfFile, ElfSymbols};
+use crate::process::maps::{self as proc_maps, MapEntry};
+use crate::process::{debug_file, open_mapped};
 use kallsyms::Kallsyms;
-use proc_maps::MapEntry;
-
-/// Files larger than this are not read whole into memory for symbols.
-const MAX_ELF_SIZE: u64 = 2 << 30;
 
 /// One resolved stack frame.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -156,7 +148,7 @@ impl ProcessSymbolizer {
         let pid = self.pid;
         load_cached(&mut self.cache, pid, &entry);
         let lines = self.lines.entry(key).or_insert_with(|| {
-            open_mapped(pid, &entry).and_then(|bytes| source_lines(&bytes, pid, &entry.path))
+            open_mapped(pid, &entry).and_then(|file| source_lines(&file, pid, &entry.path))
         });
         let (Some(syms), Some(offset)) = (
             self.cache.get(&key).and_then(Option::as_ref),
@@ -210,7 +202,7 @@ impl ProcessSymbolizer {
         }
         let pid = self.pid;
         for (key, entry) in wanted {
-            let table = open_mapped(pid, &entry).and_then(|bytes| unwind::CfiTable::parse(&bytes));
+            let table = open_mapped(pid, &entry).and_then(|file| unwind::CfiTable::of(&file));
             self.cfi.insert(key, table);
         }
         let (maps, cfi) = (&self.maps, &self.cfi);
@@ -243,16 +235,15 @@ fn load_cached<'c>(
     cache
         .entry((entry.dev_major, entry.dev_minor, entry.inode))
         .or_insert_with(|| {
-            open_mapped(pid, entry)
-                .and_then(|bytes| parse_with_debug_file(&bytes, pid, &entry.path))
+            open_mapped(pid, entry).and_then(|file| parse_with_debug_file(&file, pid, &entry.path))
         })
         .as_ref()
 }
 
 /// A mapped file's symbols; for a stripped file, those of its separate
 /// debug file when one is installed (as the process sees the filesystem).
-fn parse_with_debug_file(bytes: &[u8], pid: u32, path: &str) -> Option<ElfSymbols> {
-    symbols_under(bytes, path, &format!("/proc/{pid}/root"))
+fn parse_with_debug_file(file: &ElfFile, pid: u32, path: &str) -> Option<ElfSymbols> {
+    symbols_under(file, path, &format!("/proc/{pid}/root"))
 }
 
 /// The frames of a return address at `file_offset` in an object with
@@ -322,67 +313,30 @@ fn frame_at(syms: &ElfSymbols, module: Option<String>, file_offset: u64) -> Fram
 }
 
 /// A mapped file's DWARF lines, or its separate debug file's.
-fn source_lines(bytes: &[u8], pid: u32, path: &str) -> Option<source::SourceLines> {
-    source_lines_under(bytes, path, &format!("/proc/{pid}/root"))
+fn source_lines(file: &ElfFile, pid: u32, path: &str) -> Option<source::SourceLines> {
+    source_lines_under(file, path, &format!("/proc/{pid}/root"))
 }
 
 /// A file's DWARF lines, or those of its separate debug file under `root`.
-pub fn source_lines_under(bytes: &[u8], path: &str, root: &str) -> Option<source::SourceLines> {
-    source::SourceLines::parse(bytes).or_else(|| {
-        let (_, debug) = debug_file::find(bytes, path, root)?;
-        source::SourceLines::parse(&debug)
+pub fn source_lines_under(file: &ElfFile, path: &str, root: &str) -> Option<source::SourceLines> {
+    source::SourceLines::of(file).or_else(|| {
+        let (_, debug) = debug_file::find(file, path, root)?;
+        source::SourceLines::of(&debug)
     })
 }
 
 /// A file's symbols, or for a stripped file its debug file's (under
 /// `root`).
-pub fn symbols_under(bytes: &[u8], path: &str, root: &str) -> Option<ElfSymbols> {
-    let syms = elf::parse(bytes).ok()?;
+pub fn symbols_under(file: &ElfFile, path: &str, root: &str) -> Option<ElfSymbols> {
+    let syms = file.symbols().ok()?;
     if !syms.is_stripped() {
         return Some(syms);
     }
-    let debug = debug_file::find(bytes, path, root).and_then(|(_, debug)| elf::parse(&debug).ok());
+    let debug = debug_file::find(file, path, root).and_then(|(_, debug)| debug.symbols().ok());
     Some(match debug {
         Some(debug) if !debug.is_stripped() => syms.with_symbols_of(debug),
         _ => syms,
     })
-}
-
-/// Reads the file behind a mapping. map_files gives the exact inode (even
-/// deleted or in another mount namespace) but needs privilege; the
-/// process's root covers containers; the plain path is the last resort.
-/// A candidate whose inode matches the maps entry wins over the others.
-pub(crate) fn open_mapped(pid: u32, entry: &MapEntry) -> Option<Vec<u8>> {
-    let candidates = [
-        format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end),
-        format!("/proc/{pid}/root{}", entry.path),
-        entry.path.clone(),
-    ];
-    let mut fallback = None;
-    for path in &candidates {
-        let Ok(file) = File::open(path) else { continue };
-        let Ok(meta) = file.metadata() else { continue };
-        if !meta.is_file() || meta.len() > MAX_ELF_SIZE {
-            continue;
-        }
-        if entry.inode == 0 || meta.ino() == entry.inode {
-            return read_all(file, meta.len());
-        }
-        // Overlay filesystems may report another inode for the same file,
-        // so a mismatch is kept as a fallback, except for a deleted file,
-        // whose path now names something else.
-        if fallback.is_none() && !entry.deleted {
-            fallback = Some((file, meta.len()));
-        }
-    }
-    let (file, len) = fallback?;
-    read_all(file, len)
-}
-
-fn read_all(mut file: File, len: u64) -> Option<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(usize::try_from(len).ok()?);
-    file.read_to_end(&mut bytes).ok()?;
-    Some(bytes)
 }
 
 /// Symbolizes kernel addresses with /proc/kallsyms, read once.

@@ -10,7 +10,8 @@ use std::rc::Rc;
 
 use gimli::{EndianRcSlice, RunTimeEndian};
 use goblin::elf::section_header::SHF_COMPRESSED;
-use goblin::elf::Elf;
+
+use crate::elf::ElfFile;
 
 type Reader = EndianRcSlice<RunTimeEndian>;
 
@@ -31,36 +32,26 @@ pub struct SourceLines {
 }
 
 impl SourceLines {
-    /// None when the file has no (readable) debug info.
+    /// None when the file's bytes have no (readable) debug info.
     pub fn parse(bytes: &[u8]) -> Option<SourceLines> {
-        let elf = Elf::parse(bytes).ok()?;
-        let endian = if elf.little_endian {
+        SourceLines::of(&ElfFile::from_bytes(bytes.to_vec(), ""))
+    }
+
+    /// None when the file has no (readable) debug info.
+    pub fn of(file: &ElfFile) -> Option<SourceLines> {
+        let endian = if file.is_little_endian() {
             RunTimeEndian::Little
         } else {
             RunTimeEndian::Big
         };
-        let has_info = elf.section_headers.iter().any(|s| {
-            elf.shdr_strtab.get_at(s.sh_name) == Some(".debug_info")
-                && s.sh_type != goblin::elf::section_header::SHT_NOBITS
-                && s.sh_flags & u64::from(SHF_COMPRESSED) == 0
-        });
-        if !has_info {
-            return None;
-        }
+        // Sections that are compressed or absent (NOBITS) read as empty.
+        let usable = |name: &str| {
+            file.section(name)
+                .filter(|s| s.flags & u64::from(SHF_COMPRESSED) == 0 && !s.nobits)
+        };
+        usable(".debug_info")?;
         let load = |id: gimli::SectionId| -> Result<Reader, ()> {
-            let data = elf
-                .section_headers
-                .iter()
-                .find(|s| elf.shdr_strtab.get_at(s.sh_name) == Some(id.name()))
-                .filter(|s| {
-                    s.sh_flags & u64::from(SHF_COMPRESSED) == 0
-                        && s.sh_type != goblin::elf::section_header::SHT_NOBITS
-                })
-                .and_then(|s| {
-                    let start = usize::try_from(s.sh_offset).ok()?;
-                    bytes.get(start..start.checked_add(usize::try_from(s.sh_size).ok()?)?)
-                })
-                .unwrap_or(&[]);
+            let data = usable(id.name()).map_or(&[][..], |s| s.data);
             Ok(EndianRcSlice::new(Rc::from(data), endian))
         };
         let dwarf = gimli::Dwarf::load(load).ok()?;
@@ -138,7 +129,7 @@ mod tests {
         assert!(ok);
         let bytes = std::fs::read(&prog).unwrap();
         let lines = SourceLines::parse(&bytes).expect("debug info");
-        let syms = super::super::elf::parse(&bytes).unwrap();
+        let syms = crate::elf::symbols::parse(&bytes).unwrap();
         let outer = syms.symbol_address("outer").unwrap();
         let frames = lines.lookup(outer);
         assert!(!frames.is_empty());

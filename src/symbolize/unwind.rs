@@ -14,8 +14,8 @@ use gimli::{
     BaseAddresses, CfaRule, EhFrame, EhFrameOffset, RegisterRule, RunTimeEndian, UnwindContext,
     UnwindSection,
 };
-use goblin::elf::program_header::PT_LOAD;
-use goblin::elf::Elf;
+
+use crate::elf::{ElfFile, Segments};
 
 /// The registers an unwind starts from and tracks: what BPF copies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -93,9 +93,8 @@ pub struct CfiTable {
     big_endian: bool,
     /// (start vaddr, end vaddr, offset of the FDE in .eh_frame), sorted.
     fdes: Vec<(u64, u64, usize)>,
-    /// PT_LOAD (file offset, vaddr, file size): mapped addresses arrive as
-    /// file offsets.
-    loads: Vec<(u64, u64, u64)>,
+    /// Mapped addresses arrive as file offsets.
+    segments: Segments,
     arch: Arch,
     /// Rows already looked up: the same return addresses recur in most
     /// stacks, and interpreting CFI is the costly part of a walk.
@@ -105,34 +104,24 @@ pub struct CfiTable {
 impl CfiTable {
     /// Reads .eh_frame from an ELF file's bytes; None without one.
     pub fn parse(bytes: &[u8]) -> Option<CfiTable> {
-        let elf = Elf::parse(bytes).ok()?;
-        let arch = match elf.header.e_machine {
+        CfiTable::of(&ElfFile::from_bytes(bytes.to_vec(), ""))
+    }
+
+    /// Reads .eh_frame of an ELF file; None without one.
+    pub fn of(file: &ElfFile) -> Option<CfiTable> {
+        let arch = match file.machine()? {
             goblin::elf::header::EM_X86_64 => Arch::X86_64,
             goblin::elf::header::EM_AARCH64 => Arch::AARCH64,
             _ => return None,
         };
-        let section = |name: &str| {
-            elf.section_headers
-                .iter()
-                .find(|s| elf.shdr_strtab.get_at(s.sh_name) == Some(name))
-        };
-        let eh = section(".eh_frame")?;
-        let start = usize::try_from(eh.sh_offset).ok()?;
-        let data = bytes
-            .get(start..start.checked_add(usize::try_from(eh.sh_size).ok()?)?)?
-            .to_vec();
+        let eh = file.section(".eh_frame")?;
         let mut table = CfiTable {
-            eh_frame: data,
-            eh_frame_addr: eh.sh_addr,
-            text_addr: section(".text").map_or(0, |s| s.sh_addr),
-            big_endian: !elf.little_endian,
+            eh_frame: eh.data.to_vec(),
+            eh_frame_addr: eh.addr,
+            text_addr: file.section(".text").map_or(0, |s| s.addr),
+            big_endian: !file.is_little_endian(),
             fdes: Vec::new(),
-            loads: elf
-                .program_headers
-                .iter()
-                .filter(|p| p.p_type == PT_LOAD)
-                .map(|p| (p.p_offset, p.p_vaddr, p.p_filesz))
-                .collect(),
+            segments: file.segments().clone(),
             arch,
             rules: Default::default(),
         };
@@ -177,10 +166,7 @@ impl CfiTable {
 
     /// The vaddr of a file offset, through the PT_LOAD that maps it.
     pub fn vaddr_of(&self, file_offset: u64) -> Option<u64> {
-        self.loads
-            .iter()
-            .find(|(off, _, size)| file_offset >= *off && file_offset - off < *size)
-            .and_then(|(off, vaddr, _)| (file_offset - off).checked_add(*vaddr))
+        self.segments.offset_to_vaddr(file_offset)
     }
 
     fn rule(&self, vaddr: u64) -> Option<Rule> {
@@ -317,9 +303,9 @@ impl CfiTable {
         }
     }
 
-    /// (file offset, vaddr, file size) of each PT_LOAD.
-    pub fn loads(&self) -> &[(u64, u64, u64)] {
-        &self.loads
+    /// The file's PT_LOADs.
+    pub fn segments(&self) -> &Segments {
+        &self.segments
     }
 }
 

@@ -1,16 +1,16 @@
-//! Symbols and load segments of one ELF file.
+//! The function and object symbols of one ELF file, by address and by
+//! name, with one rule for which of several names at an address is shown.
 //!
-//! Only the parts needed to resolve code addresses are read (headers,
-//! .symtab/.dynsym and their string tables, the build-id note), with
+//! Only .symtab/.dynsym and their string tables are read, with
 //! goblin's bounds-checked primitives: a corrupt file yields an error or
 //! fewer symbols, never a panic.
 
-use goblin::container::Ctx;
-use goblin::elf::program_header::{PF_X, PT_LOAD, PT_NOTE};
-use goblin::elf::section_header::{SHN_ABS, SHN_UNDEF, SHT_DYNSYM, SHT_NOTE, SHT_SYMTAB};
+use goblin::elf::section_header::{SHN_ABS, SHN_UNDEF, SHT_DYNSYM, SHT_SYMTAB};
 use goblin::elf::sym::{STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STT_FUNC, STT_GNU_IFUNC, STT_OBJECT};
-use goblin::elf::{Elf, ProgramHeader, SectionHeader, Sym as GSym, Symtab};
+use goblin::elf::{Elf, Sym as GSym, Symtab};
 use goblin::options::ParseOptions;
+
+use super::{c_str, section_bytes, Segments, Through};
 
 /// How far back a lookup looks for an enclosing sized symbol when the
 /// nearest one does not cover the address (nested symbols are rare).
@@ -24,15 +24,6 @@ struct Sym {
     name_len: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Load {
-    offset: u64,
-    vaddr: u64,
-    filesz: u64,
-    memsz: u64,
-    exec: bool,
-}
-
 /// The function and object symbols of an ELF file plus its PT_LOAD
 /// segments: enough to turn a file offset into `symbol+offset`.
 #[derive(Debug, Default)]
@@ -42,7 +33,7 @@ pub struct ElfSymbols {
     /// The other names found at those addresses, for lookups by name.
     aliases: Vec<Sym>,
     names: String,
-    loads: Vec<Load>,
+    segments: Segments,
     build_id: Option<Vec<u8>>,
     /// A full .symtab was read, not only the exports in .dynsym.
     has_symtab: bool,
@@ -57,34 +48,20 @@ struct Candidate<'a> {
     name: &'a str,
 }
 
-/// Parses an ELF file's bytes. Errors only when the headers are unusable;
-/// a file without symbol tables gives an `ElfSymbols` that resolves nothing.
+/// Parses an ELF file's bytes (tests, fuzzing, files named offline).
+/// Errors only when the headers are unusable; a file without symbol
+/// tables gives an `ElfSymbols` that resolves nothing.
 pub fn parse(bytes: &[u8]) -> Result<ElfSymbols, String> {
-    let header = Elf::parse_header(bytes).map_err(|e| format!("ELF header: {e}"))?;
-    let container = header.container().map_err(|e| e.to_string())?;
-    let endian = header.endianness().map_err(|e| e.to_string())?;
-    let ctx = Ctx::new(container, endian);
-    let phdrs = ProgramHeader::parse(bytes, to_usize(header.e_phoff)?, header.e_phnum.into(), ctx)
-        .map_err(|e| format!("program headers: {e}"))?;
-    // Section headers sit at the end of the file, so a truncated file loses
-    // them first; the segments are still worth keeping then.
-    let shdrs = SectionHeader::parse(bytes, to_usize(header.e_shoff)?, header.e_shnum.into(), ctx)
-        .unwrap_or_default();
+    super::ElfFile::from_bytes(bytes.to_vec(), "").symbols()
+}
 
-    let loads = phdrs
-        .iter()
-        .filter(|p| p.p_type == PT_LOAD)
-        .map(|p| Load {
-            offset: p.p_offset,
-            vaddr: p.p_vaddr,
-            filesz: p.p_filesz,
-            memsz: p.p_memsz,
-            exec: p.p_flags & PF_X != 0,
-        })
-        .collect();
-
+/// The symbols of a file whose headers are already parsed.
+pub(super) fn read(file: &super::ElfFile) -> Result<ElfSymbols, String> {
+    let h = file.headers.as_ref().map_err(Clone::clone)?;
+    let bytes = file.bytes();
+    let (ctx, shdrs) = (h.ctx, &h.shdrs);
     // Thumb function addresses have bit 0 set; the code starts one byte lower.
-    let thumb = header.e_machine == goblin::elf::header::EM_ARM;
+    let thumb = h.machine == goblin::elf::header::EM_ARM;
     let mut cands = Vec::new();
     let mut tables = 0;
     let mut has_symtab = false;
@@ -92,12 +69,14 @@ pub fn parse(bytes: &[u8]) -> Result<ElfSymbols, String> {
         .iter()
         .filter(|s| s.sh_type == SHT_SYMTAB || s.sh_type == SHT_DYNSYM)
     {
-        let entsize = GSym::size(container) as u64;
+        let entsize = GSym::size(ctx.container) as u64;
         if sh.sh_entsize != entsize {
             continue;
         }
-        let (Ok(off), Some(strtab)) = (to_usize(sh.sh_offset), shdrs.get(sh.sh_link as usize))
-        else {
+        let (Ok(off), Some(strtab)) = (
+            usize::try_from(sh.sh_offset),
+            shdrs.get(sh.sh_link as usize),
+        ) else {
             continue;
         };
         let Some(strtab) = section_bytes(bytes, strtab) else {
@@ -126,8 +105,8 @@ pub fn parse(bytes: &[u8]) -> Result<ElfSymbols, String> {
         }
     }
     let mut syms = ElfSymbols::from_candidates(cands);
-    syms.loads = loads;
-    syms.build_id = find_build_id(bytes, &phdrs, &shdrs, ctx.is_little_endian());
+    syms.segments = h.segments.clone();
+    syms.build_id = file.build_id();
     syms.has_symtab = has_symtab;
     Ok(syms)
 }
@@ -232,7 +211,7 @@ impl ElfSymbols {
     /// file's segments, which are the ones mapped.
     pub fn with_symbols_of(self, debug: ElfSymbols) -> ElfSymbols {
         ElfSymbols {
-            loads: self.loads,
+            segments: self.segments,
             build_id: self.build_id,
             ..debug
         }
@@ -257,28 +236,15 @@ impl ElfSymbols {
         self.lookup_vaddr(self.file_offset_to_vaddr(file_offset)?)
     }
 
-    /// Link-time virtual address of a file offset, through the PT_LOAD
-    /// segment holding it. Executable segments are tried first because
-    /// segment file ranges may share a page.
+    /// Link-time virtual address of a file offset (see [`Segments`]).
     pub fn file_offset_to_vaddr(&self, file_offset: u64) -> Option<u64> {
-        let inside = |l: &&Load| file_offset >= l.offset && file_offset - l.offset < l.filesz;
-        let l = self
-            .loads
-            .iter()
-            .filter(|l| l.exec)
-            .find(inside)
-            .or_else(|| self.loads.iter().find(inside))?;
-        (file_offset - l.offset).checked_add(l.vaddr)
+        self.segments.offset_to_vaddr(file_offset)
     }
 
     /// File offset of a link-time virtual address: what a uprobe on a
     /// symbol at `vaddr` needs.
     pub fn vaddr_to_file_offset(&self, vaddr: u64) -> Option<u64> {
-        let l = self
-            .loads
-            .iter()
-            .find(|l| vaddr >= l.vaddr && vaddr - l.vaddr < l.filesz)?;
-        (vaddr - l.vaddr).checked_add(l.offset)
+        self.segments.vaddr_to_offset(vaddr, Through::Any)
     }
 
     /// Link-time address of a symbol by raw name (`malloc`); a versioned
@@ -313,96 +279,18 @@ impl ElfSymbols {
             .find(|s| s.size > 0 && vaddr - s.addr < s.size);
         let s = match covering {
             Some(s) => s,
-            None if nearest.size == 0 && self.same_segment(nearest.addr, vaddr) => nearest,
+            None if nearest.size == 0 && self.segments.same_segment(nearest.addr, vaddr) => nearest,
             None => return None,
         };
         Some((self.name(s), vaddr - s.addr))
     }
-
-    fn same_segment(&self, a: u64, b: u64) -> bool {
-        if self.loads.is_empty() {
-            return true;
-        }
-        let seg = |x: u64| {
-            self.loads
-                .iter()
-                .position(|l| x >= l.vaddr && x - l.vaddr < l.memsz)
-        };
-        seg(a).is_some() && seg(a) == seg(b)
-    }
-}
-
-fn to_usize(x: u64) -> Result<usize, String> {
-    usize::try_from(x).map_err(|_| format!("offset {x:#x} too large"))
-}
-
-pub(crate) fn section_bytes<'a>(bytes: &'a [u8], sh: &SectionHeader) -> Option<&'a [u8]> {
-    let start = usize::try_from(sh.sh_offset).ok()?;
-    let len = usize::try_from(sh.sh_size).ok()?;
-    bytes.get(start..start.checked_add(len)?)
-}
-
-/// The NUL-terminated UTF-8 string at `off`; `None` if out of bounds,
-/// unterminated or not UTF-8 (such a name is skipped, not the whole table).
-pub(crate) fn c_str(table: &[u8], off: usize) -> Option<&str> {
-    let tail = table.get(off..)?;
-    let end = tail.iter().position(|&b| b == 0)?;
-    std::str::from_utf8(&tail[..end]).ok()
-}
-
-const NT_GNU_BUILD_ID: u32 = 3;
-
-pub(crate) fn find_build_id(
-    bytes: &[u8],
-    phdrs: &[ProgramHeader],
-    shdrs: &[SectionHeader],
-    le: bool,
-) -> Option<Vec<u8>> {
-    let from_segments = phdrs.iter().filter(|p| p.p_type == PT_NOTE).find_map(|p| {
-        let start = usize::try_from(p.p_offset).ok()?;
-        let data = bytes.get(start..start.checked_add(usize::try_from(p.p_filesz).ok()?)?)?;
-        build_id_note(data, p.p_align, le)
-    });
-    from_segments.or_else(|| {
-        shdrs
-            .iter()
-            .filter(|s| s.sh_type == SHT_NOTE)
-            .find_map(|s| build_id_note(section_bytes(bytes, s)?, s.sh_addralign, le))
-    })
-}
-
-/// Walks the notes in `data` (namesz, descsz, type, name, desc; name and
-/// desc padded to the note alignment, 4 or 8).
-fn build_id_note(mut data: &[u8], align: u64, le: bool) -> Option<Vec<u8>> {
-    let align = if align == 8 { 8 } else { 4 };
-    let pad = |n: usize| n.checked_add(align - 1).map(|n| n & !(align - 1));
-    let word = |b: &[u8], i: usize| -> Option<u32> {
-        let w: [u8; 4] = b.get(i..i + 4)?.try_into().ok()?;
-        Some(if le {
-            u32::from_le_bytes(w)
-        } else {
-            u32::from_be_bytes(w)
-        })
-    };
-    while data.len() >= 12 {
-        let namesz = word(data, 0)? as usize;
-        let descsz = word(data, 4)? as usize;
-        let kind = word(data, 8)?;
-        let desc_start = 12usize.checked_add(pad(namesz)?)?;
-        let name = data.get(12..12usize.checked_add(namesz)?)?;
-        let desc = data.get(desc_start..desc_start.checked_add(descsz)?)?;
-        if kind == NT_GNU_BUILD_ID && name == b"GNU\0" {
-            return Some(desc.to_vec());
-        }
-        data = data.get(desc_start.checked_add(pad(descsz)?)?..)?;
-    }
-    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::symbolize::proc_maps;
+    use crate::elf::Load;
+    use crate::process::maps as proc_maps;
 
     /// Path of the glibc this test binary runs with; a static (musl)
     /// test build uses the system's glibc file instead.
@@ -529,13 +417,13 @@ mod tests {
             c(0x1400, 0x1000, "outer"),
             c(0x1500, 0x10, "inner"),
         ]);
-        e.loads = vec![Load {
+        e.segments = Segments::new(vec![Load {
             offset: 0,
             vaddr: 0x1000,
             filesz: 0x1000,
             memsz: 0x1000,
             exec: true,
-        }];
+        }]);
         assert_eq!(e.lookup_vaddr(0xfff), None);
         assert_eq!(e.lookup_vaddr(0x1000), Some(("sized", 0)));
         // A zero-sized label inside a sized symbol loses to it.

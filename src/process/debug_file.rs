@@ -8,11 +8,9 @@
 //! candidate counts only if it matches (same build ID, or the CRC-32 the
 //! link records), so a stale debug file is never used.
 
-use goblin::container::{Ctx, Endian};
-use goblin::elf::section_header::SHT_PROGBITS;
-use goblin::elf::{Elf, ProgramHeader, SectionHeader};
+use std::sync::Arc;
 
-use super::elf::{c_str, section_bytes};
+use crate::elf::{self, ElfFile};
 
 /// The directory debug files are installed under (libc6-dbg and the
 /// like).
@@ -29,62 +27,22 @@ pub struct DebugLinks {
 /// Reads the build ID and .gnu_debuglink of an ELF file's bytes; missing
 /// or damaged parts are simply absent.
 pub fn links(bytes: &[u8]) -> DebugLinks {
-    let Ok(header) = Elf::parse_header(bytes) else {
-        return DebugLinks::default();
-    };
-    let (Ok(container), Ok(endian)) = (header.container(), header.endianness()) else {
-        return DebugLinks::default();
-    };
-    let ctx = Ctx::new(container, endian);
-    let le = endian == Endian::Little;
-    let phdrs = usize::try_from(header.e_phoff)
-        .ok()
-        .and_then(|off| ProgramHeader::parse(bytes, off, header.e_phnum.into(), ctx).ok())
-        .unwrap_or_default();
-    let shdrs = usize::try_from(header.e_shoff)
-        .ok()
-        .and_then(|off| SectionHeader::parse(bytes, off, header.e_shnum.into(), ctx).ok())
-        .unwrap_or_default();
-    let build_id = super::elf::find_build_id(bytes, &phdrs, &shdrs, le);
-    let names = shdrs
-        .get(usize::from(header.e_shstrndx))
-        .and_then(|s| section_bytes(bytes, s));
-    let debuglink = names.and_then(|names| {
-        shdrs
-            .iter()
-            .filter(|s| s.sh_type == SHT_PROGBITS)
-            .find(|s| c_str(names, s.sh_name) == Some(".gnu_debuglink"))
-            .and_then(|s| parse_debuglink(section_bytes(bytes, s)?, le))
-    });
+    links_of(&ElfFile::from_bytes(bytes.to_vec(), ""))
+}
+
+/// [`links`] of a file already read.
+pub fn links_of(file: &ElfFile) -> DebugLinks {
     DebugLinks {
-        build_id,
-        debuglink,
+        build_id: file.build_id(),
+        debuglink: file.debuglink(),
     }
 }
 
-/// .gnu_debuglink's contents: a NUL-terminated file name, padding to a
-/// multiple of 4, then the CRC-32 of the debug file.
-fn parse_debuglink(data: &[u8], le: bool) -> Option<(String, u32)> {
-    let end = data.iter().position(|&b| b == 0)?;
-    let name = std::str::from_utf8(&data[..end]).ok()?;
-    if name.is_empty() || name.contains('/') {
-        return None;
-    }
-    let crc_at = (end + 1).checked_add(3)? & !3;
-    let crc: [u8; 4] = data.get(crc_at..crc_at + 4)?.try_into().ok()?;
-    let crc = if le {
-        u32::from_le_bytes(crc)
-    } else {
-        u32::from_be_bytes(crc)
-    };
-    Some((name.to_string(), crc))
-}
-
-/// The debug file of the ELF file `bytes`, which lives at `path` as seen
+/// The debug file of the ELF file `file`, which lives at `path` as seen
 /// under `root` ("" for our own view, "/proc/PID/root" for a process's).
-/// Returns its path (under `root`) and bytes.
-pub fn find(bytes: &[u8], path: &str, root: &str) -> Option<(String, Vec<u8>)> {
-    let links = links(bytes);
+/// Returns its path (under `root`) and the file, read once per run.
+pub fn find(file: &ElfFile, path: &str, root: &str) -> Option<(String, Arc<ElfFile>)> {
+    let links = links_of(file);
     if let Some(id) = links.build_id.as_ref().filter(|id| id.len() >= 2) {
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let candidate = format!(
@@ -92,13 +50,8 @@ pub fn find(bytes: &[u8], path: &str, root: &str) -> Option<(String, Vec<u8>)> {
             &hex[..2],
             &hex[2..]
         );
-        if let Ok(debug) = std::fs::read(&candidate) {
-            if super::elf::parse(&debug)
-                .ok()
-                .and_then(|s| s.build_id().map(<[u8]>::to_vec))
-                .as_ref()
-                == Some(id)
-            {
+        if let Ok(debug) = elf::open(&candidate) {
+            if debug.build_id().as_ref() == Some(id) {
                 return Some((candidate, debug));
             }
         }
@@ -115,8 +68,8 @@ pub fn find(bytes: &[u8], path: &str, root: &str) -> Option<(String, Vec<u8>)> {
         if candidate == format!("{root}{path}") {
             return None;
         }
-        let debug = std::fs::read(&candidate).ok()?;
-        (crc32(&debug) == crc).then_some((candidate, debug))
+        let debug = elf::open(&candidate).ok()?;
+        (crc32(debug.bytes()) == crc).then_some((candidate, debug))
     })
 }
 
@@ -161,31 +114,35 @@ mod tests {
     #[test]
     fn debuglink_section_contents() {
         assert_eq!(
-            parse_debuglink(b"a.debug\0\x78\x56\x34\x12", true),
+            crate::elf::parse_debuglink(b"a.debug\0\x78\x56\x34\x12", true),
             Some(("a.debug".into(), 0x1234_5678))
         );
         // "abc\0" is already 4 bytes: no padding.
         assert_eq!(
-            parse_debuglink(b"abc\0\x01\x00\x00\x00", true),
+            crate::elf::parse_debuglink(b"abc\0\x01\x00\x00\x00", true),
             Some(("abc".into(), 1))
         );
         assert_eq!(
-            parse_debuglink(b"abc\0\x00\x00\x00\x01", false),
+            crate::elf::parse_debuglink(b"abc\0\x00\x00\x00\x01", false),
             Some(("abc".into(), 1))
         );
         assert_eq!(
-            parse_debuglink(b"abc\0\x01\x00", true),
+            crate::elf::parse_debuglink(b"abc\0\x01\x00", true),
             None,
             "truncated CRC"
         );
-        assert_eq!(parse_debuglink(b"abc", true), None, "no terminator");
         assert_eq!(
-            parse_debuglink(b"\0\0\0\0\0\0\0\0", true),
+            crate::elf::parse_debuglink(b"abc", true),
+            None,
+            "no terminator"
+        );
+        assert_eq!(
+            crate::elf::parse_debuglink(b"\0\0\0\0\0\0\0\0", true),
             None,
             "empty name"
         );
         assert_eq!(
-            parse_debuglink(b"../x\0\0\0\0\0\0\0\0", true),
+            crate::elf::parse_debuglink(b"../x\0\0\0\0\0\0\0\0", true),
             None,
             "a path, not a name"
         );
@@ -243,21 +200,22 @@ mod tests {
         );
         assert_eq!(l.build_id.as_ref().map(Vec::len), Some(20));
 
-        let (found, debug) = find(&bytes, path, "").expect("next to the file");
+        let file = ElfFile::from_bytes(bytes, path);
+        let (found, debug) = find(&file, path, "").expect("next to the file");
         assert_eq!(found, dir.join("p.debug").to_str().unwrap());
-        let syms = super::super::elf::parse(&debug).unwrap();
+        let syms = debug.symbols().unwrap();
         assert!(syms.symbol_address("leaf").is_some());
 
         std::fs::create_dir_all(dir.join(".debug")).unwrap();
         std::fs::rename(dir.join("p.debug"), dir.join(".debug/p.debug")).unwrap();
         assert_eq!(
-            find(&bytes, path, "").unwrap().0,
+            find(&file, path, "").unwrap().0,
             dir.join(".debug/p.debug").to_str().unwrap()
         );
 
         // Another file under the right name: the CRC refuses it.
         std::fs::write(dir.join(".debug/p.debug"), b"stale").unwrap();
-        assert_eq!(find(&bytes, path, ""), None);
+        assert!(find(&file, path, "").is_none());
 
         // The build-id tree, under a root (as /proc/PID/root is used).
         let hex: String = l
@@ -269,8 +227,8 @@ mod tests {
         let root = dir.join("root");
         let tree = root.join(format!("usr/lib/debug/.build-id/{}", &hex[..2]));
         std::fs::create_dir_all(&tree).unwrap();
-        std::fs::write(tree.join(format!("{}.debug", &hex[2..])), &debug).unwrap();
-        let (found, _) = find(&bytes, path, root.to_str().unwrap()).expect("by build id");
+        std::fs::write(tree.join(format!("{}.debug", &hex[2..])), debug.bytes()).unwrap();
+        let (found, _) = find(&file, path, root.to_str().unwrap()).expect("by build id");
         assert!(found.ends_with(&format!("{}.debug", &hex[2..])), "{found}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
