@@ -19,8 +19,9 @@ build=(clang-19 llvm-19 gcc libc6-dev make pkg-config autoconf automake autopoin
 # setpriv (util-linux) runs the unprivileged-user test; python3 reads
 # --json output; procps (ps) checks the process table; golang-go's
 # `go tool pprof` reads --pprof files. inferno (cargo, below) draws
-# --folded output.
-test=(g++ util-linux procps musl-tools libjemalloc-dev libtcmalloc-minimal4
+# --folded output. strace counts memleak's opens of each ELF file
+# (tests/read_once.rs).
+test=(g++ util-linux procps musl-tools libjemalloc-dev libtcmalloc-minimal4 strace
       libmimalloc-dev binutils python3 golang-go)
 # vm: ../shared/vmtest boots other kernels in QEMU for `make vmtest`; the
 # aarch64 cross gcc builds the aarch64 leakers.
