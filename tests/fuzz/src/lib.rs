@@ -1,6 +1,9 @@
-//! The parsers under test, compiled straight from the main crate's sources
-//! (memleak has no lib target). Only self-contained files are included;
-//! `symbolize/mod.rs` is not, as it pulls in the rest of the program.
+//! The parsers under test, compiled straight from the main crate's sources.
+//! memleak is a library crate now, but depending on it would build
+//! libbpf-sys's vendored libbpf, libelf and zlib for every fuzz build;
+//! the parser modules need only goblin, gimli and libc, so they are
+//! included by path, at the same module paths as in the main crate
+//! (`crate::elf`, `crate::process`), which their `use` lines name.
 //!
 //! Each `check_*` function is the body of one fuzz target and of its
 //! regression test, so both exercise exactly the same calls.
@@ -8,12 +11,18 @@
 
 // The `path` on the inline module makes its children resolve inside the
 // main crate's src/symbolize/ directory.
+#[path = "../../../src/elf/mod.rs"]
+pub mod elf;
+
+#[path = "../../../src/process"]
+pub mod process {
+    pub mod debug_file;
+    pub mod maps;
+}
+
 #[path = "../../../src/symbolize"]
 pub mod symbolize {
-    pub mod debug_file;
-    pub mod elf;
     pub mod kallsyms;
-    pub mod proc_maps;
     pub mod unwind;
 }
 
@@ -21,7 +30,10 @@ pub mod symbolize {
 #[path = "../../../src/allocator/x86.rs"]
 pub mod x86;
 
-use symbolize::{debug_file, elf, kallsyms, proc_maps, unwind};
+use elf::symbols as elf_symbols;
+use process::maps as proc_maps;
+use process::debug_file;
+use symbolize::{kallsyms, unwind};
 
 /// Addresses worth probing for any parsed table: edges and a few taken
 /// from the input itself.
@@ -69,7 +81,7 @@ pub fn check_elf(data: &[u8]) {
             let _ = cfi.vaddr_of(off);
         }
     }
-    let Ok(syms) = elf::parse(data) else { return };
+    let Ok(syms) = elf_symbols::parse(data) else { return };
     for off in probes(data, [data.len() as u64]) {
         let _ = syms.lookup_file_offset(off);
         let _ = syms.file_offset_to_vaddr(off);
