@@ -126,7 +126,10 @@ fn each_elf_file_read_once(name: &str, args: &[&str]) {
 
 #[test]
 fn each_elf_file_read_once_with_dwarf_unwinding_and_lines() {
-    each_elf_file_read_once("dwarf", &["-o", "0", "-T", "50", "--unwind", "dwarf", "1", "3"]);
+    each_elf_file_read_once(
+        "dwarf",
+        &["-o", "0", "-T", "50", "--unwind", "dwarf", "1", "3"],
+    );
 }
 
 #[test]
