@@ -358,7 +358,7 @@ fn read_if_inode(path: &str, m: &Mapped, check: bool) -> Result<Arc<ElfFile>, St
     }
     let id = (m.dev.0, m.dev.1, m.inode);
     if md.ino() == m.inode {
-        if let Some(known) = crate::elf::cached(id) {
+        if let Some(known) = crate::elf::cached(id, &md) {
             return Ok(known);
         }
     }

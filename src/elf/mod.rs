@@ -6,9 +6,9 @@
 //! The allocator side (which file provides malloc, and where) and the
 //! symbolizer (names, CFI, source lines) both open files here, so a
 //! library that is both traced and symbolized is read once. Files are
-//! read, not memory-mapped: a file truncated under a mapping would kill
-//! memleak with SIGBUS, and a read copy costs about what the transient
-//! copies it replaces did at their peak.
+//! read, not memory-mapped: a file truncated or rewritten in place under
+//! a mapping would kill memleak with SIGBUS at its next look (the unit
+//! test of debug files does just that to a debug file).
 //!
 //! Nothing here knows about processes: callers that find files through
 //! /proc (see `crate::process`) look them up by the (device, inode) their
@@ -42,12 +42,9 @@ pub struct ElfFile {
     path: PathBuf,
     bytes: Vec<u8>,
     headers: Result<Headers, String>,
-    /// Size and modification time when read: a file rewritten in place
-    /// (same inode) is read again when opened by path.
+    /// Size and modification time when read: a file rewritten in place,
+    /// or a new file that took a deleted one's inode, is not taken for it.
     stamp: Option<(u64, i64, i64)>,
-    /// The file stays open while it is cached: its inode cannot then be
-    /// reused by a new file, which the cache would take for this one.
-    _pin: Option<File>,
 }
 
 /// The headers, parsed once when the file is read.
@@ -77,13 +74,16 @@ impl ElfFile {
     /// Parses `bytes` read from `path`; an unusable header is kept as the
     /// error the parts that need it return.
     pub fn from_bytes(bytes: Vec<u8>, path: impl Into<PathBuf>) -> ElfFile {
+        ElfFile::new(bytes, path.into())
+    }
+
+    fn new(bytes: Vec<u8>, path: PathBuf) -> ElfFile {
         let headers = Headers::parse(&bytes);
         ElfFile {
-            path: path.into(),
+            path,
             bytes,
             headers,
             stamp: None,
-            _pin: None,
         }
     }
 
@@ -318,10 +318,14 @@ fn cache() -> &'static Mutex<HashMap<FileId, Arc<ElfFile>>> {
     CACHE.get_or_init(Default::default)
 }
 
-/// The file with this identity, if it was read already.
-pub fn cached(id: FileId) -> Option<Arc<ElfFile>> {
+/// The file known as `id`, if it was read already and is unchanged since
+/// (`meta`: the file's stat now, taken without opening it).
+pub fn cached(id: FileId, meta: &Metadata) -> Option<Arc<ElfFile>> {
     let cache = cache().lock().unwrap_or_else(|e| e.into_inner());
-    cache.get(&id).cloned()
+    cache
+        .get(&id)
+        .filter(|f| f.stamp == Some(stamp(meta)))
+        .cloned()
 }
 
 /// Remembers `file` under another identity too (a maps line may show
@@ -349,7 +353,7 @@ pub fn adopt(
     path: impl Into<PathBuf>,
 ) -> io::Result<Arc<ElfFile>> {
     let id = file_id(meta);
-    if let Some(known) = cached(id).filter(|f| f.stamp == Some(stamp(meta))) {
+    if let Some(known) = cached(id, meta) {
         return Ok(known);
     }
     if meta.len() > MAX_ELF_SIZE {
@@ -357,9 +361,8 @@ pub fn adopt(
     }
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.read_to_end(&mut bytes)?;
-    let mut elf = ElfFile::from_bytes(bytes, path);
+    let mut elf = ElfFile::new(bytes, path.into());
     elf.stamp = Some(stamp(meta));
-    elf._pin = Some(file);
     let elf = Arc::new(elf);
     let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
     cache.insert(id, Arc::clone(&elf));
@@ -382,7 +385,7 @@ pub fn open(path: impl AsRef<Path>) -> io::Result<Arc<ElfFile>> {
             "not a regular file",
         ));
     }
-    if let Some(known) = cached(file_id(&meta)).filter(|f| f.stamp == Some(stamp(&meta))) {
+    if let Some(known) = cached(file_id(&meta), &meta) {
         return Ok(known);
     }
     let file = File::open(path)?;
@@ -474,3 +477,6 @@ pub(crate) fn parse_debuglink(data: &[u8], le: bool) -> Option<(String, u32)> {
     };
     Some((name.to_string(), crc))
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,11 +21,6 @@ use maps::MapEntry;
 /// process, an earlier report) is not opened again.
 pub fn open_mapped(pid: u32, entry: &MapEntry) -> Option<Arc<ElfFile>> {
     let id = (entry.dev_major, entry.dev_minor, entry.inode);
-    if entry.inode != 0 {
-        if let Some(known) = elf::cached(id) {
-            return Some(known);
-        }
-    }
     let candidates = [
         format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end),
         format!("/proc/{pid}/root{}", entry.path),
@@ -33,6 +28,14 @@ pub fn open_mapped(pid: u32, entry: &MapEntry) -> Option<Arc<ElfFile>> {
     ];
     let mut fallback = None;
     for path in &candidates {
+        // Known already (stat, unlike open, reads nothing): not opened.
+        let known = std::fs::metadata(path)
+            .ok()
+            .filter(|meta| entry.inode != 0 && meta.ino() == entry.inode)
+            .and_then(|meta| elf::cached(id, &meta));
+        if known.is_some() {
+            return known;
+        }
         let Ok(file) = File::open(path) else { continue };
         let Ok(meta) = file.metadata() else { continue };
         if !meta.is_file() || meta.len() > elf::MAX_ELF_SIZE {
