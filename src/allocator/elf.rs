@@ -6,7 +6,7 @@
 use goblin::elf::{header, program_header, section_header, sym, Sym};
 
 use super::Func;
-use crate::elf::{ElfFile, Segments, Through};
+use crate::elf::{symbols, ElfFile, Segments, Through};
 use crate::error::{Error, Result};
 use crate::process::debug_file;
 
@@ -281,17 +281,11 @@ impl Best {
 }
 
 /// Records `s` for the allocator function it names, if it is a usable
-/// definition and better ranked than what was seen before. Rank 0 is a
-/// global/weak default-version symbol, 1 an old symbol version, 2 a local
-/// symbol (possibly some unrelated static function that happens to share
-/// the name), so the one the dynamic linker binds to wins.
+/// definition and better ranked ([`symbols::definition_rank`]) than what
+/// was seen before, so the one the dynamic linker binds to wins.
 fn consider(segments: &Segments, s: &Sym, name: &str, hidden: bool, best: &mut Best) {
-    // .symtab spells versions into the name: `malloc@@GLIBC_2.2.5` is the
-    // default version, `realloc@GLIBC_2.0` an old one.
-    let (base, old_version) = match name.split_once('@') {
-        Some((base, ver)) => (base, !ver.starts_with('@')),
-        None => (name, false),
-    };
+    // .symtab spells versions into the name.
+    let (base, old_version) = symbols::split_version(name);
     let (prefix, func) = match Func::from_symbol(base) {
         Some(f) => ("", f),
         None => {
@@ -322,13 +316,7 @@ fn consider(segments: &Segments, s: &Sym, name: &str, hidden: bool, best: &mut B
     let Some(off) = segments.vaddr_to_offset(s.st_value, Through::Code) else {
         return;
     };
-    let rank = if s.st_bind() == sym::STB_LOCAL {
-        2
-    } else if hidden || old_version {
-        1
-    } else {
-        0
-    };
+    let rank = symbols::definition_rank(s.st_bind(), hidden || old_version);
     best.offer((prefix, func, base.to_string()), rank, off, s.st_size);
 }
 

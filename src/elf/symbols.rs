@@ -6,7 +6,9 @@
 //! fewer symbols, never a panic.
 
 use goblin::elf::section_header::{SHN_ABS, SHN_UNDEF, SHT_DYNSYM, SHT_SYMTAB};
-use goblin::elf::sym::{STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STT_FUNC, STT_GNU_IFUNC, STT_OBJECT};
+use goblin::elf::sym::{
+    STB_GLOBAL, STB_GNU_UNIQUE, STB_LOCAL, STB_WEAK, STT_FUNC, STT_GNU_IFUNC, STT_OBJECT,
+};
 use goblin::elf::{Elf, Sym as GSym, Symtab};
 use goblin::options::ParseOptions;
 
@@ -132,31 +134,63 @@ fn collect<'a>(
         if name.is_empty() {
             continue;
         }
-        let bind = match s.st_bind() {
-            STB_GLOBAL => 0,
-            STB_WEAK | STB_GNU_UNIQUE => 1,
-            _ => 2,
-        };
         let addr = if thumb && kind == STT_FUNC {
             s.st_value & !1
         } else {
             s.st_value
         };
-        let underscores = name.bytes().take_while(|&b| b == b'_').count();
         out.push(Candidate {
             addr,
             size: s.st_size,
-            // Unversioned, global, functions, fewer leading underscores
-            // (`malloc` over `__libc_malloc`), shorter.
-            rank: (
-                name.contains('@'),
-                bind,
-                u8::from(kind == STT_OBJECT),
-                underscores,
-                name.len(),
-            ),
+            rank: display_rank(name, s.st_bind(), kind),
             name,
         });
+    }
+}
+
+/// The one rule for which of several names at one address a frame shows
+/// (lower first): unversioned, global over weak over local, functions
+/// over objects, fewer leading underscores (`malloc` over
+/// `__libc_malloc`), shorter. (Aliases' sizes: the largest, see
+/// `from_candidates`.)
+fn display_rank(name: &str, bind: u8, kind: u8) -> (bool, u8, u8, usize, usize) {
+    let bind = match bind {
+        STB_GLOBAL => 0,
+        STB_WEAK | STB_GNU_UNIQUE => 1,
+        _ => 2,
+    };
+    let underscores = name.bytes().take_while(|&b| b == b'_').count();
+    (
+        name.contains('@'),
+        bind,
+        u8::from(kind == STT_OBJECT),
+        underscores,
+        name.len(),
+    )
+}
+
+/// The one rule for which of several definitions of one name the dynamic
+/// linker binds to, where a uprobe for that name belongs (lower first):
+/// 0 a global or weak default-version symbol, 1 an old symbol version
+/// (`hidden` in .gnu.version, or `name@VER` in .symtab), 2 a local symbol
+/// (possibly some unrelated static function that happens to share the
+/// name).
+pub fn definition_rank(bind: u8, old_version: bool) -> u8 {
+    if bind == STB_LOCAL {
+        2
+    } else if old_version {
+        1
+    } else {
+        0
+    }
+}
+
+/// A .symtab name split from its version: `malloc@@GLIBC_2.2.5` is the
+/// default version (false), `realloc@GLIBC_2.0` an old one (true).
+pub fn split_version(name: &str) -> (&str, bool) {
+    match name.split_once('@') {
+        Some((base, ver)) => (base, !ver.starts_with('@')),
+        None => (name, false),
     }
 }
 
@@ -252,7 +286,7 @@ impl ElfSymbols {
     pub fn symbol_address(&self, name: &str) -> Option<u64> {
         let matches = |s: &&Sym| {
             let n = self.name(s);
-            n == name || n.split_once('@').is_some_and(|(base, _)| base == name)
+            n == name || split_version(n).0 == name
         };
         // Prefer an exact unversioned match over a versioned one.
         let all = || self.syms.iter().chain(&self.aliases);
