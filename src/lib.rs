@@ -3,6 +3,13 @@
 //!
 //! Data flows one way: cli -> plan -> tracer -> snapshot -> aggregate ->
 //! symbolize -> report (see README, "How it works").
+//!
+//! unsafe code lives only in `bpf` (libbpf) and `sys` (every other system
+//! call), behind safe APIs; the compiler refuses it anywhere else, and
+//! clippy wants a SAFETY comment on each block.
+
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -28,6 +35,7 @@ macro_rules! verbose {
 pub(crate) use verbose;
 
 pub mod allocator;
+#[allow(unsafe_code)]
 pub mod bpf;
 pub mod cli;
 pub mod elf;
@@ -40,6 +48,7 @@ pub mod report;
 pub mod session;
 pub mod setup_signals;
 pub mod symbolize;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod target;
 pub mod tracepoint_args;

@@ -4,6 +4,8 @@
 //! on stderr and an exit code (`exit_code`). A closed stdout
 //! (`memleak | head`) exits 0.
 
+#![deny(unsafe_code)]
+
 use std::io::{self, IsTerminal, Write};
 
 use memleak::error::{Error, Result};

@@ -105,14 +105,9 @@ pub fn scale(stacks: &mut [StackTotal], weight: u64) {
 
 /// `[HH:MM:SS]` in local time.
 pub fn clock_time() -> String {
-    // SAFETY: time/localtime_r write only into the local struct.
-    unsafe {
-        let now = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&now, &mut tm).is_null() {
-            return "??:??:??".to_string();
-        }
-        format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+    match crate::sys::local_time_of_day() {
+        Some((hours, minutes, seconds)) => format!("{hours:02}:{minutes:02}:{seconds:02}"),
+        None => "??:??:??".to_string(),
     }
 }
 

@@ -3,7 +3,7 @@
 //! exits. Output errors (a closed pipe) end the run; main decides how.
 
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::allocator::{self, Func};
@@ -16,6 +16,7 @@ use crate::reach;
 use crate::report::{self, Allocation, PrintedStack, Shown};
 use crate::symbolize::unwind;
 use crate::symbolize::{KernelSymbolizer, ProcessSymbolizer};
+use crate::sys;
 use crate::target::{self, Child, ChildEvent};
 use crate::tracepoints;
 use crate::tracer::{Attach, EventCallback, Tracer};
@@ -205,8 +206,7 @@ pub enum Outcome {
 
 /// Needs root, or CAP_BPF + CAP_PERFMON (Linux 5.8+), or CAP_SYS_ADMIN.
 pub fn check_privileges() -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if sys::geteuid() == 0 {
         return Ok(());
     }
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -228,57 +228,24 @@ pub fn check_privileges() -> Result<()> {
 /// Signals are read from a signalfd so that the poll loop sees them as
 /// file descriptors, with no handler racing the main loop.
 fn block_signals() -> Result<OwnedFd> {
-    // SAFETY: the sigset is initialised by sigemptyset before use.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
-        }
-        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return Err(Error::Other(format!(
-                "cannot block signals: {}",
-                io::Error::last_os_error()
-            )));
-        }
-        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-        if fd < 0 {
-            return Err(Error::Other(format!(
-                "cannot create a signalfd: {}",
-                io::Error::last_os_error()
-            )));
-        }
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
+    let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD, libc::SIGHUP];
+    sys::block_signals(&signals).map_err(|e| Error::Other(format!("cannot block signals: {e}")))?;
+    sys::signalfd(&signals, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+        .map_err(|e| Error::Other(format!("cannot create a signalfd: {e}")))
 }
 
 /// Drains the signalfd; returns the signals that arrived, each with its
 /// si_code (SI_KERNEL: from the terminal; SI_USER: kill(2) by a process).
 fn read_signals(fd: &OwnedFd) -> Vec<(i32, i32)> {
-    let mut out = Vec::new();
-    loop {
-        // SAFETY: signalfd_siginfo is plain data; read fills it whole or fails.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let n = unsafe {
-            libc::read(
-                fd.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                std::mem::size_of::<libc::signalfd_siginfo>(),
-            )
-        };
-        if n != std::mem::size_of::<libc::signalfd_siginfo>() as isize {
-            return out;
-        }
-        out.push((info.ssi_signo as i32, info.ssi_code));
-    }
+    std::iter::from_fn(|| sys::read_signal(fd.as_fd()))
+        .map(|info| (info.signo, info.code))
+        .collect()
 }
 
 fn monotonic_ns() -> u64 {
-    // SAFETY: clock_gettime fills the timespec. CLOCK_MONOTONIC is the
-    // clock of bpf_ktime_get_ns, which stamps allocations.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    // CLOCK_MONOTONIC is the clock of bpf_ktime_get_ns, which stamps
+    // allocations.
+    sys::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 fn func_name(func: u32) -> &'static str {
@@ -596,8 +563,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
                 });
             }
         }
-        // SAFETY: fds is a valid array of pollfd.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        let _ = sys::poll(&mut fds, timeout_ms);
 
         tracer.consume_events();
         if let Some(e) = output_error.borrow_mut().take() {

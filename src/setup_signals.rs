@@ -2,50 +2,35 @@
 //! million entries takes seconds, and the main thread reads its signals
 //! only once the report loop runs.
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::sys;
 
 /// Until `finish`, SIGINT, SIGTERM or SIGHUP ends memleak at once: nothing
 /// it attached outlives the process (the kernel drops every link and table
 /// with the last file descriptor), and a command still held is killed, so
 /// it never runs.
 pub struct SetupSignals {
-    done: OwnedFd,
+    /// An eventfd: written once setup is over.
+    done: File,
     thread: Option<JoinHandle<()>>,
 }
 
 impl SetupSignals {
     /// Call with the signals already blocked (every thread inherits that).
     pub fn watch(held_child: Option<u32>) -> Result<SetupSignals> {
-        // SAFETY: eventfd returns a new fd or -1.
-        let done = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if done < 0 {
-            return Err(Error::Other(format!(
-                "cannot create an eventfd: {}",
-                io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: a new fd we own.
-        let done = unsafe { OwnedFd::from_raw_fd(done) };
-        // SAFETY: the sigset is initialised by sigemptyset before use.
-        let signals = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-                libc::sigaddset(&mut set, sig);
-            }
-            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
-            if fd < 0 {
-                return Err(Error::Other(format!(
-                    "cannot create a signalfd: {}",
-                    io::Error::last_os_error()
-                )));
-            }
-            OwnedFd::from_raw_fd(fd)
-        };
+        let done =
+            sys::eventfd().map_err(|e| Error::Other(format!("cannot create an eventfd: {e}")))?;
+        let done = File::from(done);
+        let signals = sys::signalfd(
+            &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP],
+            libc::SFD_CLOEXEC,
+        )
+        .map_err(|e| Error::Other(format!("cannot create a signalfd: {e}")))?;
         let done_fd = done.as_raw_fd();
         let thread = std::thread::Builder::new()
             .name("setup-signals".into())
@@ -63,9 +48,8 @@ impl SetupSignals {
     }
 
     fn stop(&mut self) {
-        let one = 1u64;
-        // SAFETY: writing 8 bytes to our eventfd.
-        unsafe { libc::write(self.done.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        // An eventfd reads each write as an 8-byte increment.
+        let _ = (&self.done).write(&1u64.to_ne_bytes());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -92,39 +76,32 @@ fn wait(signals: OwnedFd, done: i32, held_child: Option<u32>) {
         },
     ];
     loop {
-        // SAFETY: fds is a valid array of pollfd.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+        let polled = sys::poll(&mut fds, -1);
+        if polled
+            .as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::Interrupted)
+        {
             continue;
         }
-        if fds[1].revents != 0 || n < 0 {
+        if fds[1].revents != 0 || polled.is_err() {
             return;
         }
         if fds[0].revents != 0 {
             break;
         }
     }
-    // SAFETY: signalfd_siginfo is plain data.
-    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::read(
-            signals.as_raw_fd(),
-            (&mut info as *mut libc::signalfd_siginfo).cast(),
-            std::mem::size_of::<libc::signalfd_siginfo>(),
-        )
-    };
+    let sig = sys::read_signal(signals.as_fd()).map_or(0, |info| info.signo);
     if let Some(pid) = held_child {
-        // SAFETY: killing our own child, still held before exec.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        // Our own child, still held before exec: it never runs.
+        let _ = sys::kill(pid, libc::SIGKILL);
     }
-    let sig = info.ssi_signo as i32;
     let name = match sig {
         libc::SIGINT => "SIGINT",
         libc::SIGTERM => "SIGTERM",
         _ => "SIGHUP",
     };
     eprintln!("memleak: {name} during setup; exiting with nothing attached");
-    // SAFETY: ends the process; the kernel closes every fd, which detaches
-    // and frees everything memleak set up.
-    unsafe { libc::_exit(128 + sig) };
+    // The kernel closes every fd, which detaches and frees everything
+    // memleak set up.
+    sys::exit_now(128 + sig);
 }

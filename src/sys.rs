@@ -1,9 +1,12 @@
-//! Safe wrappers for the system calls of the reachability scan: ptrace
-//! (seize, interrupt, registers, continue, detach), waitpid and
-//! process_vm_readv. Each takes plain values and returns io::Result; the
-//! unsafe code stays here.
+//! Safe wrappers for every system call memleak makes outside libbpf:
+//! ptrace, waitpid, fork and exec of a held command, signals (signalfd,
+//! sigprocmask, kill), poll, process_vm_readv, clocks, mount, uname.
+//! Each takes plain values and returns plain values or io::Result; the
+//! unsafe code stays here and in src/bpf (the crate denies it elsewhere).
 
+use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 fn check(ret: libc::c_long) -> io::Result<()> {
     if ret < 0 {
@@ -13,11 +16,19 @@ fn check(ret: libc::c_long) -> io::Result<()> {
     }
 }
 
-/// Becomes the tracer of thread `tid` without stopping it (no options: its
-/// children and exec are none of our business).
-pub fn ptrace_seize(tid: u32) -> io::Result<()> {
-    // SAFETY: PTRACE_SEIZE takes no pointers.
-    check(unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid as libc::pid_t, 0usize, 0usize) })
+/// Becomes the tracer of thread `tid` without stopping it, with ptrace
+/// `options` (PTRACE_O_*; 0: its children and exec are none of our
+/// business).
+pub fn ptrace_seize(tid: u32, options: i32) -> io::Result<()> {
+    // SAFETY: PTRACE_SEIZE takes the options as a plain value, no pointers.
+    check(unsafe {
+        libc::ptrace(
+            libc::PTRACE_SEIZE,
+            tid as libc::pid_t,
+            0usize,
+            options as usize,
+        )
+    })
 }
 
 /// Asks a seized thread to stop; `wait_stop` sees it stopped.
@@ -98,19 +109,10 @@ pub enum Stop {
 
 /// Waits until tracee `tid` stops or dies.
 pub fn wait_stop(tid: u32) -> io::Result<Stop> {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid writes the status into a local int.
-        let ret = unsafe { libc::waitpid(tid as libc::pid_t, &mut status, libc::__WALL) };
-        if ret < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        break;
-    }
+    let Some(status) = waitpid(tid, libc::__WALL)? else {
+        // Without WNOHANG, waitpid returns only with a status.
+        return Ok(Stop::Gone);
+    };
     if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
         return Ok(Stop::Gone);
     }
@@ -121,6 +123,26 @@ pub fn wait_stop(tid: u32) -> io::Result<Stop> {
         libc::PTRACE_EVENT_EXIT => Stop::Exiting,
         other => Stop::Event(other),
     })
+}
+
+/// waitpid(2) for child or tracee `pid` with `flags` (WNOHANG, __WALL,
+/// ...), retried when a signal interrupts it: its raw wait status, to be
+/// read with libc::WIFEXITED and friends, or None if WNOHANG found no
+/// change.
+pub fn waitpid(pid: u32, flags: i32) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes the status into a local int.
+        let ret = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, flags) };
+        if ret < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok((ret > 0).then_some(status));
+    }
 }
 
 /// Reads the ranges `(address, length)` of process `pid` into `buf`, one
@@ -171,4 +193,309 @@ pub fn thread_cpu_time() -> std::time::Duration {
     // SAFETY: clock_gettime fills the timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The time of `clock` (libc::CLOCK_MONOTONIC, ...) in nanoseconds.
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec, a local.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The local time of day now: (hours, minutes, seconds).
+pub fn local_time_of_day() -> Option<(i32, i32, i32)> {
+    // SAFETY: time with a null pointer only returns the time.
+    let now = unsafe { libc::time(std::ptr::null_mut()) };
+    // SAFETY: tm is plain data (integers and a pointer that localtime_r
+    // sets); zero is a valid value.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: localtime_r reads `now` and writes only into `tm`, both
+    // locals (unlike localtime, it keeps no shared state of ours).
+    if unsafe { libc::localtime_r(&now, &mut tm) }.is_null() {
+        return None;
+    }
+    Some((tm.tm_hour, tm.tm_min, tm.tm_sec))
+}
+
+/// The effective user ID.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The running kernel's release string (uname -r), e.g. "6.1.0-18-amd64".
+pub fn kernel_release() -> Option<String> {
+    // SAFETY: utsname is arrays of chars; zero is a valid value.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname fills the struct, a local.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return None;
+    }
+    // SAFETY: the kernel NUL-terminates each field, and the zeroed struct
+    // has a NUL at the end of the array whatever it wrote.
+    let release = unsafe { CStr::from_ptr(uts.release.as_ptr()) };
+    Some(release.to_string_lossy().into_owned())
+}
+
+/// The system's memory page size in bytes, if sysconf knows it.
+pub fn page_size() -> Option<u64> {
+    // SAFETY: sysconf takes a plain value and has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|&s| s > 0)
+}
+
+/// mount(2) of file system `fstype` from `source` on `target`, no flags
+/// and no data.
+pub fn mount(source: &str, target: &str, fstype: &str) -> io::Result<()> {
+    let cstr = |s: &str| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let (source, target, fstype) = (cstr(source)?, cstr(target)?, cstr(fstype)?);
+    // SAFETY: three NUL-terminated strings that outlive the call, and no
+    // data.
+    let ret = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    check(ret.into())
+}
+
+/// Sends `signal` to process `pid`.
+pub fn kill(pid: u32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes plain values.
+    check(unsafe { libc::kill(pid as libc::pid_t, signal) }.into())
+}
+
+/// The C library's description of `signal` ("Segmentation fault").
+pub fn signal_description(signal: i32) -> String {
+    // SAFETY: strsignal returns a pointer to a NUL-terminated string (a
+    // static one, or a buffer of this thread for unknown signals) that
+    // stays valid until the next strsignal call of this thread; it is
+    // copied before that.
+    unsafe { CStr::from_ptr(libc::strsignal(signal)) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Ends the process at once with `code`: no atexit handlers, no flushing
+/// of stdio buffers; the kernel closes every file descriptor.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process; nothing runs after it.
+    unsafe { libc::_exit(code) }
+}
+
+/// A file descriptor that polls readable when process `pid` exits (pidfd,
+/// Linux 5.3+).
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes plain values.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    owned_fd(fd)
+}
+
+/// An eventfd (counter 0, close-on-exec).
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes plain values.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    owned_fd(fd.into())
+}
+
+/// A pipe, both ends close-on-exec: (read end, write end).
+pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is an array of two ints for pipe2 to fill.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }.into())?;
+    // SAFETY: pipe2 succeeded: two new fds that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Takes ownership of a new file descriptor a system call returned (or
+/// its error, when negative).
+fn owned_fd(ret: libc::c_long) -> io::Result<OwnedFd> {
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = libc::c_int::try_from(ret).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: the system call just created `fd`; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn sigset(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it below.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a local sigset_t; these only write into it (an
+    // invalid signal number is refused, leaving it as it was).
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+    }
+    set
+}
+
+/// Blocks `signals` in the calling thread (threads started later inherit
+/// that), so that they wait for a signalfd.
+pub fn block_signals(signals: &[i32]) -> io::Result<()> {
+    let set = sigset(signals);
+    // SAFETY: `set` is an initialised sigset; the old mask is not wanted.
+    let ret = unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A signalfd for `signals` with `flags` (SFD_CLOEXEC, SFD_NONBLOCK).
+pub fn signalfd(signals: &[i32], flags: i32) -> io::Result<OwnedFd> {
+    let set = sigset(signals);
+    // SAFETY: `set` is an initialised sigset; -1 asks for a new fd.
+    let fd = unsafe { libc::signalfd(-1, &set, flags) };
+    owned_fd(fd.into())
+}
+
+/// One signal read from a signalfd: its number and si_code (SI_KERNEL:
+/// from the terminal; SI_USER: kill(2) by a process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalInfo {
+    pub signo: i32,
+    pub code: i32,
+}
+
+/// Reads one signal from signalfd `fd`; None if none is waiting (a
+/// non-blocking fd) or the read failed.
+pub fn read_signal(fd: BorrowedFd) -> Option<SignalInfo> {
+    const SIZE: usize = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: signalfd_siginfo is plain integers; zero is a valid value.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    // SAFETY: read writes at most SIZE bytes into `info`, a local of that
+    // size.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            SIZE,
+        )
+    };
+    (n == SIZE as isize).then_some(SignalInfo {
+        signo: info.ssi_signo as i32,
+        code: info.ssi_code,
+    })
+}
+
+/// poll(2) on `fds` for at most `timeout_ms` (-1: no limit): how many have
+/// events (their `revents` are set).
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
+    // SAFETY: fds is a live, writable slice of pollfd of the length given.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// What the parent's pipes tell a child forked by [`fork_held`], and it
+/// tells back.
+pub struct HeldPipes {
+    /// Read by the child: one byte lets it exec; EOF means never run.
+    pub go_read: OwnedFd,
+    pub go_write: OwnedFd,
+    /// Written by the child: the errno of a failed exec (close-on-exec
+    /// gives the parent EOF when exec succeeds).
+    pub error_read: OwnedFd,
+    pub error_write: OwnedFd,
+}
+
+/// Forks a child that waits for the go byte on `pipes.go_read` and then
+/// executes `path` with `argv`; returns its PID in the parent. The child
+/// dies with memleak while held, and never runs if memleak is already gone.
+///
+/// Between fork and exec the child makes only async-signal-safe calls on
+/// memory prepared before the fork: memleak may have threads, and the
+/// child has only a copy of the forking one.
+pub fn fork_held(path: &CStr, argv: &[CString], pipes: &HeldPipes) -> io::Result<u32> {
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let parent = std::process::id() as libc::pid_t;
+    let go_read = pipes.go_read.as_raw_fd();
+    let go_write = pipes.go_write.as_raw_fd();
+    let error_read = pipes.error_read.as_raw_fd();
+    let error_write = pipes.error_write.as_raw_fd();
+    // SAFETY: the child runs only child_until_exec, which makes
+    // async-signal-safe calls and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: `path` and `argv_ptrs` (NULL-terminated, pointing into
+        // `argv`) were built before the fork and live in the child's copy
+        // of memory; the fds are this process's own.
+        unsafe {
+            child_until_exec(
+                parent,
+                path.as_ptr(),
+                argv_ptrs.as_ptr(),
+                [go_read, go_write, error_read, error_write],
+            )
+        }
+    }
+    Ok(pid as u32)
+}
+
+/// The child of [`fork_held`] until exec or _exit.
+///
+/// # Safety
+/// Call only in a freshly forked child; `path` and `argv` must be valid
+/// NUL-terminated C strings and a NULL-terminated array of them.
+unsafe fn child_until_exec(
+    parent: libc::pid_t,
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    [go_read, go_write, error_read, error_write]: [libc::c_int; 4],
+) -> ! {
+    // SAFETY: each call below is async-signal-safe (sigprocmask, signal,
+    // prctl, getppid, close, read, execv, write, _exit), takes plain values
+    // or pointers to locals and to the caller's strings, and the function
+    // ends in exec or _exit.
+    unsafe {
+        // Undo what memleak set for itself: blocked signals (for its
+        // signalfd) and the ignored SIGPIPE survive exec otherwise.
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // Die with memleak while held, however it dies; if it is
+        // already gone (reparented), never run the command.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        if libc::getppid() != parent {
+            libc::_exit(127);
+        }
+        // memleak's ends of the pipes: with the write end open
+        // here, memleak's death would never give EOF.
+        libc::close(go_write);
+        libc::close(error_read);
+        let mut byte = 0u8;
+        // Wait for the go; EOF (memleak died) means do not run.
+        if libc::read(go_read, (&mut byte as *mut u8).cast(), 1) != 1 {
+            libc::_exit(127);
+        }
+        // Released: from now on the command runs on its own if
+        // memleak ends, as a -p target does.
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong);
+        if libc::getppid() != parent {
+            libc::_exit(127);
+        }
+        libc::execv(path, argv);
+        let errno = *libc::__errno_location();
+        libc::write(error_write, (&errno as *const i32).cast(), 4);
+        libc::_exit(127);
+    }
 }

@@ -2,10 +2,11 @@
 //! and holds until every probe is attached, so its first allocation is seen.
 
 use std::ffi::CString;
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 
 use crate::error::{Error, Result};
+use crate::sys;
 
 /// Checks that `pid` names a live user process memleak may trace.
 pub fn check_pid(pid: u32) -> Result<()> {
@@ -30,20 +31,13 @@ pub fn check_pid(pid: u32) -> Result<()> {
 /// A file descriptor that polls readable when the process exits (pidfd,
 /// Linux 5.3+). `None` on older kernels: the caller polls /proc instead.
 pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: plain syscall; a non-negative result is a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
-    if fd < 0 {
-        None
-    } else {
-        Some(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
-    }
+    sys::pidfd_open(pid).ok()
 }
 
 /// Lets a process stopped at exec (by the BPF program, for memleak to probe
 /// its new program) go on.
 pub fn send_sigcont(pid: u32) {
-    // SAFETY: plain kill(2).
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+    let _ = sys::kill(pid, libc::SIGCONT);
 }
 
 /// The state letter of /proc/PID/stat (R, S, Z, ...).
@@ -172,10 +166,7 @@ impl ExitStatus {
         match self {
             ExitStatus::Code(c) => format!("exited with status {c}"),
             ExitStatus::Signal(s) => {
-                // SAFETY: strsignal returns a static or thread-local string.
-                let name = unsafe { std::ffi::CStr::from_ptr(libc::strsignal(s)) }
-                    .to_string_lossy()
-                    .into_owned();
+                let name = sys::signal_description(s);
                 format!("was killed by signal {s} ({name})")
             }
         }
@@ -212,16 +203,6 @@ pub struct Child {
     seized: bool,
 }
 
-fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: fds is a valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 returned two new fds that we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 impl Child {
     /// Forks; the child waits for `release` and then execs `argv`.
     /// `path` is argv[0] resolved through $PATH.
@@ -233,106 +214,61 @@ impl Child {
             .map(|a| CString::new(a.as_str()))
             .collect::<Result<_, _>>()
             .map_err(|_| Error::target("command contains a NUL byte"))?;
-        let mut argv_ptrs: Vec<*const libc::c_char> = cargs.iter().map(|a| a.as_ptr()).collect();
-        argv_ptrs.push(std::ptr::null());
         let (go_read, go_write) =
-            pipe_cloexec().map_err(|e| Error::Target(format!("cannot create a pipe: {e}")))?;
-        let (err_read, err_write) =
-            pipe_cloexec().map_err(|e| Error::Target(format!("cannot create a pipe: {e}")))?;
-
-        // SAFETY: getpid has no preconditions.
-        let parent = unsafe { libc::getpid() };
-        // SAFETY: the child only makes async-signal-safe calls before exec
-        // or _exit.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(Error::Target(format!(
-                "cannot fork: {}",
-                io::Error::last_os_error()
-            )));
-        }
-        if pid == 0 {
-            unsafe {
-                // Undo what memleak set for itself: blocked signals (for its
-                // signalfd) and the ignored SIGPIPE survive exec otherwise.
-                let mut empty: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut empty);
-                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-                // Die with memleak while held, however it dies; if it is
-                // already gone (reparented), never run the command.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                if libc::getppid() != parent {
-                    libc::_exit(127);
-                }
-                // memleak's ends of the pipes: with the write end open
-                // here, memleak's death would never give EOF.
-                libc::close(go_write.as_raw_fd());
-                libc::close(err_read.as_raw_fd());
-                let mut byte = 0u8;
-                // Wait for the go; EOF (memleak died) means do not run.
-                if libc::read(go_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) != 1 {
-                    libc::_exit(127);
-                }
-                // Released: from now on the command runs on its own if
-                // memleak ends, as a -p target does.
-                libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong);
-                if libc::getppid() != parent {
-                    libc::_exit(127);
-                }
-                libc::execv(cpath.as_ptr(), argv_ptrs.as_ptr());
-                let errno = *libc::__errno_location();
-                libc::write(err_write.as_raw_fd(), (&errno as *const i32).cast(), 4);
-                libc::_exit(127);
-            }
-        }
-        drop(go_read);
-        drop(err_write);
-        let pid = pid as u32;
-        // SAFETY: plain ptrace call on our own child. Exec stops hold the
-        // command at each exec until its new program is probed; the exit
-        // stop keeps its maps readable for the final report.
-        let seized = unsafe {
-            libc::ptrace(
-                libc::PTRACE_SEIZE,
-                pid as libc::pid_t,
-                0usize,
-                (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC) as usize,
-            )
+            sys::pipe_cloexec().map_err(|e| Error::Target(format!("cannot create a pipe: {e}")))?;
+        let (error_read, error_write) =
+            sys::pipe_cloexec().map_err(|e| Error::Target(format!("cannot create a pipe: {e}")))?;
+        let pipes = sys::HeldPipes {
+            go_read,
+            go_write,
+            error_read,
+            error_write,
         };
-        if seized < 0 {
+        let pid = sys::fork_held(&cpath, &cargs, &pipes)
+            .map_err(|e| Error::Target(format!("cannot fork: {e}")))?;
+        // The child's ends: with the error pipe's write end closed here,
+        // reading it gives EOF once the child has executed (or died).
+        let sys::HeldPipes {
+            go_read,
+            go_write,
+            error_read,
+            error_write,
+        } = pipes;
+        drop(go_read);
+        drop(error_write);
+        // Exec stops hold the command at each exec until its new program
+        // is probed; the exit stop keeps its maps readable for the final
+        // report.
+        let seized = sys::ptrace_seize(pid, libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC);
+        if let Err(e) = &seized {
             // Without it, an exec is noticed late and the report made
             // after exit is not symbolized; tracing works.
             eprintln!(
-                "memleak: warning: cannot ptrace process {pid}: {}; a program it executes may lose its first allocations",
-                io::Error::last_os_error()
+                "memleak: warning: cannot ptrace process {pid}: {e}; a program it executes may lose its first allocations"
             );
         }
         Ok(Child {
             pid,
             go: Some(go_write),
-            exec_error: Some(err_read),
+            exec_error: Some(error_read),
             status: None,
-            seized: seized >= 0,
+            seized: seized.is_ok(),
         })
     }
 
     /// Lets the child exec. Returns the exec error, if any.
     pub fn release(&mut self, program: &str) -> Result<()> {
         if let Some(go) = self.go.take() {
-            let byte = 1u8;
-            // SAFETY: writing one byte to our pipe.
-            unsafe { libc::write(go.as_raw_fd(), (&byte as *const u8).cast(), 1) };
+            let _ = std::fs::File::from(go).write(&[1u8]);
         }
         if let Some(err) = self.exec_error.take() {
-            let mut errno = 0i32;
+            let mut errno = [0u8; 4];
             // Blocks until exec succeeds (close-on-exec gives EOF) or fails.
-            // SAFETY: reading 4 bytes into an i32.
-            let n = unsafe { libc::read(err.as_raw_fd(), (&mut errno as *mut i32).cast(), 4) };
-            if n == 4 {
+            let n = std::fs::File::from(err).read(&mut errno);
+            if matches!(n, Ok(4)) {
                 return Err(Error::Target(format!(
                     "cannot run {program}: {}",
-                    io::Error::from_raw_os_error(errno)
+                    io::Error::from_raw_os_error(i32::from_ne_bytes(errno))
                 )));
             }
         }
@@ -346,25 +282,17 @@ impl Child {
     pub fn wait_for_stop(&mut self, timeout: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let mut status = 0;
-            // SAFETY: waiting for our own child, non-blocking.
-            let ret = unsafe {
-                libc::waitpid(
-                    self.pid as libc::pid_t,
-                    &mut status,
-                    libc::WNOHANG | libc::WUNTRACED | libc::__WALL,
-                )
-            };
-            if ret < 0 {
+            let flags = libc::WNOHANG | libc::WUNTRACED | libc::__WALL;
+            let Ok(status) = sys::waitpid(self.pid, flags) else {
                 return false;
-            }
-            if ret == 0 {
+            };
+            let Some(status) = status else {
                 if std::time::Instant::now() >= deadline {
                     return false;
                 }
                 std::thread::sleep(std::time::Duration::from_micros(200));
                 continue;
-            }
+            };
             if let Some(exit) = ExitStatus::from_wait(status) {
                 self.status = Some(exit);
                 return false;
@@ -380,15 +308,7 @@ impl Child {
             // Anything else (its exit, another signal) goes on as poll
             // would let it.
             let inject = if event == 0 && self.seized { signal } else { 0 };
-            // SAFETY: the child is in a ptrace stop.
-            unsafe {
-                libc::ptrace(
-                    libc::PTRACE_CONT,
-                    self.pid as libc::pid_t,
-                    0usize,
-                    inject as usize,
-                )
-            };
+            let _ = sys::ptrace_cont(self.pid, inject);
         }
     }
 
@@ -396,30 +316,17 @@ impl Child {
     /// signal.
     pub fn continue_from_stop(&mut self) {
         if self.seized {
-            // SAFETY: the child is in a signal-delivery stop; 0 drops it.
-            unsafe { libc::ptrace(libc::PTRACE_CONT, self.pid as libc::pid_t, 0usize, 0usize) };
+            // The child is in a signal-delivery stop; 0 drops the signal.
+            let _ = sys::ptrace_cont(self.pid, 0);
         } else {
-            // SAFETY: plain signal to our own child.
-            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGCONT) };
+            let _ = sys::kill(self.pid, libc::SIGCONT);
         }
     }
 
     /// Handles every pending state change of the child (call on SIGCHLD).
     pub fn poll(&mut self) -> Vec<ChildEvent> {
         let mut events = Vec::new();
-        loop {
-            let mut status = 0;
-            // SAFETY: waiting for our own child, non-blocking.
-            let ret = unsafe {
-                libc::waitpid(
-                    self.pid as libc::pid_t,
-                    &mut status,
-                    libc::WNOHANG | libc::__WALL,
-                )
-            };
-            if ret <= 0 {
-                break;
-            }
+        while let Ok(Some(status)) = sys::waitpid(self.pid, libc::WNOHANG | libc::__WALL) {
             if let Some(exit) = ExitStatus::from_wait(status) {
                 self.status = Some(exit);
                 events.push(ChildEvent::Exited(exit));
@@ -446,15 +353,7 @@ impl Child {
                 }
                 // Group stops (PTRACE_EVENT_STOP) just continue: memleak
                 // never wants the child stopped.
-                // SAFETY: the child is in a ptrace stop.
-                unsafe {
-                    libc::ptrace(
-                        libc::PTRACE_CONT,
-                        self.pid as libc::pid_t,
-                        0usize,
-                        inject as usize,
-                    )
-                };
+                let _ = sys::ptrace_cont(self.pid, inject);
             }
         }
         events
@@ -468,8 +367,7 @@ impl Child {
     /// Sends `sig` to the command, if it still runs.
     pub fn signal(&self, sig: i32) {
         if self.status.is_none() {
-            // SAFETY: plain kill(2) of our own child.
-            unsafe { libc::kill(self.pid as libc::pid_t, sig) };
+            let _ = sys::kill(self.pid, sig);
         }
     }
 
@@ -481,15 +379,7 @@ impl Child {
 
     /// Lets a child in a ptrace stop go on, delivering `sig` (0: none).
     pub fn resume_with(&mut self, sig: i32) {
-        // SAFETY: the child is in a ptrace stop.
-        unsafe {
-            libc::ptrace(
-                libc::PTRACE_CONT,
-                self.pid as libc::pid_t,
-                0usize,
-                sig as usize,
-            )
-        };
+        let _ = sys::ptrace_cont(self.pid, sig);
     }
 
     /// Called on exit: a child still held before exec is killed (it never
@@ -499,11 +389,11 @@ impl Child {
             return;
         }
         if self.go.take().is_some() {
-            // SAFETY: killing our own held child.
-            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
-            let mut status = 0;
-            unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::__WALL) };
-            self.status = ExitStatus::from_wait(status).or(Some(ExitStatus::Signal(libc::SIGKILL)));
+            let _ = sys::kill(self.pid, libc::SIGKILL);
+            let status = sys::waitpid(self.pid, libc::__WALL).ok().flatten();
+            self.status = status
+                .and_then(ExitStatus::from_wait)
+                .or(Some(ExitStatus::Signal(libc::SIGKILL)));
         }
         // A tracer's exit detaches it; nothing else to undo.
     }

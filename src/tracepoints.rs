@@ -124,23 +124,9 @@ pub fn tracefs(verbose_note: impl Fn(&str)) -> Result<PathBuf> {
         }
     }
     let dir = "/sys/kernel/tracing";
-    let source = std::ffi::CString::new("nodev").unwrap_or_default();
-    let target = std::ffi::CString::new(dir).unwrap_or_default();
-    let fstype = std::ffi::CString::new("tracefs").unwrap_or_default();
-    // SAFETY: plain mount(2) with NUL-terminated strings.
-    let ret = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if ret != 0 {
+    if let Err(e) = crate::sys::mount("nodev", dir, "tracefs") {
         return Err(Error::Other(format!(
-            "tracefs is not mounted and cannot be mounted on {dir}: {}",
-            std::io::Error::last_os_error()
+            "tracefs is not mounted and cannot be mounted on {dir}: {e}"
         )));
     }
     verbose_note(&format!("mounted tracefs on {dir}"));

@@ -168,15 +168,8 @@ const KERNEL_MAX_ALLOCS: u32 = 262_144;
 
 /// The running kernel's major and minor version, from uname.
 pub fn kernel_release() -> (u32, u32) {
-    // SAFETY: uname fills the struct.
-    let release = unsafe {
-        let mut uts: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut uts) != 0 {
-            return (0, 0);
-        }
-        std::ffi::CStr::from_ptr(uts.release.as_ptr())
-            .to_string_lossy()
-            .into_owned()
+    let Some(release) = crate::sys::kernel_release() else {
+        return (0, 0);
     };
     let mut parts = release
         .split(|c: char| !c.is_ascii_digit())
@@ -1360,13 +1353,7 @@ fn libc_bpf_f_no_prealloc() -> u32 {
 }
 
 pub fn page_size() -> u32 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 {
-        size as u32
-    } else {
-        4096
-    }
+    crate::sys::page_size().map_or(4096, |size| size as u32)
 }
 
 fn privilege_hint(e: &io::Error) -> &'static str {

@@ -205,14 +205,24 @@ pub const MAX_STACK_DEPTH: usize = 127;
 /// Implementors are `#[repr(C)]`, have no padding the kernel leaves
 /// uninitialised that matters, and every bit pattern is a valid value.
 pub unsafe trait Pod: Copy + Default {}
+// SAFETY: #[repr(C)], integer fields only, padding spelled out as fields.
 unsafe impl Pod for AllocKey {}
+// SAFETY: #[repr(C)], integer fields only, padding spelled out as fields.
 unsafe impl Pod for AllocInfo {}
+// SAFETY: #[repr(C)], integer fields only, padding spelled out as fields.
 unsafe impl Pod for CombinedInfo {}
+// SAFETY: #[repr(C)], integer fields only, padding spelled out as fields.
 unsafe impl Pod for Event {}
+// SAFETY: an integer: every bit pattern is a value.
 unsafe impl Pod for u64 {}
+// SAFETY: an integer: every bit pattern is a value.
 unsafe impl Pod for u32 {}
+// SAFETY: an integer: every bit pattern is a value.
 unsafe impl Pod for u8 {}
+// SAFETY: #[repr(C)], integer fields only, padding spelled out as fields.
 unsafe impl Pod for Notices {}
+// SAFETY: #[repr(C)], integer fields only, padding spelled out as fields.
 unsafe impl Pod for CfiRow {}
+// SAFETY: #[repr(C)], integer fields only, padding spelled out as fields.
 unsafe impl Pod for CfiRange {}
 unsafe impl Pod for UnwindSample {}

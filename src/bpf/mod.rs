@@ -705,8 +705,11 @@ impl RingBuffer {
             size: sys::size_t,
         ) -> c_int {
             // SAFETY: ctx is the boxed closure below, alive as long as the
-            // ring buffer; data/size describe one record.
+            // ring buffer, and libbpf calls back from consume(), which
+            // takes the ring buffer by &mut: no other reference exists.
             let callback = unsafe { &mut *(ctx as *mut RecordCallback) };
+            // SAFETY: libbpf hands one record: `size` readable bytes at
+            // `data`, valid until the callback returns.
             let bytes = unsafe { std::slice::from_raw_parts(data as *const u8, size as usize) };
             callback(bytes);
             0

@@ -242,7 +242,7 @@ impl Stopped {
                 .max(0)
             }
             _ => {
-                if let Err(e) = sys::ptrace_seize(tid) {
+                if let Err(e) = sys::ptrace_seize(tid, 0) {
                     if gone(&e) {
                         return Ok(());
                     }
