@@ -6,7 +6,7 @@ use std::io;
 use crate::allocator::{Allocator, DlcloseSite, Func};
 pub use crate::bpf::programs::KernelPath;
 use crate::bpf::programs::{self, Role};
-use crate::bpf::{self, abi, Link, MapFd, Object, RingBuffer};
+use crate::bpf::{self, abi, Link, Map, Object, PerCpuMap, RingBuffer, StackMap};
 use crate::cli::{Options, Unwind};
 use crate::error::{Error, Result};
 use crate::report::{Allocation, Losses, StackTotal};
@@ -177,8 +177,9 @@ pub fn kernel_release() -> (u32, u32) {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
-/// A loaded, attached set of BPF programs. Field order matters: links and
-/// the ring buffer are dropped before the object they belong to.
+/// A loaded, attached set of BPF programs. Its links, maps and ring buffers
+/// each keep the object open (see crate::bpf), so no drop order can leave
+/// one behind its object.
 pub struct Tracer {
     /// Each with the process it traces (0: the kernel) and the index in
     /// `objects` of what it probes.
@@ -209,11 +210,11 @@ pub struct Tracer {
     /// point, until it did (a later exec of the same program must not stop).
     entry_stop: Option<Link>,
     obj: Object,
-    allocs: MapFd,
-    stacks: MapFd,
-    combined: MapFd,
-    losses: MapFd,
-    notices: MapFd,
+    allocs: Map<abi::AllocKey, abi::AllocInfo>,
+    stacks: StackMap,
+    combined: Map<u64, abi::CombinedInfo>,
+    losses: PerCpuMap<u32, u64>,
+    notices: Map<u32, abi::Notices>,
     failed_attaches: u64,
     programs: Vec<&'static str>,
     /// Kernel mode: the programs that see frees (a miss is a false leak),
@@ -269,8 +270,8 @@ const CFI_MIN_ROWS: u32 = 1 << 17;
 /// two halves: a rebuild is written to the one BPF does not read, then the
 /// processes' ranges switch to it, so no walk sees half a table.
 struct CfiTables {
-    rows: MapFd,
-    ranges: MapFd,
+    rows: Map<u32, abi::CfiRow>,
+    ranges: Map<u32, abi::CfiRange>,
     /// Rows in each half.
     half: u32,
     /// The half BPF reads now.
@@ -688,7 +689,7 @@ impl Tracer {
                     }
                 }
                 if targets.len() > 1 {
-                    let map = tracer.obj.map_fd("targets")?;
+                    let map: Map<u32, u8> = tracer.obj.map_fd("targets")?;
                     for (pid, _) in targets {
                         map.update(pid, &1u8)
                             .map_err(|e| Error::bpf_io("cannot fill the targets map", e))?;
@@ -899,7 +900,7 @@ impl Tracer {
     pub fn forget_process(&mut self, tgid: u32, before_ns: u64) -> Result<usize> {
         let mut keys = Vec::new();
         self.allocs
-            .dump::<abi::AllocKey, abi::AllocInfo>(|k, v| {
+            .dump(|k, v| {
                 if k.tgid == tgid && v.timestamp_ns < before_ns {
                     keys.push(*k);
                 }
@@ -909,7 +910,7 @@ impl Tracer {
         self.sums_stale = true;
         let mut stacks = Vec::new();
         self.combined
-            .dump::<u64, abi::CombinedInfo>(|k, _| stacks.push(*k))
+            .dump(|k, _| stacks.push(*k))
             .map_err(|e| Error::bpf_io("cannot read the combined table", e))?;
         for k in &stacks {
             self.combined.delete(k);
@@ -1229,7 +1230,7 @@ impl Tracer {
     pub fn for_each_allocation(&self, mut visit: impl FnMut(&Allocation)) -> Result<usize> {
         let mut n = 0;
         self.allocs
-            .dump::<abi::AllocKey, abi::AllocInfo>(|k, v| {
+            .dump(|k, v| {
                 n += 1;
                 visit(&Allocation {
                     addr: k.addr,
@@ -1271,7 +1272,7 @@ impl Tracer {
     pub fn combined(&self) -> Result<Vec<StackTotal>> {
         let mut out = Vec::new();
         self.combined
-            .dump::<u64, abi::CombinedInfo>(|k, v| {
+            .dump(|k, v| {
                 out.push(StackTotal {
                     stack_id: *k,
                     bytes: v.total_size,
@@ -1288,7 +1289,7 @@ impl Tracer {
     }
 
     fn loss(&self, kind: usize) -> u64 {
-        self.losses.lookup_percpu_u64(kind as u32).iter().sum()
+        self.losses.lookup(&(kind as u32)).iter().sum()
     }
 
     pub fn losses(&self) -> Losses {

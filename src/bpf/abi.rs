@@ -225,4 +225,5 @@ unsafe impl Pod for Notices {}
 unsafe impl Pod for CfiRow {}
 // SAFETY: #[repr(C)], integer fields only, padding spelled out as fields.
 unsafe impl Pod for CfiRange {}
+// SAFETY: #[repr(C)], integer fields only, padding spelled out as fields.
 unsafe impl Pod for UnwindSample {}

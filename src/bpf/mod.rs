@@ -2,6 +2,16 @@
 //! set its read-only config, load, attach uprobes as bpf_links, read maps in
 //! batches, poll the ring buffer. `unsafe` stays in this module; it knows
 //! nothing of what the numbers mean.
+//!
+//! Two rules make the API safe to use:
+//! - Maps are typed handles ([`Map`], [`PerCpuMap`], [`StackMap`],
+//!   [`RingBufMap`]) made by [`Object::map_fd`], which checks the map's key
+//!   and value sizes (and kind: per-CPU or not) against the Rust types: a
+//!   disagreement between bpf/memleak.h and abi.rs is an error there, never
+//!   a kernel write past a Rust value.
+//! - Every map, link and ring buffer holds a share of its object
+//!   ([`ObjectHandle`]): the object is closed only when the last of them
+//!   goes, so none outlives it, whatever order they are dropped in.
 
 pub mod abi;
 pub mod programs;
@@ -11,8 +21,10 @@ mod object_tests;
 
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::io;
+use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -141,10 +153,34 @@ pub fn probe_uprobe_multi() -> bool {
     ok
 }
 
-/// An opened (and later loaded) BPF object. Closing it detaches nothing by
-/// itself: links are separate and must be dropped first (they borrow it).
-pub struct Object {
+/// The libbpf object itself, closed when its last owner goes: the
+/// [`Object`], and every map, link and ring buffer made from it.
+struct ObjectHandle {
     ptr: NonNull<sys::bpf_object>,
+}
+
+// SAFETY: only `Object` (neither Send nor Sync) calls libbpf with the
+// pointer; maps, links and ring buffers hold the handle only to keep the
+// object open. Dropping the last handle, on whatever thread, closes it: by
+// then nothing else can reach the object.
+unsafe impl Send for ObjectHandle {}
+// SAFETY: as for Send: a shared handle gives no access to the object.
+unsafe impl Sync for ObjectHandle {}
+
+impl Drop for ObjectHandle {
+    fn drop(&mut self) {
+        // SAFETY: the last owner: no map, link or ring buffer of the object
+        // is left.
+        unsafe { sys::bpf_object__close(self.ptr.as_ptr()) };
+    }
+}
+
+/// An opened (and later loaded) BPF object. Maps, links and ring buffers
+/// made from it keep it open (see [`ObjectHandle`]).
+pub struct Object {
+    handle: Arc<ObjectHandle>,
+    /// libbpf objects are not thread-safe: this one stays on its thread.
+    _not_send: PhantomData<*mut ()>,
 }
 
 impl Object {
@@ -161,18 +197,40 @@ impl Object {
         let ptr = unsafe {
             sys::bpf_object__open_mem(object.as_ptr().cast(), object.len() as sys::size_t, &opts)
         };
-        NonNull::new(ptr).map(|ptr| Object { ptr }).ok_or_else(|| {
-            Error::bpf_io(
-                "cannot open the embedded BPF object",
-                io::Error::last_os_error(),
-            )
-        })
+        NonNull::new(ptr)
+            .map(|ptr| Object {
+                handle: Arc::new(ObjectHandle { ptr }),
+                _not_send: PhantomData,
+            })
+            .ok_or_else(|| {
+                Error::bpf_io(
+                    "cannot open the embedded BPF object",
+                    io::Error::last_os_error(),
+                )
+            })
+    }
+
+    fn ptr(&self) -> *mut sys::bpf_object {
+        self.handle.ptr.as_ptr()
+    }
+
+    /// A link libbpf just returned (NULL: failed, errno set), as a [`Link`]
+    /// that keeps this object open.
+    fn link(&self, ptr: *mut sys::bpf_link) -> Result<Link, io::Error> {
+        let error = io::Error::last_os_error();
+        match NonNull::new(ptr) {
+            Some(ptr) => Ok(Link {
+                ptr,
+                _object: Arc::clone(&self.handle),
+            }),
+            None => Err(error),
+        }
     }
 
     fn map(&self, name: &str) -> Result<*mut sys::bpf_map> {
         let cname = cstring(name)?;
         // SAFETY: valid object pointer and NUL-terminated name.
-        let map = unsafe { sys::bpf_object__find_map_by_name(self.ptr.as_ptr(), cname.as_ptr()) };
+        let map = unsafe { sys::bpf_object__find_map_by_name(self.ptr(), cname.as_ptr()) };
         if map.is_null() {
             Err(Error::Other(format!("BPF object has no map {name}")))
         } else {
@@ -183,8 +241,7 @@ impl Object {
     fn program(&self, name: &str) -> Result<*mut sys::bpf_program> {
         let cname = cstring(name)?;
         // SAFETY: valid object pointer and NUL-terminated name.
-        let prog =
-            unsafe { sys::bpf_object__find_program_by_name(self.ptr.as_ptr(), cname.as_ptr()) };
+        let prog = unsafe { sys::bpf_object__find_program_by_name(self.ptr(), cname.as_ptr()) };
         if prog.is_null() {
             Err(Error::Other(format!("BPF object has no program {name}")))
         } else {
@@ -254,21 +311,42 @@ impl Object {
 
     pub fn load(&mut self) -> Result<(), io::Error> {
         // SAFETY: valid object pointer.
-        let ret = unsafe { sys::bpf_object__load(self.ptr.as_ptr()) };
+        let ret = unsafe { sys::bpf_object__load(self.ptr()) };
         if ret < 0 {
             return Err(errno_from(ret));
         }
         Ok(())
     }
 
-    pub fn map_fd(&self, name: &str) -> Result<MapFd> {
+    /// The shape libbpf gives map `name` (known once the object is opened).
+    pub fn map_layout(&self, name: &str) -> Result<MapLayout> {
+        let m = self.map(name)?;
+        // SAFETY: m is a map of this object, alive as long as it.
+        Ok(unsafe {
+            MapLayout {
+                map_type: sys::bpf_map__type(m),
+                key_size: sys::bpf_map__key_size(m),
+                value_size: sys::bpf_map__value_size(m),
+            }
+        })
+    }
+
+    /// Loaded map `name` as a typed handle ([`Map`], [`PerCpuMap`],
+    /// [`StackMap`], [`RingBufMap`]): an error if its kind or key and
+    /// value sizes differ from the handle's types.
+    pub fn map_fd<M: FromMap>(&self, name: &str) -> Result<M> {
         let m = self.map(name)?;
         // SAFETY: valid map.
         let fd = unsafe { sys::bpf_map__fd(m) };
         if fd < 0 {
             return Err(Error::Other(format!("map {name} is not loaded")));
         }
-        Ok(MapFd { fd })
+        M::from_map(UntypedMap {
+            name: name.to_string(),
+            fd,
+            layout: self.map_layout(name)?,
+            object: Arc::clone(&self.handle),
+        })
     }
 
     /// Attaches `prog` at `offset` in the file at `path`, for process `pid`
@@ -300,9 +378,7 @@ impl Object {
                 &opts,
             )
         };
-        NonNull::new(link)
-            .map(|ptr| Link { ptr })
-            .ok_or_else(io::Error::last_os_error)
+        self.link(link)
     }
 
     /// Attaches `prog` at every `(offset, cookie)` in the file at `path` with
@@ -333,9 +409,7 @@ impl Object {
         let link = unsafe {
             sys::bpf_program__attach_uprobe_multi(p, pid, cpath.as_ptr(), std::ptr::null(), &opts)
         };
-        NonNull::new(link)
-            .map(|ptr| Link { ptr })
-            .ok_or_else(io::Error::last_os_error)
+        self.link(link)
     }
 
     /// Attaches a raw tracepoint program by tracepoint name (no tracefs).
@@ -344,9 +418,7 @@ impl Object {
         let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: valid loaded program; the name outlives the call.
         let link = unsafe { sys::bpf_program__attach_raw_tracepoint(p, cname.as_ptr()) };
-        NonNull::new(link)
-            .map(|ptr| Link { ptr })
-            .ok_or_else(io::Error::last_os_error)
+        self.link(link)
     }
 
     /// Attaches a tp_btf program to the tracepoint its section names.
@@ -354,9 +426,7 @@ impl Object {
         let p = self.program(prog).map_err(io::Error::other)?;
         // SAFETY: valid loaded program.
         let link = unsafe { sys::bpf_program__attach_trace(p) };
-        NonNull::new(link)
-            .map(|ptr| Link { ptr })
-            .ok_or_else(io::Error::last_os_error)
+        self.link(link)
     }
 
     /// Attaches a tracepoint program to the tracepoint with perf event id
@@ -389,15 +459,12 @@ impl Object {
         // SAFETY: valid loaded program and perf event fd; on success the
         // link owns the fd.
         let link = unsafe { sys::bpf_program__attach_perf_event(p, fd) };
-        match NonNull::new(link) {
-            Some(ptr) => Ok(Link { ptr }),
-            None => {
-                let e = io::Error::last_os_error();
-                // SAFETY: the fd is ours when attaching failed.
-                unsafe { libc::close(fd) };
-                Err(e)
-            }
+        let link = self.link(link);
+        if link.is_err() {
+            // SAFETY: the fd is ours when attaching failed.
+            unsafe { libc::close(fd) };
         }
+        link
     }
 
     /// Every program in the object: its name and its section (what it
@@ -405,8 +472,9 @@ impl Object {
     pub fn programs(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let text = |s: *const c_char| {
-            // SAFETY: libbpf's names live as long as the object.
             (!s.is_null()).then(|| {
+                // SAFETY: a non-null name from libbpf: NUL-terminated, and
+                // alive as long as the object.
                 unsafe { std::ffi::CStr::from_ptr(s) }
                     .to_string_lossy()
                     .into_owned()
@@ -415,7 +483,7 @@ impl Object {
         let mut prog = std::ptr::null_mut();
         loop {
             // SAFETY: valid object; `prog` is null or one of its programs.
-            prog = unsafe { sys::bpf_object__next_program(self.ptr.as_ptr(), prog) };
+            prog = unsafe { sys::bpf_object__next_program(self.ptr(), prog) };
             if prog.is_null() {
                 return out;
             }
@@ -435,7 +503,7 @@ impl Object {
     pub fn btf_struct(&self, name: &str) -> Option<(u32, Vec<StructMember>)> {
         // SAFETY: valid object; its BTF lives as long as it (and is not
         // ours to free: ManuallyDrop).
-        let btf = NonNull::new(unsafe { sys::bpf_object__btf(self.ptr.as_ptr()) })?;
+        let btf = NonNull::new(unsafe { sys::bpf_object__btf(self.ptr()) })?;
         let btf = std::mem::ManuallyDrop::new(KernelBtf { ptr: btf });
         Some((btf.struct_size(name)?, btf.struct_members(name)?))
     }
@@ -443,7 +511,7 @@ impl Object {
     /// Enum `name` in the object's own BTF: its enumerators and values.
     pub fn btf_enum(&self, name: &str) -> Option<Vec<(String, i64)>> {
         // SAFETY: as in btf_struct.
-        let btf = NonNull::new(unsafe { sys::bpf_object__btf(self.ptr.as_ptr()) })?;
+        let btf = NonNull::new(unsafe { sys::bpf_object__btf(self.ptr()) })?;
         std::mem::ManuallyDrop::new(KernelBtf { ptr: btf }).enum_values(name)
     }
 
@@ -467,16 +535,11 @@ impl Object {
     }
 }
 
-impl Drop for Object {
-    fn drop(&mut self) {
-        // SAFETY: we own the pointer; links were dropped before (see Tracer).
-        unsafe { sys::bpf_object__close(self.ptr.as_ptr()) };
-    }
-}
-
 /// One attachment. Dropping it detaches the program.
 pub struct Link {
     ptr: NonNull<sys::bpf_link>,
+    /// Destroyed before this (fields drop after `drop`).
+    _object: Arc<ObjectHandle>,
 }
 
 // SAFETY: a bpf_link is its own allocation and file descriptor; libbpf keeps
@@ -491,19 +554,134 @@ impl Drop for Link {
     }
 }
 
-/// A loaded map, by file descriptor (owned by the Object).
-#[derive(Clone, Copy)]
-pub struct MapFd {
+/// What the kernel knows of a map's shape: its type (BPF_MAP_TYPE_*) and
+/// its key and value sizes in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapLayout {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+}
+
+/// The kinds of map a typed handle reads differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapKind {
+    /// One value per key (hash, array, ...).
+    Plain,
+    /// One value per possible CPU for each key: a lookup writes them all.
+    PerCpu,
+    /// A ring buffer: no keys or values, records.
+    RingBuf,
+}
+
+impl MapLayout {
+    pub fn kind(&self) -> MapKind {
+        match self.map_type {
+            sys::BPF_MAP_TYPE_PERCPU_HASH
+            | sys::BPF_MAP_TYPE_PERCPU_ARRAY
+            | sys::BPF_MAP_TYPE_LRU_PERCPU_HASH
+            | sys::BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE => MapKind::PerCpu,
+            sys::BPF_MAP_TYPE_RINGBUF => MapKind::RingBuf,
+            _ => MapKind::Plain,
+        }
+    }
+
+    /// Whether map `name` may be read and written as `kind` with keys of
+    /// `key_size` and values of `value_size` bytes; the error says how it
+    /// differs (bpf/memleak.h and src/bpf/abi.rs disagree).
+    pub fn expect(
+        &self,
+        name: &str,
+        kind: MapKind,
+        key_size: usize,
+        value_size: usize,
+    ) -> Result<(), Error> {
+        let mismatch = |what: String| {
+            Error::bpf(
+                format!("map {name}: {what}: bpf/memleak.h and src/bpf/abi.rs disagree"),
+                libc::EINVAL,
+            )
+        };
+        if self.kind() != kind {
+            return Err(mismatch(format!(
+                "is a {:?} map (type {}), read as {kind:?}",
+                self.kind(),
+                self.map_type
+            )));
+        }
+        if kind == MapKind::RingBuf {
+            return Ok(());
+        }
+        if self.key_size as usize != key_size || self.value_size as usize != value_size {
+            return Err(mismatch(format!(
+                "key and value are {} and {} bytes, read as {key_size} and {value_size}",
+                self.key_size, self.value_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A loaded map of the object, before its handle is typed.
+pub struct UntypedMap {
+    name: String,
     fd: c_int,
+    layout: MapLayout,
+    object: Arc<ObjectHandle>,
+}
+
+/// A typed handle on a loaded map, made from an [`UntypedMap`] once its
+/// layout is checked.
+pub trait FromMap: Sized {
+    fn from_map(map: UntypedMap) -> Result<Self, Error>;
+}
+
+/// The file descriptor of a loaded map, with a share of its object (which
+/// owns the descriptor) so that it stays open as long as this.
+#[derive(Clone)]
+struct MapFd {
+    fd: c_int,
+    _object: Arc<ObjectHandle>,
 }
 
 impl MapFd {
-    pub fn lookup<K: Pod, V: Pod>(&self, key: &K) -> Option<V> {
+    fn checked(map: UntypedMap, kind: MapKind, key: usize, value: usize) -> Result<MapFd, Error> {
+        map.layout.expect(&map.name, kind, key, value)?;
+        Ok(MapFd {
+            fd: map.fd,
+            _object: map.object,
+        })
+    }
+}
+
+/// A map with one value per key, keys `K` and values `V` of the map's key
+/// and value sizes (checked when made).
+pub struct Map<K: Pod, V: Pod> {
+    map: MapFd,
+    _types: PhantomData<(K, V)>,
+}
+
+impl<K: Pod, V: Pod> FromMap for Map<K, V> {
+    fn from_map(map: UntypedMap) -> Result<Self, Error> {
+        Ok(Map {
+            map: MapFd::checked(map, MapKind::Plain, size_of::<K>(), size_of::<V>())?,
+            _types: PhantomData,
+        })
+    }
+}
+
+impl<K: Pod, V: Pod> Map<K, V> {
+    fn fd(&self) -> c_int {
+        self.map.fd
+    }
+
+    pub fn lookup(&self, key: &K) -> Option<V> {
         let mut value = V::default();
-        // SAFETY: key and value are Pod of the map's key and value sizes.
+        // SAFETY: key and value are Pod of the map's key and value sizes
+        // (checked when the handle was made).
         let ret = unsafe {
             sys::bpf_map_lookup_elem(
-                self.fd,
+                self.fd(),
                 (key as *const K).cast(),
                 (&mut value as *mut V).cast(),
             )
@@ -512,11 +690,11 @@ impl MapFd {
     }
 
     /// Inserts or replaces one entry.
-    pub fn update<K: Pod, V: Pod>(&self, key: &K, value: &V) -> Result<(), io::Error> {
+    pub fn update(&self, key: &K, value: &V) -> Result<(), io::Error> {
         // SAFETY: key and value are Pod of the map's key and value sizes.
         let ret = unsafe {
             sys::bpf_map_update_elem(
-                self.fd,
+                self.fd(),
                 (key as *const K).cast(),
                 (value as *const V).cast(),
                 0,
@@ -531,7 +709,7 @@ impl MapFd {
 
     /// Writes `values` at `keys` in one system call (Linux 5.6+); on a
     /// kernel without batch updates, one call each.
-    pub fn update_batch<K: Pod, V: Pod>(&self, keys: &[K], values: &[V]) -> Result<(), io::Error> {
+    pub fn update_batch(&self, keys: &[K], values: &[V]) -> Result<(), io::Error> {
         if keys.len() != values.len() {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
@@ -548,7 +726,7 @@ impl MapFd {
         // and value sizes; opts outlives the call.
         let ret = unsafe {
             sys::bpf_map_update_batch(
-                self.fd,
+                self.fd(),
                 keys.as_ptr().cast(),
                 values.as_ptr().cast(),
                 &mut count,
@@ -565,53 +743,21 @@ impl MapFd {
     }
 
     /// Deletes one entry; false if it was not there.
-    pub fn delete<K: Pod>(&self, key: &K) -> bool {
+    pub fn delete(&self, key: &K) -> bool {
         // SAFETY: key is Pod of the map's key size.
-        unsafe { sys::bpf_map_delete_elem(self.fd, (key as *const K).cast()) == 0 }
-    }
-
-    /// Reads a per-CPU value into one slot per possible CPU.
-    pub fn lookup_percpu_u64(&self, key: u32) -> Vec<u64> {
-        // SAFETY: plain libbpf call.
-        let ncpus = unsafe { sys::libbpf_num_possible_cpus() }.max(1) as usize;
-        let mut values = vec![0u64; ncpus];
-        // SAFETY: per-CPU u64 values: the kernel writes ncpus * 8 bytes.
-        let ret = unsafe {
-            sys::bpf_map_lookup_elem(
-                self.fd,
-                (&key as *const u32).cast(),
-                values.as_mut_ptr().cast(),
-            )
-        };
-        if ret != 0 {
-            values.clear();
-        }
-        values
-    }
-
-    /// Reads a stack of up to MAX_STACK_DEPTH addresses; the list ends at
-    /// the first zero.
-    pub fn lookup_stack(&self, id: u64) -> Option<Vec<u64>> {
-        let mut ips = [0u64; abi::MAX_STACK_DEPTH];
-        // SAFETY: the stack map's key is a u64 and its value MAX_STACK_DEPTH u64s.
-        let ret = unsafe {
-            sys::bpf_map_lookup_elem(self.fd, (&id as *const u64).cast(), ips.as_mut_ptr().cast())
-        };
-        if ret != 0 {
-            return None;
-        }
-        Some(ips.iter().copied().take_while(|&ip| ip != 0).collect())
+        unsafe { sys::bpf_map_delete_elem(self.fd(), (key as *const K).cast()) == 0 }
     }
 
     /// Every entry of a hash map, read in batches (one syscall per `chunk`
     /// entries); falls back to key-by-key iteration on kernels without
     /// batch support.
-    pub fn dump<K: Pod, V: Pod>(&self, mut visit: impl FnMut(&K, &V)) -> Result<(), io::Error> {
+    pub fn dump(&self, mut visit: impl FnMut(&K, &V)) -> Result<(), io::Error> {
         const CHUNK: usize = 16384;
         let mut keys = vec![K::default(); CHUNK];
         let mut values = vec![V::default(); CHUNK];
-        // The batch token is opaque; for hash maps it is at most a key.
-        let mut token = [0u64; 4];
+        // The batch token is opaque: a bucket index (u32) for hash maps, a
+        // key for arrays. Room for either, 8-byte aligned.
+        let mut token = vec![0u64; size_of::<K>().div_ceil(8).max(1)];
         let mut first = true;
         loop {
             let mut count = CHUNK as u32;
@@ -624,11 +770,11 @@ impl MapFd {
             } else {
                 token.as_mut_ptr().cast()
             };
-            // SAFETY: keys/values hold CHUNK Pod entries; token is larger
-            // than any key of our maps.
+            // SAFETY: keys/values hold CHUNK Pod entries of the map's key
+            // and value sizes; the token has room for a u32 and for a key.
             let ret = unsafe {
                 sys::bpf_map_lookup_batch(
-                    self.fd,
+                    self.fd(),
                     in_batch,
                     token.as_mut_ptr().cast(),
                     keys.as_mut_ptr().cast(),
@@ -658,7 +804,7 @@ impl MapFd {
         }
     }
 
-    fn dump_by_key<K: Pod, V: Pod>(&self, mut visit: impl FnMut(&K, &V)) -> Result<(), io::Error> {
+    fn dump_by_key(&self, mut visit: impl FnMut(&K, &V)) -> Result<(), io::Error> {
         let mut key = K::default();
         let mut next = K::default();
         let mut first = true;
@@ -670,7 +816,7 @@ impl MapFd {
             };
             // SAFETY: Pod keys of the map's key size.
             let ret =
-                unsafe { sys::bpf_map_get_next_key(self.fd, prev, (&mut next as *mut K).cast()) };
+                unsafe { sys::bpf_map_get_next_key(self.fd(), prev, (&mut next as *mut K).cast()) };
             if ret < 0 {
                 let e = errno_from(ret);
                 return if e.raw_os_error() == Some(libc::ENOENT) {
@@ -681,10 +827,109 @@ impl MapFd {
             }
             first = false;
             key = next;
-            if let Some(value) = self.lookup::<K, V>(&key) {
+            if let Some(value) = self.lookup(&key) {
                 visit(&key, &value);
             }
         }
+    }
+}
+
+/// A per-CPU map: each key has one `V` per possible CPU (checked when
+/// made).
+pub struct PerCpuMap<K: Pod, V: Pod> {
+    map: MapFd,
+    _types: PhantomData<(K, V)>,
+}
+
+impl<K: Pod, V: Pod> FromMap for PerCpuMap<K, V> {
+    fn from_map(map: UntypedMap) -> Result<Self, Error> {
+        Ok(PerCpuMap {
+            map: MapFd::checked(map, MapKind::PerCpu, size_of::<K>(), size_of::<V>())?,
+            _types: PhantomData,
+        })
+    }
+}
+
+impl<K: Pod, V: Pod> PerCpuMap<K, V> {
+    /// The value of `key` on each possible CPU; empty if it cannot be read.
+    pub fn lookup(&self, key: &K) -> Vec<V> {
+        // The kernel hands each CPU's value in a slot rounded up to 8 bytes.
+        let slot = size_of::<V>().next_multiple_of(8);
+        // SAFETY: plain libbpf call (it reads a sysfs file once).
+        let Ok(ncpus) = usize::try_from(unsafe { sys::libbpf_num_possible_cpus() }) else {
+            return Vec::new();
+        };
+        let mut buf = vec![0u64; slot / 8 * ncpus];
+        // SAFETY: key is Pod of the map's key size; buf holds `ncpus` slots
+        // of the map's value size rounded up to 8, all the kernel writes.
+        let ret = unsafe {
+            sys::bpf_map_lookup_elem(
+                self.map.fd,
+                (key as *const K).cast(),
+                buf.as_mut_ptr().cast(),
+            )
+        };
+        if ret != 0 {
+            return Vec::new();
+        }
+        // SAFETY: u64s are plain bytes; the slice covers buf exactly.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), buf.len() * 8) };
+        bytes
+            .chunks_exact(slot)
+            .filter_map(|chunk| read_pod(chunk))
+            .collect()
+    }
+}
+
+/// The `stacks` map: stack id (u64) to MAX_STACK_DEPTH addresses.
+pub struct StackMap {
+    map: MapFd,
+}
+
+impl FromMap for StackMap {
+    fn from_map(map: UntypedMap) -> Result<Self, Error> {
+        Ok(StackMap {
+            map: MapFd::checked(
+                map,
+                MapKind::Plain,
+                size_of::<u64>(),
+                size_of::<[u64; abi::MAX_STACK_DEPTH]>(),
+            )?,
+        })
+    }
+}
+
+impl StackMap {
+    /// Reads a stack of up to MAX_STACK_DEPTH addresses; the list ends at
+    /// the first zero.
+    pub fn lookup_stack(&self, id: u64) -> Option<Vec<u64>> {
+        let mut ips = [0u64; abi::MAX_STACK_DEPTH];
+        // SAFETY: the map's key is a u64 and its value MAX_STACK_DEPTH u64s
+        // (checked when the handle was made).
+        let ret = unsafe {
+            sys::bpf_map_lookup_elem(
+                self.map.fd,
+                (&id as *const u64).cast(),
+                ips.as_mut_ptr().cast(),
+            )
+        };
+        if ret != 0 {
+            return None;
+        }
+        Some(ips.iter().copied().take_while(|&ip| ip != 0).collect())
+    }
+}
+
+/// A ring buffer map, for [`RingBuffer::new`].
+pub struct RingBufMap {
+    map: MapFd,
+}
+
+impl FromMap for RingBufMap {
+    fn from_map(map: UntypedMap) -> Result<Self, Error> {
+        Ok(RingBufMap {
+            map: MapFd::checked(map, MapKind::RingBuf, 0, 0)?,
+        })
     }
 }
 
@@ -695,10 +940,12 @@ pub type RecordCallback = Box<dyn FnMut(&[u8])>;
 pub struct RingBuffer {
     ptr: NonNull<sys::ring_buffer>,
     _callback: Box<RecordCallback>,
+    /// Freed before this (fields drop after `drop`).
+    _map: RingBufMap,
 }
 
 impl RingBuffer {
-    pub fn new(map: MapFd, callback: RecordCallback) -> Result<RingBuffer> {
+    pub fn new(map: RingBufMap, callback: RecordCallback) -> Result<RingBuffer> {
         unsafe extern "C" fn trampoline(
             ctx: *mut c_void,
             data: *mut c_void,
@@ -716,14 +963,16 @@ impl RingBuffer {
         }
         let mut callback = Box::new(callback);
         let ctx: *mut RecordCallback = &mut *callback;
-        // SAFETY: map.fd is a ring buffer map; ctx outlives the ring buffer.
+        // SAFETY: the fd is a ring buffer map's (checked), open as long as
+        // the ring buffer holds `map`; ctx outlives the ring buffer.
         let ptr = unsafe {
-            sys::ring_buffer__new(map.fd, Some(trampoline), ctx.cast(), std::ptr::null())
+            sys::ring_buffer__new(map.map.fd, Some(trampoline), ctx.cast(), std::ptr::null())
         };
         NonNull::new(ptr)
             .map(|ptr| RingBuffer {
                 ptr,
                 _callback: callback,
+                _map: map,
             })
             .ok_or_else(|| {
                 Error::bpf_io("cannot set up the ring buffer", io::Error::last_os_error())
@@ -941,4 +1190,104 @@ pub fn read_pod<T: Pod>(bytes: &[u8]) -> Option<T> {
     }
     // SAFETY: T is Pod and bytes holds at least size_of::<T>() bytes.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Map `name` of the opened (not loaded: no root needed) object as
+    /// handle `M`, with no file descriptor: only its layout is checked.
+    fn typed<M: FromMap>(obj: &Object, name: &str) -> Result<M> {
+        M::from_map(UntypedMap {
+            name: name.to_string(),
+            fd: -1,
+            layout: obj.map_layout(name)?,
+            object: Arc::clone(&obj.handle),
+        })
+    }
+
+    #[test]
+    fn layout_checks_kind_and_sizes() {
+        let hash = MapLayout {
+            map_type: sys::BPF_MAP_TYPE_HASH,
+            key_size: 16,
+            value_size: 24,
+        };
+        assert!(hash.expect("allocs", MapKind::Plain, 16, 24).is_ok());
+        let err = hash.expect("allocs", MapKind::Plain, 8, 24).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "map allocs: key and value are 16 and 24 bytes, read as 8 and 24: bpf/memleak.h and src/bpf/abi.rs disagree: {}",
+                io::Error::from_raw_os_error(libc::EINVAL)
+            )
+        );
+        assert!(matches!(
+            err,
+            Error::Bpf {
+                errno: libc::EINVAL,
+                ..
+            }
+        ));
+        assert!(hash.expect("allocs", MapKind::Plain, 16, 32).is_err());
+        assert!(hash.expect("allocs", MapKind::PerCpu, 16, 24).is_err());
+
+        let percpu = MapLayout {
+            map_type: sys::BPF_MAP_TYPE_PERCPU_ARRAY,
+            key_size: 4,
+            value_size: 8,
+        };
+        assert_eq!(percpu.kind(), MapKind::PerCpu);
+        assert!(percpu.expect("losses", MapKind::PerCpu, 4, 8).is_ok());
+        // A per-CPU lookup writes one value per CPU: never into one value.
+        assert!(percpu.expect("losses", MapKind::Plain, 4, 8).is_err());
+
+        let ring = MapLayout {
+            map_type: sys::BPF_MAP_TYPE_RINGBUF,
+            key_size: 0,
+            value_size: 0,
+        };
+        assert!(ring.expect("events", MapKind::RingBuf, 0, 0).is_ok());
+        assert!(ring.expect("events", MapKind::Plain, 0, 0).is_err());
+    }
+
+    /// The maps as the tracer types them agree with the embedded object;
+    /// other types are refused.
+    #[test]
+    fn embedded_maps_match_their_handles() {
+        let obj = Object::open().unwrap();
+        typed::<Map<abi::AllocKey, abi::AllocInfo>>(&obj, "allocs").unwrap();
+        typed::<Map<u64, abi::CombinedInfo>>(&obj, "combined").unwrap();
+        typed::<Map<u32, abi::Notices>>(&obj, "notices").unwrap();
+        typed::<Map<u32, u8>>(&obj, "targets").unwrap();
+        typed::<Map<u32, abi::CfiRow>>(&obj, "cfi_rows").unwrap();
+        typed::<Map<u32, abi::CfiRange>>(&obj, "cfi_ranges").unwrap();
+        typed::<PerCpuMap<u32, u64>>(&obj, "losses").unwrap();
+        typed::<StackMap>(&obj, "stacks").unwrap();
+        for ring in ["events", "samples", "held"] {
+            typed::<RingBufMap>(&obj, ring).unwrap();
+        }
+
+        let err = typed::<Map<u64, abi::AllocInfo>>(&obj, "allocs")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("map allocs: key and value are 16 and 24 bytes, read as 8 and 24"));
+        assert!(typed::<Map<u32, abi::Notices>>(&obj, "combined").is_err());
+        assert!(typed::<Map<u32, u64>>(&obj, "losses").is_err());
+        assert!(typed::<PerCpuMap<u32, u64>>(&obj, "notices").is_err());
+        assert!(typed::<StackMap>(&obj, "combined").is_err());
+        assert!(typed::<RingBufMap>(&obj, "allocs").is_err());
+    }
+
+    /// A map handle keeps its object open after the Object is gone.
+    #[test]
+    fn handles_keep_their_object() {
+        let obj = Object::open().unwrap();
+        let notices = typed::<Map<u32, abi::Notices>>(&obj, "notices").unwrap();
+        assert_eq!(Arc::strong_count(&obj.handle), 2);
+        drop(obj);
+        assert_eq!(Arc::strong_count(&notices.map._object), 1);
+    }
 }
