@@ -110,6 +110,25 @@ struct {
 	__type(value, struct cfi_cached);
 } cfi_cache SEC(".maps");
 
+/* A walk's registers between its frames (see cfi_step), one per
+ * stack_scratch slot. */
+struct cfi_walk {
+	__u64 sp;
+	__u64 fp;
+	__u64 lr;
+	__u32 tgid;
+	__u32 start;
+	__u32 len;
+	__u32 generation;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SCRATCH_LEVELS);
+	__type(key, __u32);
+	__type(value, struct cfi_walk);
+} cfi_walks SEC(".maps");
+
 /* A call in progress on one thread: entry probe to return probe. */
 struct inflight {
 	__u64 size;
@@ -394,10 +413,10 @@ static __always_inline __u64 cfi_pack(struct cfi_row *row)
  * [start, start + len) of generation `generation`, packed; a frame-pointer
  * step where there is no CFI. Rows of return addresses recur (most
  * allocations come from a few call sites), so a per-CPU cache keeps the
- * rows found. A global function: the verifier checks it once, not once
- * per frame of the walk that calls it.
+ * rows found.
  */
-__noinline __u64 cfi_rule(__u32 tgid, __u32 start, __u32 len, __u32 generation, __u64 ip)
+static __always_inline __u64 cfi_rule(__u32 tgid, __u32 start, __u32 len, __u32 generation,
+				      __u64 ip)
 {
 	__u32 slot = (ip ^ (ip >> 10) ^ (ip >> 20)) & (CFI_CACHE_SIZE - 1), idx;
 	struct cfi_cached *cached;
@@ -425,35 +444,105 @@ __noinline __u64 cfi_rule(__u32 tgid, __u32 start, __u32 len, __u32 generation, 
 }
 
 /*
- * Default user stacks (--unwind cfi): walks the stack in BPF with the
- * process's unwind rows, so code without frame pointers unwinds as
- * completely as code with them, and no stack is copied. Each frame's CFA
- * comes from the stack or frame pointer per its row; the return address
+ * One frame of walk_cfi: from the frame that returns to `ip`, with the
+ * registers kept in cfi_walks[slot], to its caller. Returns the caller's
+ * return address and keeps its registers; 0 where the walk ends. The CFA
+ * comes from the stack or frame pointer per the row; the return address
  * and the caller's frame pointer are read at their offsets from it. Code
  * without CFI is stepped by its frame pointer, which is the same rule
  * (CFA = fp + 16, fp saved at CFA - 16, the return address at CFA - 8,
- * on x86_64 and arm64 alike). Returns the FNV-1a hash of the addresses.
+ * on x86_64 and arm64 alike). A global function: the verifier checks it
+ * once, where a step inlined in the walk's loop was checked once per
+ * frame of each program (most of the time to attach).
  */
-static __always_inline __u64 walk_cfi(struct pt_regs *ctx, struct stack *st)
+__noinline __u64 cfi_step(__u32 slot, __u64 ip)
 {
-	__u64 ip = PT_REGS_IP(ctx), sp = PT_REGS_SP(ctx), fp = PT_REGS_FP(ctx);
-	__u64 hash = FNV_OFFSET, cfa, rule, saved[2];
-	__u32 tgid = current_ids() >> 32, start = 0, len = 0, generation = 0;
 	__s64 cfa_offset, fp_offset, ra_offset;
-	struct cfi_range *range;
+	__u64 cfa, rule, saved[2], sp, fp;
+	struct cfi_walk *w;
 	__u32 kind;
-	int i;
-#if defined(__TARGET_ARCH_x86)
-	__u64 lr = 0;
-#else
-	__u64 lr = ctx->user_regs.regs[30];
-#endif
 
+	w = bpf_map_lookup_elem(&cfi_walks, &slot);
+	if (!w)
+		return 0;
+	rule = cfi_rule(w->tgid, w->start, w->len, w->generation, ip);
+	kind = rule & 3;
+	if (kind == CFI_END || kind == CFI_NONE)
+		return 0;
+	sp = w->sp;
+	fp = w->fp;
+	/* A frame pointer is 8-aligned; anything else is not one. */
+	if (kind == CFI_FP && (!fp || (fp & 7)))
+		return 0;
+	ra_offset = (__s16)(rule >> 2);
+	fp_offset = (__s16)(rule >> 18);
+	cfa_offset = (__s64)rule >> 34;
+	cfa = (kind == CFI_SP ? sp : fp) + cfa_offset;
+	/* A caller's frame lies above: anything else is a bad row or a
+	 * corrupt stack, and would loop. */
+	if (cfa <= sp || cfa - sp > MAX_FRAME_SIZE)
+		return 0;
+	if (ra_offset && fp_offset == ra_offset - 8) {
+		/* Saved side by side, as in every frame-pointer frame: one
+		 * read. */
+		if (bpf_probe_read_user(saved, sizeof(saved), (void *)(cfa + fp_offset)))
+			return 0;
+		fp = saved[0];
+		ip = saved[1];
+	} else {
+		if (ra_offset) {
+			if (bpf_probe_read_user(&ip, sizeof(ip), (void *)(cfa + ra_offset)))
+				return 0;
+		} else if (w->lr) {
+			ip = w->lr;	/* arm64 code that keeps it in x30 */
+		} else {
+			return 0;
+		}
+		if (fp_offset && bpf_probe_read_user(&fp, sizeof(fp), (void *)(cfa + fp_offset)))
+			return 0;
+	}
+	/* The link register holds a return address in the innermost frame
+	 * only. */
+	w->lr = 0;
+	w->sp = cfa;
+	w->fp = fp;
+	return ip;
+}
+
+/*
+ * Default user stacks (--unwind cfi): walks the stack in BPF with the
+ * process's unwind rows (see cfi_step), so code without frame pointers
+ * unwinds as completely as code with them, and no stack is copied. `slot`
+ * is the caller's stack_scratch slot. Returns the FNV-1a hash of the
+ * addresses.
+ */
+static __always_inline __u64 walk_cfi(struct pt_regs *ctx, struct stack *st, __u32 slot)
+{
+	__u64 ip = PT_REGS_IP(ctx), hash = FNV_OFFSET;
+	__u32 tgid = current_ids() >> 32;
+	struct cfi_range *range;
+	struct cfi_walk *w;
+	int i;
+
+	st->ips[0] = ip;
+	st->ips[1] = 0;
+	w = bpf_map_lookup_elem(&cfi_walks, &slot);
+	if (!w)
+		return (hash ^ ip) * FNV_PRIME;
+	w->sp = PT_REGS_SP(ctx);
+	w->fp = PT_REGS_FP(ctx);
+#if defined(__TARGET_ARCH_x86)
+	w->lr = 0;
+#else
+	w->lr = ctx->user_regs.regs[30];
+#endif
+	w->tgid = tgid;
+	w->start = w->len = w->generation = 0;
 	range = bpf_map_lookup_elem(&cfi_ranges, &tgid);
 	if (range) {
-		start = range->start;
-		len = range->len;
-		generation = range->generation;
+		w->start = range->start;
+		w->len = range->len;
+		w->generation = range->generation;
 	}
 	for (i = 0; i < MAX_STACK_DEPTH; i++) {
 		st->ips[i] = ip;
@@ -461,42 +550,7 @@ static __always_inline __u64 walk_cfi(struct pt_regs *ctx, struct stack *st)
 		if (i + 1 >= MAX_STACK_DEPTH)
 			break;
 		st->ips[i + 1] = 0;
-		rule = cfi_rule(tgid, start, len, generation, ip);
-		kind = rule & 3;
-		if (kind == CFI_END || kind == CFI_NONE)
-			break;
-		/* A frame pointer is 8-aligned; anything else is not one. */
-		if (kind == CFI_FP && (!fp || (fp & 7)))
-			break;
-		ra_offset = (__s16)(rule >> 2);
-		fp_offset = (__s16)(rule >> 18);
-		cfa_offset = (__s64)rule >> 34;
-		cfa = (kind == CFI_SP ? sp : fp) + cfa_offset;
-		/* A caller's frame lies above: anything else is a bad row or
-		 * a corrupt stack, and would loop. */
-		if (cfa <= sp || cfa - sp > MAX_FRAME_SIZE)
-			break;
-		if (ra_offset && fp_offset == ra_offset - 8) {
-			/* Saved side by side, as in every frame-pointer frame:
-			 * one read. */
-			if (bpf_probe_read_user(saved, sizeof(saved), (void *)(cfa + fp_offset)))
-				break;
-			fp = saved[0];
-			ip = saved[1];
-		} else {
-			if (ra_offset) {
-				if (bpf_probe_read_user(&ip, sizeof(ip), (void *)(cfa + ra_offset)))
-					break;
-			} else if (i == 0) {
-				ip = lr;	/* arm64 code that keeps it in x30 */
-			} else {
-				break;
-			}
-			if (fp_offset &&
-			    bpf_probe_read_user(&fp, sizeof(fp), (void *)(cfa + fp_offset)))
-				break;
-		}
-		sp = cfa;
+		ip = cfi_step(slot, ip);
 		if (!ip)
 			break;
 	}
@@ -509,7 +563,7 @@ static __always_inline __u64 walk_cfi(struct pt_regs *ctx, struct stack *st)
  * could not be stored. `frames` is set only where it is needed (--unwind
  * auto), which takes the kernel's walk.
  */
-static __always_inline __u64 hash_stack(void *ctx, struct stack *st, __u32 *frames)
+static __always_inline __u64 hash_stack(void *ctx, struct stack *st, __u32 slot, __u32 *frames)
 {
 	__u64 flags = cfg.kernel ? 0 : BPF_F_USER_STACK;
 	__u64 hash = FNV_OFFSET;
@@ -517,7 +571,7 @@ static __always_inline __u64 hash_stack(void *ctx, struct stack *st, __u32 *fram
 	int i;
 
 	if (!cfg.kernel && cfg.unwind == UNWIND_CFI) {
-		hash = walk_cfi(ctx, st);
+		hash = walk_cfi(ctx, st, slot);
 	} else if (!cfg.kernel && cfg.unwind != UNWIND_AUTO) {
 		hash = walk_user(ctx, st);
 	} else {
@@ -561,7 +615,7 @@ static __always_inline __u64 store_stack(void *ctx, __u32 *frames)
 	if (!st)
 		return 0;
 	*level = slot + 1;
-	hash = hash_stack(ctx, st, frames);
+	hash = hash_stack(ctx, st, slot, frames);
 	*level = slot;
 	return hash;
 }
