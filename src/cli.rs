@@ -27,16 +27,15 @@ pub enum Format {
 /// How user stacks are walked (`--unwind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unwind {
-    /// Frame pointers, in BPF (default): cheapest, complete where code
-    /// keeps them.
+    /// Frame pointers, in BPF: cheapest, complete where code keeps them.
     FramePointer,
     /// A copy of the stack, unwound in userspace with .eh_frame CFI.
     Dwarf,
     /// Frame pointers, and a copy where they stop after a few frames.
     Auto,
-    /// In BPF, from rows built in userspace from each object's CFI:
-    /// complete without frame pointers, no copy. Kernel stacks are the
-    /// kernel's own walk whatever the mode.
+    /// In BPF, from rows built in userspace from each object's CFI
+    /// (default): complete without frame pointers, no copy. Kernel stacks
+    /// are the kernel's own walk whatever the mode.
     Cfi,
 }
 
@@ -137,7 +136,7 @@ impl Default for Options {
             obj: None,
             sort: SortKey::Size,
             format: Format::Classic,
-            unwind: Unwind::FramePointer,
+            unwind: Unwind::Cfi,
             fallbacks: Fallbacks::default(),
             raw: false,
             symfs: None,
@@ -228,12 +227,12 @@ optional arguments:
                         BYTES), the input of flamegraph.pl and inferno
   --json                print each report as one JSON object per line
   --unwind {fp,dwarf,auto,cfi}
-                        walk user stacks by frame pointers (fp, default:
-                        cheapest, stops at code built without them), in
-                        BPF with tables built from each object's
-                        .eh_frame (cfi: complete without frame pointers),
-                        or copy them and unwind with .eh_frame (dwarf),
-                        or walk frame pointers and copy where they stop
+                        walk user stacks in BPF with tables built from
+                        each object's CFI (cfi, default: complete without
+                        frame pointers), by frame pointers only (fp:
+                        cheapest, stops at code built without them), or
+                        copy them and unwind with .eh_frame (dwarf), or
+                        walk frame pointers and copy where they stop
                         short (auto)
   --raw                 print user frames as file, build ID and offset, for
                         `memleak symbolize --symfs DIR REPORT` to name on
@@ -1018,7 +1017,7 @@ mod tests {
             err(&["-t", "--json"]),
             "-t writes text lines: it cannot be used with --folded or --json"
         );
-        assert_eq!(opts(&["-p", "1"]).unwind, Unwind::FramePointer);
+        assert_eq!(opts(&["-p", "1"]).unwind, Unwind::Cfi);
         assert!(opts(&["-p", "1", "--raw"]).raw);
         assert!(err(&["--raw"]).contains("use it with -p or -c"));
         assert!(err(&["-p", "1", "--raw", "--json"]).contains("--raw"));

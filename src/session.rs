@@ -795,7 +795,10 @@ impl Watch {
         let held = tracer.is_held(pid);
         let result = self.after_exec(pid, opts, tracer, objects, notices, stopped_at_exec || held);
         if held {
+            // A hold at the entry point: the libraries its loader mapped.
+            let rows = tracer.refresh_unwind_rows(&[pid]);
             tracer.release_hold(pid);
+            rows?;
         }
         result
     }
@@ -830,6 +833,7 @@ impl Watch {
             };
             let site = dlclose_site(pid, allocator::for_executable(&path, Some("c")));
             hold_at_dlclose(tracer, pid, site.as_ref());
+            tracer.hold_at_entry(pid, &path)?;
             allocator::for_executable(&path, opts.obj.as_deref()).map(|a| {
                 traced_objects(
                     a,
@@ -896,11 +900,14 @@ impl ChildEvents<'_> {
                         p.refresh();
                         p.prefetch();
                     }
+                    // Or at an executed program's entry point.
+                    let rows = self.tracer.refresh_unwind_rows(&[c.pid]);
                     if self.tracer.claim_stop(c.pid) {
                         c.resume();
                     } else {
                         c.resume_with(libc::SIGSTOP);
                     }
+                    rows?;
                 }
                 ChildEvent::Exiting => {
                     // Its last stack copies, while its maps are there.

@@ -209,6 +209,10 @@ pub struct Tracer {
     /// --unwind cfi with -c: the probe that stops the command at its entry
     /// point, until it did (a later exec of the same program must not stop).
     entry_stop: Option<Link>,
+    /// --unwind cfi: per process, a hold at the entry point of the program
+    /// it executed, where its loader has mapped the libraries, for their
+    /// rows to be loaded before main runs.
+    entry_holds: Vec<(u32, Link)>,
     obj: Object,
     allocs: Map<abi::AllocKey, abi::AllocInfo>,
     stacks: StackMap,
@@ -648,6 +652,7 @@ impl Tracer {
             samples,
             cfi,
             entry_stop: None,
+            entry_holds: Vec::new(),
             obj,
             allocs,
             stacks,
@@ -1175,6 +1180,39 @@ impl Tracer {
         }
     }
 
+    /// --unwind cfi: holds process `pid`, which executed `exe_path`, at its
+    /// entry point (as at dlclose, released the same way) for the rows of
+    /// the libraries its loader maps to be loaded first. A stale process's
+    /// range is dropped at once: its rows describe the memory it had.
+    pub fn hold_at_entry(&mut self, pid: u32, exe_path: &str) -> Result<()> {
+        if self.cfi.is_none() {
+            return Ok(());
+        }
+        let (stale, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.entry_holds)
+            .into_iter()
+            .partition(|(p, _)| *p == pid);
+        self.entry_holds = kept;
+        release_links(stale.into_iter().map(|(_, link)| link).collect());
+        self.refresh_unwind_rows(&[pid])?;
+        let Some(offset) = crate::elf::open(exe_path)
+            .ok()
+            .and_then(|file| file.entry_file_offset())
+        else {
+            return Ok(());
+        };
+        match self.obj.attach_uprobe(
+            programs::name(Role::Dlclose),
+            pid as i32,
+            exe_path,
+            offset,
+            false,
+        ) {
+            Ok(link) => self.entry_holds.push((pid, link)),
+            Err(e) => crate::verbose!("cannot probe the entry point of {exe_path}: {e}"),
+        }
+        Ok(())
+    }
+
     /// Removes the entry-point probe of `attach_entry_stop` once it served.
     pub fn drop_entry_stop(&mut self) {
         self.entry_stop = None;
@@ -1191,6 +1229,7 @@ impl Tracer {
             .map(|(_, _, link)| link)
             .chain(self.watch_links.drain(..))
             .chain(self.dlclose_links.drain(..).map(|(_, _, link)| link))
+            .chain(self.entry_holds.drain(..).map(|(_, link)| link))
             .collect();
         release_links(links);
         // Nothing can stop a target any more: let go of any still held.

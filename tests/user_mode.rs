@@ -1531,6 +1531,16 @@ fn cfi_stacks_are_complete_without_frame_pointers() {
     assert_eq!(report.losses, None);
 }
 
+/// The default (no --unwind flag) is complete without frame pointers:
+/// the whole chain through qsort up to main, each frame with its file and
+/// line, with nothing lost.
+#[test]
+fn default_stacks_are_complete_without_frame_pointers() {
+    let report = deep_report("");
+    assert_deep_chain(&report);
+    assert_eq!(report.losses, None);
+}
+
 /// --unwind cfi by -p on ordinary code gives the exact totals and leaking
 /// functions frame-pointer walking gives, with nothing lost.
 #[test]
