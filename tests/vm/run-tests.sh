@@ -181,6 +181,7 @@ FAILS=$((FAILS + $(grep -c '^FAIL' "$OUT/$mode.checks")))
 }
 deep_check dwarf
 deep_check cfi
+deep_check default
 
 # ---- 2. kernel mode smoke: 2 reports one second apart
 echo "== kernel mode: memleak -v -T 3 1 2"
