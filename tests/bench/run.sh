@@ -18,7 +18,10 @@
 #   (issues 8 and 15) with its measure from this run. The stack-walking rows
 #   (issue 15) also run a copy of the workload built without frame pointers
 #   (-fomit-frame-pointer, as Debian's libc is), where --unwind fp stops
-#   short and every allocation costs --unwind dwarf a stack copy.
+#   short and every allocation costs --unwind dwarf a stack copy; the
+#   default mode (walked in BPF with the objects' CFI) is measured against
+#   --unwind fp with frame pointers and --unwind dwarf without, and its
+#   attach time against --unwind fp's.
 #
 # Needs root (BPF). Environment knobs:
 #   MEMLEAK=path              binary under test (default target/release/memleak)
@@ -432,14 +435,19 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 		|| die "memleak --unwind dwarf run failed"
 	measure dwarf-s10 "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 -s 10 --unwind dwarf 3600 \
 		|| die "memleak -s 10 --unwind dwarf run failed"
-	measure cfi "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 --unwind cfi 3600 \
-		|| die "memleak --unwind cfi run failed"
-	for mode in fp dwarf cfi; do
+	measure fp "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID -o 0 --unwind fp 3600 \
+		|| die "memleak --unwind fp run failed"
+	# The default mode (no --unwind flag) against the explicit ones.
+	for mode in fp dwarf default; do
+		flags=(--unwind "$mode"); [ "$mode" = default ] && flags=()
 		BENCH_BIN=$WORK/bench-nofp measure "nofp-$mode" "$PAIRS_TRACED" "" "$MEMLEAK_READY" \
-			"$MEMLEAK_RUN" -p PID -o 0 --unwind "$mode" 3600 || die "memleak --unwind $mode (no frame pointers) run failed"
+			"$MEMLEAK_RUN" -p PID -o 0 "${flags[@]}" 3600 || die "memleak ${flags[*]:-(default)} (no frame pointers) run failed"
 	done
 	attach_run "attach.$ROUND" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID 3600 || die "memleak attach run failed"
 	RES[attach]+="$ATTACH_S "
+	attach_run "attach-fp.$ROUND" "" "$MEMLEAK_READY" "$MEMLEAK_RUN" -p PID --unwind fp 3600 \
+		|| die "memleak --unwind fp attach run failed"
+	RES[attach-fp]+="$ATTACH_S "
 	if [ -n "$BASELINE_RUN" ]; then
 		measure base-memleak "$PAIRS_TRACED" "" "$MEMLEAK_READY" "$BASELINE_RUN" -p PID -o 0 3600 \
 			|| die "baseline memleak run failed"
@@ -555,22 +563,23 @@ row "memleak -o 0 -s 10" "$(ns "$MLS")" "$(times "$MLS" "$UNTRACED")" "$(ratio "
 # What a stack copy plus its unwinding costs per recorded allocation: the
 # difference to the frame-pointer run, all of it at -s 1, a tenth at -s 10.
 per_sample() { awk -v d="$1" -v f="$2" -v k="$3" 'BEGIN { if (d + 0 > 0 && f + 0 > 0) printf "%+.0f ns per recorded allocation", (d - f) * k; else print "n/a" }'; }
-MLC=$(med cfi)
-row "memleak -o 0 --unwind cfi" "$(ns "$MLC")" "$(times "$MLC" "$UNTRACED")" "$(ratio "$MLC" "$FLOOR")" "$(range cfi)" \
-	"cfi/fp = $(ratio "$MLC" "$ML")"
+MLF=$(med fp)
+row "memleak -o 0 --unwind fp" "$(ns "$MLF")" "$(times "$MLF" "$UNTRACED")" "$(ratio "$MLF" "$FLOOR")" "$(range fp)" \
+	"default/fp = $(ratio "$ML" "$MLF")"
 row "memleak -o 0 --unwind dwarf" "$(ns "$MLD")" "$(times "$MLD" "$UNTRACED")" "$(ratio "$MLD" "$FLOOR")" "$(range dwarf)" \
-	"dwarf/fp = $(ratio "$MLD" "$ML"), $(per_sample "$MLD" "$ML" 1)"
+	"dwarf/fp = $(ratio "$MLD" "$MLF"), $(per_sample "$MLD" "$MLF" 1)"
 row "memleak -o 0 -s 10 --unwind dwarf" "$(ns "$MLDS")" "$(times "$MLDS" "$UNTRACED")" "$(ratio "$MLDS" "$FLOOR")" "$(range dwarf-s10)" \
-	"dwarf/fp = $(ratio "$MLDS" "$MLS"), $(per_sample "$MLDS" "$MLS" 10)"
-NF_FP=$(med nofp-fp) NF_DWARF=$(med nofp-dwarf) NF_CFI=$(med nofp-cfi)
+	"dwarf/default = $(ratio "$MLDS" "$MLS"), $(per_sample "$MLDS" "$MLS" 10) over the default"
+NF_FP=$(med nofp-fp) NF_DWARF=$(med nofp-dwarf) NF_DEF=$(med nofp-default)
 # Without frame pointers every pair is one recorded allocation whose stack
-# fp cannot walk: dwarf copies and unwinds it, cfi walks it in BPF.
+# fp cannot walk: dwarf copies and unwinds it, the default walks it in BPF
+# with the objects' CFI.
 row "no frame pointers: memleak --unwind fp" "$(ns "$NF_FP")" "$(times "$NF_FP" "$UNTRACED")" "$(ratio "$NF_FP" "$FLOOR")" "$(range nofp-fp)" \
 	"(stacks stop short)"
 row "  memleak --unwind dwarf" "$(ns "$NF_DWARF")" "$(times "$NF_DWARF" "$UNTRACED")" "$(ratio "$NF_DWARF" "$FLOOR")" "$(range nofp-dwarf)" \
 	"$(per_sample "$NF_DWARF" "$NF_FP" 1) over fp"
-row "  memleak --unwind cfi" "$(ns "$NF_CFI")" "$(times "$NF_CFI" "$UNTRACED")" "$(ratio "$NF_CFI" "$FLOOR")" "$(range nofp-cfi)" \
-	"$(per_sample "$NF_CFI" "$NF_FP" 1) over fp; cfi/dwarf = $(ratio "$NF_CFI" "$NF_DWARF")"
+row "  memleak (default)" "$(ns "$NF_DEF")" "$(times "$NF_DEF" "$UNTRACED")" "$(ratio "$NF_DEF" "$FLOOR")" "$(range nofp-default)" \
+	"$(per_sample "$NF_DEF" "$NF_FP" 1) over fp; default/dwarf = $(ratio "$NF_DEF" "$NF_DWARF")"
 if [ -n "$ANCHORS_OK" ]; then
 	C_UNTRACED=$(med c-untraced) C_FLOOR=$(med c-floor) C_ML=$(med c-memleak) C_LBT=$(med c-libbpf-tools) C_BCC=$(med bcc)
 	row "anchor chroot (glibc $C_GLIBC): untraced" "$(ns "$C_UNTRACED")" "" "" "$(range c-untraced)" ""
@@ -616,7 +625,7 @@ fi
 line "stop, nothing outstanding (detach + exit)" "memleak $(secs "$ML_STOP")${ANCHORS_OK:+   libbpf-tools $(secs "$LBT_STOP")}"
 ML_ATTACH=$(med attach)
 line "attach, process mapping $ATTACH_LIBS more libraries" \
-	"memleak $(secs "$ML_ATTACH") (start to 'Attaching to pid')${ANCHORS_OK:+   libbpf-tools $(secs "$(med c-attach-libbpf-tools)") (start to 'Tracing outstanding', via the chroot)}"
+	"memleak $(secs "$ML_ATTACH") (start to 'Attaching to pid'; --unwind fp $(secs "$(med attach-fp)"))${ANCHORS_OK:+   libbpf-tools $(secs "$(med c-attach-libbpf-tools)") (start to 'Tracing outstanding', via the chroot)}"
 if [ -n "$BASELINE_RUN" ]; then
 	line "baseline: report of 1M, attach, peak RSS" \
 		"$(secs "$BASE_REPORT_WALL") signal to exit, attach $(secs "$(med base-attach)") ($(range base-attach)), $(mb $((BASE_HWM * 1024)))"
@@ -646,9 +655,9 @@ line "  RSS, 1M outstanding (goal < 16 MB)" "$(mb $((ML_HWM * 1024))): $(verdict
 line "  attach, $ATTACH_LIBS more libraries (goal < 100 ms)" "$(secs "$ML_ATTACH"): $(verdict "$ML_ATTACH" 0.0999)"
 line "${SCAN_GOALS[@]:0:2}"
 line "${SCAN_GOALS[@]:2:2}"
-R_CFI=$(ratio "$MLC" "$ML") R_NOFP=$(ratio "$NF_CFI" "$NF_DWARF")
-line "  pair, cfi / fp, with fp (goal <= 1.10)" "$R_CFI: $(verdict "$R_CFI" 1.10)"
-line "  recorded alloc, cfi / dwarf, no fp (goal <= 0.50)" "$R_NOFP: $(verdict "$R_NOFP" 0.50)"
+R_DEF=$(ratio "$ML" "$MLF") R_NOFP=$(ratio "$NF_DEF" "$NF_DWARF")
+line "  pair, default / fp, with fp (goal <= 1.10)" "$R_DEF: $(verdict "$R_DEF" 1.10)"
+line "  recorded alloc, default / dwarf, no fp (goal <= 0.50)" "$R_NOFP: $(verdict "$R_NOFP" 0.50)"
 echo
 line "load average at start" "$LOAD_AT_START${OTHER_TRACERS:+; other tracers running: $OTHER_TRACERS}"
 [ ${#FAILED[@]} -eq 0 ] || echo "failed runs: ${FAILED[*]} (logs: target/bench/last-run/<run>.tracer.err)"
