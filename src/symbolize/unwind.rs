@@ -11,8 +11,8 @@
 //! outermost frame), where an object has no CFI, or where the copy ends.
 
 use gimli::{
-    BaseAddresses, CfaRule, EhFrame, EhFrameOffset, RegisterRule, RunTimeEndian, UnwindContext,
-    UnwindSection,
+    BaseAddresses, CfaRule, DebugFrame, EhFrame, EndianSlice, RegisterRule, RunTimeEndian,
+    UnwindContext, UnwindOffset, UnwindSection,
 };
 
 use crate::elf::{ElfFile, Segments};
@@ -84,15 +84,21 @@ struct Rule {
     fp: Loc,
 }
 
-/// The .eh_frame of one ELF file, indexed by address.
+/// The CFI of one ELF file, indexed by address: its .eh_frame, and its
+/// .debug_frame for code .eh_frame has no entry for (code built with
+/// -fno-asynchronous-unwind-tables -g keeps its CFI there only).
 #[derive(Debug)]
 pub struct CfiTable {
     eh_frame: Vec<u8>,
     eh_frame_addr: u64,
+    debug_frame: Vec<u8>,
     text_addr: u64,
     big_endian: bool,
     /// (start vaddr, end vaddr, offset of the FDE in .eh_frame), sorted.
     fdes: Vec<(u64, u64, usize)>,
+    /// The same for .debug_frame's FDEs of code outside every .eh_frame
+    /// FDE.
+    debug_fdes: Vec<(u64, u64, usize)>,
     /// Mapped addresses arrive as file offsets.
     segments: Segments,
     arch: Arch,
@@ -102,25 +108,33 @@ pub struct CfiTable {
 }
 
 impl CfiTable {
-    /// Reads .eh_frame from an ELF file's bytes; None without one.
+    /// Reads .eh_frame and .debug_frame from an ELF file's bytes; None
+    /// without either.
     pub fn parse(bytes: &[u8]) -> Option<CfiTable> {
         CfiTable::of(&ElfFile::from_bytes(bytes.to_vec(), ""))
     }
 
-    /// Reads .eh_frame of an ELF file; None without one.
+    /// Reads .eh_frame and .debug_frame of an ELF file; None without
+    /// either.
     pub fn of(file: &ElfFile) -> Option<CfiTable> {
         let arch = match file.machine()? {
             goblin::elf::header::EM_X86_64 => Arch::X86_64,
             goblin::elf::header::EM_AARCH64 => Arch::AARCH64,
             _ => return None,
         };
-        let eh = file.section(".eh_frame")?;
+        let eh = file.section(".eh_frame");
+        let debug = file.section(".debug_frame");
+        if eh.is_none() && debug.is_none() {
+            return None;
+        }
         let mut table = CfiTable {
-            eh_frame: eh.data.to_vec(),
-            eh_frame_addr: eh.addr,
+            eh_frame: eh.as_ref().map(|s| s.data.to_vec()).unwrap_or_default(),
+            eh_frame_addr: eh.as_ref().map_or(0, |s| s.addr),
+            debug_frame: debug.map(|s| s.data.to_vec()).unwrap_or_default(),
             text_addr: file.section(".text").map_or(0, |s| s.addr),
             big_endian: !file.is_little_endian(),
             fdes: Vec::new(),
+            debug_fdes: Vec::new(),
             segments: file.segments().clone(),
             arch,
             rules: Default::default(),
@@ -129,15 +143,24 @@ impl CfiTable {
         Some(table)
     }
 
-    fn section(&self) -> EhFrame<gimli::EndianSlice<'_, RunTimeEndian>> {
-        let endian = if self.big_endian {
+    fn endian(&self) -> RunTimeEndian {
+        if self.big_endian {
             RunTimeEndian::Big
         } else {
             RunTimeEndian::Little
-        };
-        let mut eh = EhFrame::new(&self.eh_frame, endian);
+        }
+    }
+
+    fn section(&self) -> EhFrame<Slice<'_>> {
+        let mut eh = EhFrame::new(&self.eh_frame, self.endian());
         eh.set_address_size(8);
         eh
+    }
+
+    fn debug_section(&self) -> DebugFrame<Slice<'_>> {
+        let mut debug = DebugFrame::new(&self.debug_frame, self.endian());
+        debug.set_address_size(8);
+        debug
     }
 
     fn bases(&self) -> BaseAddresses {
@@ -147,21 +170,20 @@ impl CfiTable {
     }
 
     /// Every FDE's address range, once; a damaged entry ends the index.
+    /// .eh_frame's entries win over .debug_frame's for the same code.
     fn index(&mut self) {
-        let eh = self.section();
         let bases = self.bases();
-        let mut entries = eh.entries(&bases);
-        let mut fdes = Vec::new();
-        while let Ok(Some(entry)) = entries.next() {
-            if let gimli::CieOrFde::Fde(partial) = entry {
-                if let Ok(fde) = partial.parse(EhFrame::cie_from_offset) {
-                    let start = fde.initial_address();
-                    fdes.push((start, start.saturating_add(fde.len()), fde.offset()));
-                }
-            }
-        }
-        fdes.sort_unstable();
+        let fdes = index_section(&self.section(), &bases);
+        let covered = |addr: u64| {
+            let i = fdes.partition_point(|(start, _, _)| *start <= addr);
+            i > 0 && addr < fdes[i - 1].1
+        };
+        let debug_fdes = index_section(&self.debug_section(), &bases)
+            .into_iter()
+            .filter(|&(start, end, _)| start < end && !covered(start) && !covered(end - 1))
+            .collect();
         self.fdes = fdes;
+        self.debug_fdes = debug_fdes;
     }
 
     /// The vaddr of a file offset, through the PT_LOAD that maps it.
@@ -179,31 +201,61 @@ impl CfiTable {
     }
 
     fn find_rule(&self, vaddr: u64) -> Option<Rule> {
-        let i = self
-            .fdes
-            .partition_point(|(start, _, _)| *start <= vaddr)
-            .checked_sub(1)?;
-        let (_, end, offset) = self.fdes[i];
-        if vaddr >= end {
-            return None;
+        let containing = |fdes: &[(u64, u64, usize)]| {
+            let i = fdes
+                .partition_point(|(start, _, _)| *start <= vaddr)
+                .checked_sub(1)?;
+            let (_, end, offset) = fdes[i];
+            (vaddr < end).then_some(offset)
+        };
+        if let Some(offset) = containing(&self.fdes) {
+            return self.rule_in(&self.section(), &self.eh_frame, offset, vaddr);
         }
-        let eh = self.section();
+        let offset = containing(&self.debug_fdes)?;
+        self.rule_in(&self.debug_section(), &self.debug_frame, offset, vaddr)
+    }
+
+    /// The rule at `vaddr` of the FDE at `offset` in `section` (whose
+    /// bytes are `bytes`).
+    fn rule_in<'a, S: UnwindSection<Slice<'a>>>(
+        &self,
+        section: &S,
+        bytes: &[u8],
+        offset: usize,
+        vaddr: u64,
+    ) -> Option<Rule>
+    where
+        S::Offset: UnwindOffset<usize>,
+    {
         let bases = self.bases();
-        let fde = eh
-            .fde_from_offset(&bases, EhFrameOffset(offset), EhFrame::cie_from_offset)
+        let fde = section
+            .fde_from_offset(&bases, S::Offset::from(offset), |s, b, o| {
+                s.cie_from_offset(b, o)
+            })
             .ok()?;
         let mut ctx = UnwindContext::new();
         let row = fde
-            .unwind_info_for_address(&eh, &bases, &mut ctx, vaddr)
+            .unwind_info_for_address(section, &bases, &mut ctx, vaddr)
             .ok()?;
-        self.rule_of(row)
+        self.rule_of(row, bytes, vaddr)
     }
 
-    /// A CFI row reduced to the walk's rule; None for a CFA expression.
-    fn rule_of(&self, row: &gimli::UnwindTableRow<usize>) -> Option<Rule> {
+    /// A CFI row reduced to the walk's rule at `vaddr` (`bytes`: the
+    /// section the row came from, where its expressions are); None for a
+    /// CFA expression of another form than the PLT's.
+    fn rule_of(
+        &self,
+        row: &gimli::UnwindTableRow<usize>,
+        bytes: &[u8],
+        vaddr: u64,
+    ) -> Option<Rule> {
         let (cfa_register, cfa_offset) = match row.cfa() {
             CfaRule::RegisterAndOffset { register, offset } => (register.0, *offset),
-            CfaRule::Expression(_) => return None,
+            CfaRule::Expression(e) => {
+                let expr = bytes.get(e.offset..e.offset.checked_add(e.length)?)?;
+                let plt = PltCfa::parse(expr).filter(|_| self.arch == Arch::X86_64)?;
+                (self.arch.sp, plt.offset_at(vaddr))
+            }
         };
         let loc = |r: u16| match row.register(gimli::Register(r)) {
             RegisterRule::Undefined => Loc::Undefined,
@@ -237,28 +289,63 @@ impl CfiTable {
     /// walk does there), sorted by address. For --unwind cfi, which walks
     /// in BPF and needs the whole table up front.
     pub fn compact_rows(&self) -> Vec<(u64, u64, CompactRule)> {
-        let eh = self.section();
+        let mut rows = Vec::new();
+        self.section_rows(&self.section(), &self.eh_frame, &self.fdes, &mut rows);
+        self.section_rows(
+            &self.debug_section(),
+            &self.debug_frame,
+            &self.debug_fdes,
+            &mut rows,
+        );
+        rows.sort_unstable_by_key(|r| r.0);
+        rows
+    }
+
+    /// The rows of the FDEs at `fdes` in `section` (whose bytes are
+    /// `bytes`). A PLT row, whose CFA depends on the address within each
+    /// entry, becomes two rows per entry.
+    fn section_rows<'a, S: UnwindSection<Slice<'a>>>(
+        &self,
+        section: &S,
+        bytes: &[u8],
+        fdes: &[(u64, u64, usize)],
+        rows: &mut Vec<(u64, u64, CompactRule)>,
+    ) where
+        S::Offset: UnwindOffset<usize>,
+    {
         let bases = self.bases();
         let mut ctx = UnwindContext::new();
-        let mut rows = Vec::new();
-        for &(_, _, offset) in &self.fdes {
-            let Ok(fde) =
-                eh.fde_from_offset(&bases, EhFrameOffset(offset), EhFrame::cie_from_offset)
-            else {
+        for &(_, _, offset) in fdes {
+            let Ok(fde) = section.fde_from_offset(&bases, S::Offset::from(offset), |s, b, o| {
+                s.cie_from_offset(b, o)
+            }) else {
                 continue;
             };
-            let Ok(mut table) = fde.rows(&eh, &bases, &mut ctx) else {
+            let Ok(mut table) = fde.rows(section, &bases, &mut ctx) else {
                 continue;
             };
             while let Ok(Some(row)) = table.next_row() {
-                let rule = self
-                    .rule_of(row)
-                    .map_or(CompactRule::NoCfi, |r| self.compact(r));
-                rows.push((row.start_address(), row.end_address(), rule));
+                let (start, end) = (row.start_address(), row.end_address());
+                let compact = |at: u64| {
+                    self.rule_of(row, bytes, at)
+                        .map_or(CompactRule::NoCfi, |r| self.compact(r))
+                };
+                let plt = match row.cfa() {
+                    CfaRule::Expression(e) => bytes
+                        .get(e.offset..e.offset.saturating_add(e.length))
+                        .and_then(PltCfa::parse),
+                    _ => None,
+                };
+                match plt {
+                    Some(plt) => {
+                        for (from, to) in plt.pieces(start, end) {
+                            rows.push((from, to, compact(from)));
+                        }
+                    }
+                    None => rows.push((start, end, compact(start))),
+                }
             }
         }
-        rows.sort_unstable_by_key(|r| r.0);
-        rows
     }
 
     /// What BPF can do with a rule: registers other than the stack and
@@ -306,6 +393,97 @@ impl CfiTable {
     /// The file's PT_LOADs.
     pub fn segments(&self) -> &Segments {
         &self.segments
+    }
+}
+
+type Slice<'a> = EndianSlice<'a, RunTimeEndian>;
+
+/// Every FDE's (start vaddr, end vaddr, offset) in `section`, sorted.
+fn index_section<'a, S: UnwindSection<Slice<'a>>>(
+    section: &S,
+    bases: &BaseAddresses,
+) -> Vec<(u64, u64, usize)>
+where
+    S::Offset: UnwindOffset<usize>,
+{
+    let mut entries = section.entries(bases);
+    let mut fdes = Vec::new();
+    while let Ok(Some(entry)) = entries.next() {
+        if let gimli::CieOrFde::Fde(partial) = entry {
+            if let Ok(fde) = partial.parse(|s, b, o| s.cie_from_offset(b, o)) {
+                let start = fde.initial_address();
+                fdes.push((start, start.saturating_add(fde.len()), fde.offset()));
+            }
+        }
+    }
+    fdes.sort_unstable();
+    fdes
+}
+
+/// The CFA of x86_64 PLT entries, a DWARF expression of one form:
+/// `rsp + base + (((rip & mask) >= threshold) << shift)`, which binutils'
+/// ld writes as `DW_OP_breg7 8; DW_OP_breg16 0; DW_OP_lit15; DW_OP_and;
+/// DW_OP_lit11; DW_OP_ge; DW_OP_lit3; DW_OP_shl; DW_OP_plus`: 16-byte
+/// entries whose last 5 bytes (the jump to the resolver) run after a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PltCfa {
+    base: i64,
+    mask: u64,
+    threshold: u64,
+    shift: u32,
+}
+
+impl PltCfa {
+    fn parse(expr: &[u8]) -> Option<PltCfa> {
+        // DW_OP_lit0..31 are 0x30..0x4f.
+        let lit = |b: u8| (0x30..=0x4f).contains(&b).then(|| u64::from(b - 0x30));
+        // breg7 with a one-byte SLEB128 offset, breg16 0.
+        let &[0x77, base, 0x80, 0x00, mask, 0x1a, threshold, 0x2a, shift, 0x24, 0x22] = expr else {
+            return None;
+        };
+        // One byte of SLEB128 (bit 7 clear): bit 6 is the sign.
+        let base = match base {
+            0x00..=0x3f => i64::from(base),
+            0x40..=0x7f => i64::from(base) - 0x80,
+            _ => return None,
+        };
+        let (mask, threshold, shift) = (lit(mask)?, lit(threshold)?, lit(shift)?);
+        // Entries of a power-of-two size, so that pieces() can split them.
+        (mask.wrapping_add(1).is_power_of_two() && threshold <= mask && shift < 8).then_some(
+            PltCfa {
+                base,
+                mask,
+                threshold,
+                shift: shift as u32,
+            },
+        )
+    }
+
+    /// The CFA's offset from rsp at `vaddr` (entries are aligned alike in
+    /// the file and in memory).
+    fn offset_at(&self, vaddr: u64) -> i64 {
+        self.base + ((((vaddr & self.mask) >= self.threshold) as i64) << self.shift)
+    }
+
+    /// [start, end) split where offset_at changes: two pieces per entry.
+    fn pieces(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut pieces = Vec::new();
+        let mut at = start;
+        while at < end {
+            let entry = at & !self.mask;
+            let split = entry + self.threshold;
+            let next = if at < split {
+                split
+            } else {
+                entry + self.mask + 1
+            };
+            let next = next.min(end);
+            if next > at {
+                pieces.push((at, next));
+            }
+            at = next;
+        }
+        pieces
     }
 }
 
@@ -444,6 +622,197 @@ mod tests {
         let rule = table.rule(start).expect("a row at a function's start");
         // At entry the CFA is the stack pointer plus the return address.
         assert_eq!(rule.cfa_register, Arch::native().sp);
+    }
+
+    /// ld's x86_64 PLT expression, and others of its form.
+    #[test]
+    fn plt_cfa_expression() {
+        let ld = [0x77, 8, 0x80, 0, 0x3f, 0x1a, 0x3b, 0x2a, 0x33, 0x24, 0x22];
+        let plt = PltCfa::parse(&ld).expect("ld's PLT expression");
+        assert_eq!(
+            plt,
+            PltCfa {
+                base: 8,
+                mask: 15,
+                threshold: 11,
+                shift: 3
+            }
+        );
+        assert_eq!(plt.offset_at(0x1030), 8);
+        assert_eq!(plt.offset_at(0x103a), 8);
+        assert_eq!(plt.offset_at(0x103b), 16);
+        assert_eq!(plt.offset_at(0x103f), 16);
+        assert_eq!(plt.offset_at(0x1040), 8);
+        assert_eq!(
+            plt.pieces(0x1030, 0x1050),
+            [
+                (0x1030, 0x103b),
+                (0x103b, 0x1040),
+                (0x1040, 0x104b),
+                (0x104b, 0x1050)
+            ]
+        );
+        assert_eq!(
+            plt.pieces(0x1035, 0x103d),
+            [(0x1035, 0x103b), (0x103b, 0x103d)]
+        );
+        let mut negative = ld;
+        negative[1] = 0x78; // SLEB128 -8
+        assert_eq!(PltCfa::parse(&negative).map(|p| p.base), Some(-8));
+        let mut other = ld;
+        other[5] = 0x1b; // DW_OP_div
+        assert_eq!(PltCfa::parse(&other), None);
+        assert_eq!(PltCfa::parse(&ld[..10]), None);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    /// Builds `src` with gcc and `args` in a fresh directory, removed
+    /// after; the executable's bytes.
+    fn build(name: &str, src: &str, args: &[&str]) -> Vec<u8> {
+        let dir =
+            std::env::temp_dir().join(format!("memleak-unwind-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = dir.join(format!("{name}.c"));
+        std::fs::write(&c, src).unwrap();
+        let out = dir.join(name);
+        let res = std::process::Command::new("gcc")
+            .arg(&c)
+            .arg("-o")
+            .arg(&out)
+            .args(args)
+            .output()
+            .unwrap();
+        let bytes = std::fs::read(&out);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            res.status.success(),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        bytes.unwrap()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    /// The vaddr of function `name` in the ELF file `bytes`.
+    fn symbol(bytes: &[u8], name: &str) -> u64 {
+        let elf = goblin::elf::Elf::parse(bytes).unwrap();
+        elf.syms
+            .iter()
+            .find(|s| elf.strtab.get_at(s.st_name) == Some(name))
+            .map(|s| s.st_value)
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    const CHAIN: &str = "#include <stdio.h>\n\
+        #define NOINLINE __attribute__((noinline))\n\
+        static volatile int sink;\n\
+        NOINLINE static void leaf(void) { puts(\"x\"); sink++; }\n\
+        NOINLINE static void middle(void) { leaf(); sink++; }\n\
+        int main(void) { middle(); sink++; return 0; }\n";
+
+    /// Code built with -fno-asynchronous-unwind-tables -g has its CFI in
+    /// .debug_frame only (.eh_frame keeps the startup code's and the
+    /// PLT's): its functions get rules and rows from there.
+    // gcc here builds for the host: x86_64 CFI and PLTs.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn reads_debug_frame_where_eh_frame_has_no_entry() {
+        let args = [
+            "-O2",
+            "-fomit-frame-pointer",
+            "-fno-asynchronous-unwind-tables",
+        ];
+        let bytes = build("debug-frame", CHAIN, &[&args[..], &["-g"]].concat());
+        let table = CfiTable::parse(&bytes).expect("CFI");
+        assert!(!table.debug_fdes.is_empty(), "no .debug_frame FDEs");
+        let middle = symbol(&bytes, "middle");
+        // middle calls leaf with its return address pushed: CFA = rsp + 16
+        // after the call's setup, rsp + 8 at entry.
+        let rule = table
+            .rule(middle)
+            .expect("a rule for middle from .debug_frame");
+        assert_eq!((rule.cfa_register, rule.cfa_offset), (Arch::X86_64.sp, 8));
+        assert_eq!(rule.ra, Loc::AtCfa(-8));
+        let rows = table.compact_rows();
+        let i = rows.partition_point(|r| r.0 <= middle) - 1;
+        assert!(
+            matches!(
+                rows[i].2,
+                CompactRule::Cfa {
+                    base: CfaBase::Sp,
+                    cfa_offset: 8,
+                    ra_offset: -8,
+                    ..
+                }
+            ),
+            "{:?}",
+            rows[i]
+        );
+        // The same build without -g has no rule there at all.
+        let without = build("no-debug-frame", CHAIN, &args);
+        let table = CfiTable::parse(&without).expect("the startup code's .eh_frame");
+        assert_eq!(table.rule(symbol(&without, "middle")), None);
+    }
+
+    /// The x86_64 PLT's CFA is an expression: an address in an entry gets
+    /// rsp + 8 before its push and rsp + 16 after, in the walk of a copy
+    /// and in BPF's rows, and a walk from a PLT entry goes on to its
+    /// caller.
+    // gcc here builds for the host: x86_64 CFI and PLTs.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn walks_through_a_plt_entry() {
+        let bytes = build("plt", CHAIN, &["-O2", "-Wl,-z,lazy"]);
+        let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+        let plt = elf
+            .section_headers
+            .iter()
+            .find(|s| elf.shdr_strtab.get_at(s.sh_name) == Some(".plt"))
+            .expect(".plt")
+            .sh_addr;
+        let table = CfiTable::parse(&bytes).unwrap();
+        // The first entry after PLT0, before and after its push.
+        let entry = plt + 16;
+        let before = table.rule(entry + 2).expect("a rule before the push");
+        let after = table.rule(entry + 12).expect("a rule after the push");
+        assert_eq!(
+            (before.cfa_register, before.cfa_offset),
+            (Arch::X86_64.sp, 8)
+        );
+        assert_eq!(
+            (after.cfa_register, after.cfa_offset),
+            (Arch::X86_64.sp, 16)
+        );
+        let rows = table.compact_rows();
+        let at = |pc: u64| rows[rows.partition_point(|r| r.0 <= pc) - 1].2;
+        let cfa = |cfa_offset| CompactRule::Cfa {
+            base: CfaBase::Sp,
+            cfa_offset,
+            fp_offset: 0,
+            ra_offset: -8,
+        };
+        assert_eq!(at(entry), cfa(8));
+        assert_eq!(at(entry + 10), cfa(8));
+        assert_eq!(at(entry + 11), cfa(16));
+        assert_eq!(at(entry + 15), cfa(16));
+        // In the entry's jump to PLT0, after its push: the pushed index,
+        // then the caller's return address.
+        let sp = 0x7ff0_0000;
+        let caller = 0x40_1234u64;
+        let mut stack = Vec::new();
+        stack.extend_from_slice(&7u64.to_ne_bytes());
+        stack.extend_from_slice(&caller.to_ne_bytes());
+        let regs = Registers {
+            ip: entry + 12,
+            sp,
+            fp: 0,
+            lr: 0,
+        };
+        let ips = unwind(regs, &stack, 8, |ip| {
+            (ip == regs.ip).then_some((&table, ip))
+        });
+        assert_eq!(ips, [entry + 12, caller]);
     }
 
     #[test]
