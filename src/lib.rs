@@ -44,6 +44,7 @@ pub mod offline;
 pub mod pprof;
 pub mod process;
 pub mod reach;
+pub mod records;
 pub mod report;
 pub mod session;
 pub mod setup_signals;

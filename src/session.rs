@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 use crate::offline;
 use crate::pprof;
 use crate::reach;
-use crate::report::{self, Allocation, PrintedStack, Shown};
+use crate::records::{Allocation, Losses, StackTotal};
+use crate::report::aggregate::{self, Aggregator, GrowthTracker};
+use crate::report::{self, PrintedStack, Shown};
 use crate::symbolize::unwind;
 use crate::symbolize::{KernelSymbolizer, ProcessSymbolizer};
 use crate::sys;
@@ -1129,7 +1131,7 @@ fn live_targets(traced: &[Traced], child: Option<&Child>) -> Vec<(u32, reach::He
 /// scan of -c's command made as it exited.
 #[derive(Default)]
 struct Across {
-    growth: report::GrowthTracker,
+    growth: GrowthTracker,
     exit_scans: HashMap<u32, reach::Scan>,
 }
 
@@ -1234,7 +1236,7 @@ fn print_report(
         read = totals.iter().map(|t| t.count as usize).sum();
         totals
     } else {
-        let mut agg = report::Aggregator::new(now, min_age);
+        let mut agg = Aggregator::new(now, min_age);
         let mut live_samples = std::collections::HashSet::new();
         // --unreachable keeps every block (young ones too: they may hold
         // the only pointer to an old one) for the scan.
@@ -1283,9 +1285,9 @@ fn print_report(
     // The profile holds every stack: pprof tools make their own top N.
     let mut every_stack = pprof_output
         .is_some()
-        .then(|| report::top(totals.clone(), &opts.sort, usize::MAX));
+        .then(|| aggregate::top(totals.clone(), &opts.sort, usize::MAX));
     let growth = across.growth.update(&totals);
-    let unreachable_of = |s: &report::StackTotal| {
+    let unreachable_of = |s: &StackTotal| {
         scanned_pids.contains(&s.tgid).then(|| {
             unreachable
                 .get(&(s.tgid, s.stack_id))
@@ -1307,7 +1309,7 @@ fn print_report(
     // The final report names the stacks that grew in every interval.
     let intervals = across.growth.reports();
     let mut grew_always = (opts.growth && last).then(|| {
-        let always: Vec<report::StackTotal> = totals
+        let always: Vec<StackTotal> = totals
             .iter()
             .filter(|s| {
                 growth
@@ -1316,15 +1318,15 @@ fn print_report(
             })
             .cloned()
             .collect();
-        report::top(always, &opts.sort, usize::MAX)
+        aggregate::top(always, &opts.sort, usize::MAX)
     });
-    let mut top = report::top(totals, &opts.sort, opts.top);
+    let mut top = aggregate::top(totals, &opts.sort, opts.top);
     // --estimate: every output reads estimated totals.
     let estimate_weight = opts.estimate.then_some(opts.sample_rate);
     if let Some(weight) = estimate_weight {
-        report::scale(&mut top, weight);
+        aggregate::scale(&mut top, weight);
         for stacks in [&mut every_stack, &mut grew_always].into_iter().flatten() {
-            report::scale(stacks, weight);
+            aggregate::scale(stacks, weight);
         }
     }
     // -a: a second pass collects the blocks of the stacks shown only.
@@ -1334,7 +1336,7 @@ fn print_report(
             .enumerate()
             .map(|(i, s)| ((s.tgid, s.stack_id), i))
             .collect();
-        let agg = report::Aggregator::new(now, min_age);
+        let agg = Aggregator::new(now, min_age);
         tracer.for_each_allocation(|a| {
             if let Some(&i) = shown.get(&(a.tgid, unwound.resolve(a.stack_id))) {
                 if agg.is_old_enough(a) {
@@ -1415,13 +1417,13 @@ fn print_report(
 #[allow(clippy::too_many_arguments)]
 fn profile_of(
     opts: &Options,
-    stacks: &[report::StackTotal],
+    stacks: &[StackTotal],
     tracer: &Tracer,
     symbolizer: &mut Symbolizer,
     symfs: &mut Option<offline::Resolver>,
     unwound: &Unwound,
     output: &PprofOutput,
-    losses: &report::Losses,
+    losses: &Losses,
 ) -> pprof::Profile {
     let mut builder = pprof::Builder::new();
     for total in stacks {

@@ -9,7 +9,7 @@ use crate::bpf::programs::{self, Role};
 use crate::bpf::{self, abi, Link, Map, Object, PerCpuMap, RingBuffer, StackMap};
 use crate::cli::{Options, Unwind};
 use crate::error::{Error, Result};
-use crate::report::{Allocation, Losses, StackTotal};
+use crate::records::{Allocation, Losses, StackTotal};
 use crate::tracepoints;
 use crate::unwind_tables;
 
