@@ -41,6 +41,7 @@ pub mod cli;
 pub mod elf;
 pub mod error;
 pub mod offline;
+pub mod plan;
 pub mod pprof;
 pub mod process;
 pub mod reach;

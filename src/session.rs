@@ -11,6 +11,7 @@ use crate::bpf::abi;
 use crate::cli::{Format, Options, Target};
 use crate::error::{Error, Result};
 use crate::offline;
+use crate::plan::{Attach, Features, Plan};
 use crate::pprof;
 use crate::reach;
 use crate::records::{Allocation, Losses, StackTotal};
@@ -21,7 +22,7 @@ use crate::symbolize::{KernelSymbolizer, ProcessSymbolizer};
 use crate::sys;
 use crate::target::{self, Child, ChildEvent};
 use crate::tracepoints;
-use crate::tracer::{Attach, EventCallback, Tracer};
+use crate::tracer::{EventCallback, Tracer};
 use std::collections::HashMap;
 
 /// Names for the addresses of a stack: each traced process's, or the
@@ -399,13 +400,13 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     // Setup can take seconds (tables of 100 million entries): a signal
     // ends it at once.
     let setup = crate::setup_signals::SetupSignals::watch(child.as_ref().map(|c| c.pid))?;
-    let kernel_plan = match traced.is_empty() {
+    let kernel_events = match traced.is_empty() {
         false => None,
         true => {
             let tracefs = tracepoints::tracefs(|note| crate::verbose!("{note}"))?;
             // MEMLEAK_NO_BTF=1 takes the path of kernels without BTF.
             let force_format = std::env::var_os("MEMLEAK_NO_BTF").is_some();
-            Some(tracepoints::plan(&tracefs, opts.percpu, force_format)?)
+            Some(tracepoints::discover(&tracefs, opts.percpu, force_format)?)
         }
     };
 
@@ -424,14 +425,16 @@ pub fn run(opts: &Options) -> Result<Outcome> {
 
     let targets: Vec<(u32, Vec<allocator::Allocator>)> =
         traced.iter().map(|t| (t.pid, t.objects.clone())).collect();
-    let attach = match &kernel_plan {
-        Some(plan) => Attach::Kernel { plan },
+    let attach = match &kernel_events {
+        Some(events) => Attach::Kernel { events },
         None => Attach::User {
             targets: &targets,
             hold_exec: matches!(opts.target, Target::Pids(_)),
         },
     };
-    let started = Tracer::start(opts, attach, on_event);
+    let features = Features::probe(opts);
+    let started =
+        Plan::new(opts, &features, &attach).and_then(|plan| Tracer::start(plan, attach, on_event));
     let mut tracer = match started {
         Ok(t) => t,
         Err(e) => {

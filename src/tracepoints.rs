@@ -204,7 +204,7 @@ pub enum LayoutSource {
 }
 
 /// The events this kernel has, with their fields and perf event ids.
-pub struct Plan {
+pub struct KernelEvents {
     pub source: LayoutSource,
     /// For raw tracepoint programs: each event's arguments (aligned with
     /// `events`), or why they are unknown. tp_btf programs when `source`
@@ -220,7 +220,7 @@ pub struct Plan {
 /// Decides which events to trace and where their fields are. With BTF
 /// (unless `force_format`), offsets come from `trace_event_raw_*` structs;
 /// otherwise from the tracefs format files.
-pub fn plan(tracefs: &Path, percpu: bool, force_format: bool) -> Result<Plan> {
+pub fn discover(tracefs: &Path, percpu: bool, force_format: bool) -> Result<KernelEvents> {
     let btf = if force_format {
         None
     } else {
@@ -301,7 +301,7 @@ pub fn plan(tracefs: &Path, percpu: bool, force_format: bool) -> Result<Plan> {
             missing.join(", ")
         )));
     }
-    Ok(Plan {
+    Ok(KernelEvents {
         source,
         raw,
         events,
@@ -360,19 +360,19 @@ print fmt: \"call_site=%pS ptr=%p\", REC->call_site, REC->ptr\n";
         let Ok(dir) = tracefs(|_| {}) else {
             panic!("tracefs is needed for this test (run as root)")
         };
-        let from_format = plan(&dir, false, true).unwrap();
+        let from_format = discover(&dir, false, true).unwrap();
         assert_eq!(from_format.source, LayoutSource::Format);
         assert!(from_format.events[0].is_some(), "kmalloc exists everywhere");
         if KernelBtf::load().is_err() {
             panic!("this kernel has no BTF; the BTF path cannot be compared here");
         }
-        let from_btf = plan(&dir, false, false).unwrap();
+        let from_btf = discover(&dir, false, false).unwrap();
         assert_eq!(from_btf.source, LayoutSource::Btf);
         for (i, (a, b)) in from_btf.events.iter().zip(&from_format.events).enumerate() {
             assert_eq!(a, b, "{}", EVENTS[i].name);
         }
-        let percpu_btf = plan(&dir, true, false).unwrap();
-        let percpu_format = plan(&dir, true, true).unwrap();
+        let percpu_btf = discover(&dir, true, false).unwrap();
+        let percpu_format = discover(&dir, true, true).unwrap();
         assert_eq!(percpu_btf.events, percpu_format.events);
         assert!(percpu_btf.events[8].is_some());
     }

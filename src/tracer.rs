@@ -4,11 +4,10 @@
 use std::io;
 
 use crate::allocator::{Allocator, DlcloseSite, Func};
-pub use crate::bpf::programs::KernelPath;
 use crate::bpf::programs::{self, Role};
 use crate::bpf::{self, abi, Link, Map, Object, PerCpuMap, RingBuffer, StackMap};
-use crate::cli::{Options, Unwind};
 use crate::error::{Error, Result};
+use crate::plan::{self, Attach, CfiPlan, KernelPath, Plan};
 use crate::records::{Allocation, Losses, StackTotal};
 use crate::tracepoints;
 use crate::unwind_tables;
@@ -21,150 +20,6 @@ fn has_return_probe(func: Func) -> bool {
 fn is_mandatory(func: Func) -> bool {
     matches!(func, Func::Malloc | Func::Free)
 }
-
-/// uprobe_multi links (Linux 6.6+, probed, not guessed from the version);
-/// `--fallback links` forces the one-link-per-function path older kernels
-/// take.
-fn use_uprobe_multi(opts: &Options) -> bool {
-    if opts.fallbacks.single_links {
-        return false;
-    }
-    let available = bpf::probe_uprobe_multi();
-    if !available {
-        crate::verbose!(
-            "no uprobe_multi links that filter by process in this kernel: one link per function"
-        );
-    }
-    available
-}
-
-/// Per-stack sums kept up to date by BPF make a report cost one read per
-/// stack instead of one per outstanding allocation. They need final stack
-/// ids (unwind sample ids are resolved in userspace), one process (the
-/// sums are keyed by stack only) and no age filter (a sum cannot be split
-/// by age, and keeping it would cost every traced call for nothing), and
-/// no --unreachable (which needs every block's address anyway).
-/// `--fallback sums` turns them off.
-fn keep_stack_sums(opts: &Options, processes: usize) -> bool {
-    opts.combined_only
-        || (!opts.fallbacks.copy_report
-            && !opts.unreachable
-            && opts.older_ms == 0
-            && matches!(opts.unwind, Unwind::FramePointer | Unwind::Cfi)
-            && processes == 1)
-}
-
-/// One entry program per function, and the shared return program.
-fn user_programs() -> Vec<&'static str> {
-    programs::names(|role| matches!(role, Role::Return | Role::Entry(_)))
-}
-
-/// With uprobe_multi: one program for all entries, one for all returns.
-fn multi_programs() -> Vec<&'static str> {
-    programs::names(|role| matches!(role, Role::MultiEntry | Role::MultiReturn))
-}
-
-/// Map sizes. Hash maps are not preallocated where the kernel allows it
-/// safely (6.1+, which allocates map elements from BPF's own allocator):
-/// older kernels warn about run-time allocation in tracing programs, so
-/// there the outstanding-allocation table is preallocated and smaller.
-pub struct Limits {
-    pub max_allocs: u32,
-    pub max_stacks: u32,
-    pub preallocate: bool,
-}
-
-impl Limits {
-    pub fn for_kernel(release: (u32, u32)) -> Limits {
-        if release >= (6, 1) {
-            Limits {
-                max_allocs: 1_000_000,
-                max_stacks: 10240,
-                preallocate: false,
-            }
-        } else {
-            Limits {
-                max_allocs: 131_072,
-                max_stacks: 10240,
-                preallocate: true,
-            }
-        }
-    }
-}
-
-/// memleak's PID namespace (device, inode) when it is not the initial one,
-/// whose inode is fixed (PROC_PID_INIT_INO).
-fn own_pid_namespace() -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
-    let meta = std::fs::metadata("/proc/self/ns/pid").ok()?;
-    (meta.ino() != PROC_PID_INIT_INO).then(|| (meta.dev(), meta.ino()))
-}
-
-impl KernelPath {
-    /// Picks the path for `plan`: raw tracepoints (each program with its
-    /// own recursion guard, so a free in an interrupt is not lost to
-    /// another program running on that CPU) unless turned off or their
-    /// arguments are unknown.
-    pub fn choose(opts: &Options, plan: &tracepoints::Plan) -> KernelPath {
-        let path = Self::pick(opts, plan);
-        if path == KernelPath::Tracepoints && kernel_release() < (6, 7) {
-            // Raw tracepoints have no guard before 6.1 and count their misses since.
-            crate::verbose!(
-                "this kernel does not count the misses of classic tracepoint programs (6.7+): \
-                 the lost: line cannot show them"
-            );
-        }
-        path
-    }
-
-    fn pick(opts: &Options, plan: &tracepoints::Plan) -> KernelPath {
-        if opts.fallbacks.tracepoints {
-            crate::verbose!("kernel mode through classic tracepoints (--fallback tracepoints)");
-            return KernelPath::Tracepoints;
-        }
-        match (&plan.raw, plan.source) {
-            (Ok(_), tracepoints::LayoutSource::Btf) => {
-                crate::verbose!("kernel mode through tp_btf raw tracepoints (arguments from BTF)");
-                KernelPath::TpBtf
-            }
-            (Ok(_), tracepoints::LayoutSource::Format) => {
-                crate::verbose!(
-                    "kernel mode through raw_tp raw tracepoints (arguments from memleak's \
-                     table, checked against tracefs)"
-                );
-                KernelPath::RawTp
-            }
-            (Err(e), _) => {
-                crate::verbose!("kernel mode through classic tracepoints: {e}");
-                KernelPath::Tracepoints
-            }
-        }
-    }
-
-    /// The program of event `i` (in `tracepoints::EVENTS` order) on this path.
-    fn program(self, i: usize) -> &'static str {
-        programs::kernel_event(i, self)
-    }
-}
-
-impl KernelPath {
-    /// The rescue program of event `i`, where this path and kernel have
-    /// one: beside a free program on the same tracepoint, it does the free
-    /// program's work when the kernel skipped it because it was already
-    /// running on that CPU (raw tracepoints have a guard per program from
-    /// 6.1 on), and counts it in RESCUED_FREES.
-    fn rescue(self, i: usize) -> Option<&'static str> {
-        // Before 6.1 raw tracepoint programs are never skipped.
-        if kernel_release() < (6, 1) {
-            return None;
-        }
-        programs::kernel_rescue(i, self)
-    }
-}
-
-/// Preallocated in kernel mode: about 100 bytes per entry of kernel memory.
-const KERNEL_MAX_ALLOCS: u32 = 262_144;
 
 /// The running kernel's major and minor version, from uname.
 pub fn kernel_release() -> (u32, u32) {
@@ -220,25 +75,11 @@ pub struct Tracer {
     losses: PerCpuMap<u32, u64>,
     notices: Map<u32, abi::Notices>,
     failed_attaches: u64,
-    programs: Vec<&'static str>,
-    /// Kernel mode: the programs that see frees (a miss is a false leak),
-    /// and their rescues (see [`RESCUE_PROGRAMS`]).
-    free_programs: Vec<&'static str>,
-    rescue_programs: Vec<(usize, &'static str)>,
-    kernel_path: KernelPath,
-    /// Uprobes through uprobe_multi links (Linux 6.6+).
-    multi: bool,
-    combined_only: bool,
-    /// `--fallback entry`: probe functions at their first instruction.
-    entry_sites: bool,
-    /// BPF keeps per-stack sums (the combined map), for the process
-    /// `sums_tgid` (0: the kernel); stale once an exec dropped records.
-    stack_sums: bool,
+    /// The per-stack sums BPF keeps (see [`Plan::stack_sums`]) are stale
+    /// once an exec dropped records.
     sums_stale: bool,
-    sums_tgid: u32,
-    /// `make bench` only: attach programs that do nothing, to measure the
-    /// cost of the probes themselves (MEMLEAK_BENCH_EMPTY_PROBES=1).
-    empty_probes: bool,
+    /// What was loaded and attached, and how.
+    plan: Plan,
 }
 
 /// What a set of uprobe links probes: the file, by device and inode however
@@ -263,12 +104,6 @@ impl ProbedObject {
         }
     }
 }
-
-/// --unwind cfi: the least room for rows in each half of the table (24
-/// bytes a row), whatever the processes map at start: Debian's libc alone
-/// has about 40,000, and a command is not executed yet when the table is
-/// sized.
-const CFI_MIN_ROWS: u32 = 1 << 17;
 
 /// The unwind rows BPF reads (`cfi_rows`, `cfi_ranges`). The array has
 /// two halves: a rebuild is written to the one BPF does not read, then the
@@ -339,6 +174,89 @@ impl CfiTables {
     }
 }
 
+/// --unwind cfi: the unwind rows of the processes traced at start, built
+/// before the object loads to size the table (with room for libraries
+/// loaded later; -c's command is not even executed yet and gets its rows
+/// at its entry point).
+struct InitialUnwindRows {
+    builder: unwind_tables::Builder,
+    half: u32,
+    rows: Vec<(u32, Vec<abi::CfiRow>)>,
+}
+
+impl InitialUnwindRows {
+    fn build(cfi: &CfiPlan) -> InitialUnwindRows {
+        let mut builder = unwind_tables::Builder::default();
+        let rows = builder.rebuild_if_changed(&cfi.pids).unwrap_or_default();
+        let total: usize = rows.iter().map(|(_, rows)| rows.len()).sum();
+        InitialUnwindRows {
+            builder,
+            half: CfiPlan::half(total),
+            rows,
+        }
+    }
+}
+
+impl CfiTables {
+    /// The tables of the loaded `obj`, with the rows built at start.
+    fn start(obj: &Object, initial: InitialUnwindRows) -> Result<CfiTables> {
+        let mut tables = CfiTables {
+            rows: obj.map_fd("cfi_rows")?,
+            ranges: obj.map_fd("cfi_ranges")?,
+            half: initial.half,
+            active: 1,
+            generation: 0,
+            builder: initial.builder,
+            full_told: false,
+        };
+        tables.load(&initial.rows)?;
+        Ok(tables)
+    }
+}
+
+/// Opens the embedded object, sets what `plan` decided (which programs
+/// load, the configuration, map sizes and flags) and loads it.
+/// `cfi_half`: rows in each half of the unwind table (--unwind cfi).
+fn load_object(plan: &Plan, cfi_half: Option<u32>) -> Result<Object> {
+    let mut obj = Object::open()?;
+    for &(prog, load) in &plan.autoload {
+        obj.set_autoload(prog, load)?;
+    }
+    obj.set_config(&plan.config)?;
+    let maps = &plan.maps;
+    obj.set_max_entries("targets", maps.processes)?;
+    obj.set_max_entries("notices", maps.processes)?;
+    obj.set_max_entries("cfi_rows", cfi_half.map_or(1, |half| half * 2))?;
+    obj.set_max_entries("cfi_ranges", maps.processes)?;
+    obj.set_max_entries("allocs", maps.allocs)?;
+    obj.set_max_entries("stacks", maps.stacks)?;
+    obj.set_max_entries("combined", maps.combined)?;
+    if maps.no_prealloc {
+        for map in ["allocs", "combined", "stacks"] {
+            obj.set_map_flags(map, libc_bpf_f_no_prealloc())?;
+        }
+    }
+    obj.set_max_entries("events", maps.events)?;
+    obj.set_max_entries("samples", maps.samples)?;
+    obj.load().map_err(|e| {
+        if e.raw_os_error() == Some(libc::E2BIG) {
+            // Older kernels also cap a table's memory (4 GiB).
+            Error::Other(format!(
+                "cannot create the tables: this kernel refuses {} allocations or {} stacks as too big (Argument list too long); try a smaller --max-allocs or --stack-storage-size",
+                maps.allocs, maps.stacks
+            ))
+        } else {
+            let err = bpf_failure("cannot load the BPF programs", e);
+            if plan.kernel && plan.kernel_path != KernelPath::Tracepoints {
+                err.noted(" (--fallback tracepoints takes the classic tracepoints)")
+            } else {
+                err
+            }
+        }
+    })?;
+    Ok(obj)
+}
+
 /// What -t hands each traced call to.
 pub type EventCallback = Box<dyn FnMut(&abi::Event)>;
 
@@ -370,239 +288,37 @@ impl UnwindSample {
     }
 }
 
-/// What the tracer attaches to.
-pub enum Attach<'a> {
-    /// For each target process, uprobes on the functions of each of its
-    /// objects: the allocator, and possibly the libc that provides the mmap
-    /// family an allocator library (jemalloc, tcmalloc) does not define.
-    User {
-        targets: &'a [(u32, Vec<Allocator>)],
-        /// Stop a target at exec until its new program is probed (-p;
-        /// memleak -c holds its command with ptrace instead).
-        hold_exec: bool,
-    },
-    /// The kmem (or percpu) tracepoints of `plan`.
-    Kernel { plan: &'a tracepoints::Plan },
-}
-
 impl Tracer {
+    /// Runs `plan`: loads the programs it names with its configuration and
+    /// map sizes, then attaches them to `attach` (from which the plan was
+    /// made). `on_event` gets each traced call (-t).
     pub fn start(
-        opts: &Options,
+        plan: Plan,
         attach: Attach<'_>,
         on_event: Option<EventCallback>,
     ) -> Result<Tracer> {
-        let release = kernel_release();
-        let limits = Limits::for_kernel(release);
-        let empty_probes = std::env::var_os("MEMLEAK_BENCH_EMPTY_PROBES").is_some();
-        let kernel_path = match &attach {
-            Attach::Kernel { plan } => KernelPath::choose(opts, plan),
-            Attach::User { .. } => KernelPath::Tracepoints,
-        };
-        // The empty programs exist only as one-link-per-function programs.
-        let multi =
-            !empty_probes && !matches!(attach, Attach::Kernel { .. }) && use_uprobe_multi(opts);
-        let mut cfg = abi::Config {
-            min_size: opts.min_size.unwrap_or(0),
-            max_size: opts.max_size.unwrap_or(u64::MAX),
-            sample_every: opts.sample_rate.max(1),
-            trace: opts.trace as u8,
-            combined: keep_stack_sums(
-                opts,
-                match &attach {
-                    Attach::User { targets, .. } => targets.len(),
-                    Attach::Kernel { .. } => 1,
-                },
-            ) as u8,
-            unwind: match opts.unwind {
-                Unwind::FramePointer => 0,
-                Unwind::Dwarf => 1,
-                Unwind::Auto => 2,
-                Unwind::Cfi => 3,
-            },
-            page_size: page_size() as u64,
-            ..Default::default()
-        };
-        let programs: Vec<&'static str> = match &attach {
-            Attach::User { targets, hold_exec } => {
-                cfg.hold_exec = *hold_exec as u8;
-                match targets {
-                    [(pid, _)] => cfg.target_tgid = *pid,
-                    _ => cfg.many_targets = 1,
-                }
-                if let Some((dev, ino)) = own_pid_namespace() {
-                    crate::verbose!("in PID namespace {ino}: matching PIDs as numbered there");
-                    (cfg.pidns_dev, cfg.pidns_ino) = (dev, ino);
-                }
-                // In user mode an address handed out again proves a missed free.
-                cfg.drop_stale = 1;
-                if multi {
-                    multi_programs()
-                } else {
-                    user_programs()
-                }
-            }
-            Attach::Kernel { plan } => {
-                cfg.kernel = 1;
-                cfg.drop_stale = opts.wa_missing_free as u8;
-                for (i, event) in plan.events.iter().enumerate() {
-                    if let Some((fields, _)) = event {
-                        cfg.kernel_events[i] = *fields;
-                    }
-                }
-                if let Ok(raw) = &plan.raw {
-                    for (i, args) in raw.iter().enumerate() {
-                        cfg.raw_events[i] = args.unwrap_or_default();
-                    }
-                }
-                plan.events
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, e)| e.is_some())
-                    .map(|(i, _)| kernel_path.program(i))
-                    .collect()
-            }
-        };
-        let free_programs: Vec<&'static str> = match &attach {
-            Attach::Kernel { plan } => (0..plan.events.len())
-                .filter(|&i| {
-                    plan.events[i].is_some() && tracepoints::EVENTS[i].size_fields.is_empty()
-                })
-                .map(|i| kernel_path.program(i))
-                .collect(),
-            Attach::User { .. } => Vec::new(),
-        };
-        let rescue_programs: Vec<(usize, &'static str)> = match &attach {
-            Attach::Kernel { plan } => (0..plan.events.len())
-                .filter(|&i| plan.events[i].is_some())
-                .filter_map(|i| Some((i, kernel_path.rescue(i)?)))
-                .collect(),
-            Attach::User { .. } => Vec::new(),
-        };
-        let kernel = matches!(attach, Attach::Kernel { .. });
-        let max_allocs = match (opts.max_allocs, kernel) {
-            (Some(n), _) => n,
-            (None, true) => limits.max_allocs.min(KERNEL_MAX_ALLOCS),
-            (None, false) => limits.max_allocs,
-        };
-        let max_stacks = opts.stack_storage_size.unwrap_or(limits.max_stacks);
-        let processes = match &attach {
-            Attach::User { targets, .. } => targets.len().max(1) as u32,
-            Attach::Kernel { .. } => 1,
-        };
-        crate::verbose!(
-            "room for {max_allocs} outstanding allocations and {max_stacks} stacks ({})",
-            if kernel || limits.preallocate {
-                "preallocated"
-            } else {
-                "allocated as used"
-            }
-        );
-        check_table_sizes(max_allocs, max_stacks)?;
-        let dwarf = matches!(opts.unwind, Unwind::Dwarf | Unwind::Auto) && !kernel;
-        // --unwind cfi: each process's unwind rows, built now to size the
-        // table (with room for libraries loaded later; -c's command is
-        // not even executed yet and gets its rows at its entry point).
-        let mut cfi = None;
-        if let (Unwind::Cfi, Attach::User { targets, .. }) = (opts.unwind, &attach) {
-            // A command is still memleak's own fork before its exec.
-            let pids: Vec<u32> = match opts.target {
-                crate::cli::Target::Command(_) => Vec::new(),
-                _ => targets.iter().map(|(pid, _)| *pid).collect(),
-            };
-            let mut builder = unwind_tables::Builder::default();
-            let initial = builder.rebuild_if_changed(&pids).unwrap_or_default();
-            let total: usize = initial.iter().map(|(_, rows)| rows.len()).sum();
-            let half = u32::try_from(total.saturating_mul(2))
-                .unwrap_or(u32::MAX / 2)
-                .clamp(CFI_MIN_ROWS, u32::MAX / 2);
-            cfi = Some((builder, half, initial));
-        }
-        let obj = {
-            let mut obj = Object::open()?;
-            // Load only this run's programs.
-            for prog in programs::PROGRAMS {
-                let load = match prog.role {
-                    Role::EmptyEntry
-                    | Role::EmptyReturn
-                    | Role::Exec
-                    | Role::Fork
-                    | Role::Dlclose => !kernel,
-                    Role::EntryStop => {
-                        cfi.is_some() && matches!(opts.target, crate::cli::Target::Command(_))
-                    }
-                    _ => {
-                        programs.contains(&prog.name)
-                            || rescue_programs.iter().any(|&(_, r)| r == prog.name)
-                    }
-                };
-                obj.set_autoload(prog.name, load)?;
-            }
-            obj.set_config(&cfg)?;
-            obj.set_max_entries("targets", processes)?;
-            obj.set_max_entries("notices", processes)?;
-            obj.set_max_entries("cfi_rows", cfi.as_ref().map_or(1, |(_, half, _)| half * 2))?;
-            obj.set_max_entries("cfi_ranges", processes)?;
-            obj.set_max_entries("allocs", max_allocs)?;
-            obj.set_max_entries("stacks", max_stacks)?;
-            // One more for the allocations whose stack was lost.
-            obj.set_max_entries(
-                "combined",
-                if cfg.combined != 0 {
-                    max_stacks.saturating_add(1)
-                } else {
-                    1
-                },
-            )?;
-            if !limits.preallocate && !kernel {
-                // The per-thread call map stays preallocated: it is small, and an
-                // allocation failing under load would lose calls' entries.
-                // Kernel mode traces the kernel's allocator, so BPF maps that
-                // allocate on update would trace themselves (and trip the
-                // recursion guard): there every map is preallocated.
-                for map in ["allocs", "combined", "stacks"] {
-                    obj.set_map_flags(map, libc_bpf_f_no_prealloc())?;
-                }
-            }
-            // A ring buffer must be a power-of-two number of pages; keep it at
-            // one page when nothing is streamed.
-            let page = page_size();
-            obj.set_max_entries("events", if opts.trace { 1 << 20 } else { page })?;
-            // Room for about 500 stack copies between two reads.
-            obj.set_max_entries("samples", if dwarf { 8 << 20 } else { page })?;
-            obj.load().map_err(|e| {
-                if e.raw_os_error() == Some(libc::E2BIG) {
-                    // Older kernels also cap a table's memory (4 GiB).
-                    Error::Other(format!(
-                        "cannot create the tables: this kernel refuses {max_allocs} allocations or {max_stacks} stacks as too big (Argument list too long); try a smaller --max-allocs or --stack-storage-size"
-                    ))
-                } else {
-                    let err = bpf_failure("cannot load the BPF programs", e);
-                    if kernel && kernel_path != KernelPath::Tracepoints {
-                        err.noted(" (--fallback tracepoints takes the classic tracepoints)")
-                    } else {
-                        err
-                    }
-                }
-            })?;
-            obj
-        };
-
+        let cfi = plan.cfi.as_ref().map(InitialUnwindRows::build);
+        let obj = load_object(&plan, cfi.as_ref().map(|c| c.half))?;
         let cfi = match cfi {
-            Some((builder, half, initial)) => {
-                let mut tables = CfiTables {
-                    rows: obj.map_fd("cfi_rows")?,
-                    ranges: obj.map_fd("cfi_ranges")?,
-                    half,
-                    active: 1,
-                    generation: 0,
-                    builder,
-                    full_told: false,
-                };
-                tables.load(&initial)?;
-                Some(tables)
-            }
+            Some(initial) => Some(CfiTables::start(&obj, initial)?),
             None => None,
         };
+        let mut tracer = Tracer::with_maps(obj, plan, cfi, on_event)?;
+        match attach {
+            Attach::User { targets, .. } => tracer.attach_processes(targets)?,
+            Attach::Kernel { events } => tracer.attach_kernel(events)?,
+        }
+        Ok(tracer)
+    }
+
+    /// The tracer of the loaded `obj`: its maps and ring buffers, nothing
+    /// attached yet.
+    fn with_maps(
+        obj: Object,
+        plan: Plan,
+        cfi: Option<CfiTables>,
+        on_event: Option<EventCallback>,
+    ) -> Result<Tracer> {
         let allocs = obj.map_fd("allocs")?;
         let stacks = obj.map_fd("stacks")?;
         let combined = obj.map_fd("combined")?;
@@ -619,7 +335,7 @@ impl Tracer {
             )?),
             None => None,
         };
-        let samples = if dwarf {
+        let samples = if plan.dwarf {
             let queue = SampleQueue::default();
             let sink = queue.clone();
             let ring = RingBuffer::new(
@@ -631,7 +347,7 @@ impl Tracer {
             None
         };
 
-        let held = if !kernel {
+        let held = if !plan.kernel {
             Some(RingBuffer::new(
                 obj.map_fd("held")?,
                 Box::new(|_: &[u8]| {}),
@@ -639,7 +355,7 @@ impl Tracer {
         } else {
             None
         };
-        let mut tracer = Tracer {
+        Ok(Tracer {
             links: Vec::new(),
             objects: Vec::new(),
             attaching: usize::MAX,
@@ -660,65 +376,55 @@ impl Tracer {
             losses,
             notices,
             failed_attaches: 0,
-            programs,
-            free_programs,
-            rescue_programs,
-            kernel_path,
-            empty_probes,
-            multi: false,
-            combined_only: opts.combined_only,
-            entry_sites: opts.fallbacks.entry_sites,
-            stack_sums: cfg.combined != 0,
             sums_stale: false,
-            sums_tgid: cfg.target_tgid,
-        };
-        match attach {
-            Attach::User { targets, .. } => {
-                for (pid, objects) in targets {
-                    tracer.released_holds.push((*pid, 0));
-                    let has = |f: Func| objects.iter().any(|o| o.offset(f).is_some());
-                    if !has(Func::Malloc) || !has(Func::Free) {
-                        let name = objects
-                            .first()
-                            .map(|o| o.display_path.as_str())
-                            .unwrap_or("the allocator");
-                        return Err(Error::Target(format!(
-                            "{name} does not define malloc and free"
-                        )));
-                    }
-                    for func in Func::STANDARD.iter().filter(|&&f| !has(f)) {
-                        crate::verbose!(
-                            "no traced object of pid {pid} defines {}; not traced",
-                            func.name()
-                        );
-                    }
-                }
-                if targets.len() > 1 {
-                    let map: Map<u32, u8> = tracer.obj.map_fd("targets")?;
-                    for (pid, _) in targets {
-                        map.update(pid, &1u8)
-                            .map_err(|e| Error::bpf_io("cannot fill the targets map", e))?;
-                    }
-                }
-                tracer.multi = multi;
-                for (pid, objects) in targets {
-                    tracer.attach_objects(*pid, objects)?;
-                }
-                for (prog, tp) in [
-                    (programs::name(Role::Exec), "sched_process_exec"),
-                    (programs::name(Role::Fork), "task_newtask"),
-                ] {
-                    match tracer.obj.attach_raw_tracepoint(prog, tp) {
-                        Ok(link) => tracer.watch_links.push(link),
-                        Err(e) => crate::verbose!(
-                            "cannot watch {tp}: {e}; exec and fork of the target go unnoticed"
-                        ),
-                    }
-                }
+            plan,
+        })
+    }
+
+    /// User mode: uprobes on each process's objects, and the raw
+    /// tracepoints that notice their exec and fork.
+    fn attach_processes(&mut self, targets: &[(u32, Vec<Allocator>)]) -> Result<()> {
+        for (pid, objects) in targets {
+            self.released_holds.push((*pid, 0));
+            let has = |f: Func| objects.iter().any(|o| o.offset(f).is_some());
+            if !has(Func::Malloc) || !has(Func::Free) {
+                let name = objects
+                    .first()
+                    .map(|o| o.display_path.as_str())
+                    .unwrap_or("the allocator");
+                return Err(Error::Target(format!(
+                    "{name} does not define malloc and free"
+                )));
             }
-            Attach::Kernel { plan } => tracer.attach_kernel(plan)?,
+            for func in Func::STANDARD.iter().filter(|&&f| !has(f)) {
+                crate::verbose!(
+                    "no traced object of pid {pid} defines {}; not traced",
+                    func.name()
+                );
+            }
         }
-        Ok(tracer)
+        if targets.len() > 1 {
+            let map: Map<u32, u8> = self.obj.map_fd("targets")?;
+            for (pid, _) in targets {
+                map.update(pid, &1u8)
+                    .map_err(|e| Error::bpf_io("cannot fill the targets map", e))?;
+            }
+        }
+        for (pid, objects) in targets {
+            self.attach_objects(*pid, objects)?;
+        }
+        for (prog, tp) in [
+            (programs::name(Role::Exec), "sched_process_exec"),
+            (programs::name(Role::Fork), "task_newtask"),
+        ] {
+            match self.obj.attach_raw_tracepoint(prog, tp) {
+                Ok(link) => self.watch_links.push(link),
+                Err(e) => crate::verbose!(
+                    "cannot watch {tp}: {e}; exec and fork of the target go unnoticed"
+                ),
+            }
+        }
+        Ok(())
     }
 
     fn attach_objects(&mut self, pid: u32, objects: &[Allocator]) -> Result<()> {
@@ -737,7 +443,7 @@ impl Tracer {
                 self.objects.len() - 1
             }
         };
-        if self.multi {
+        if self.plan.multi {
             self.attach_user_multi(pid, object)
         } else {
             self.attach_user(pid, object)
@@ -923,19 +629,20 @@ impl Tracer {
         Ok(dropped)
     }
 
-    fn attach_kernel(&mut self, plan: &tracepoints::Plan) -> Result<()> {
-        for name in &plan.missing {
+    fn attach_kernel(&mut self, events: &tracepoints::KernelEvents) -> Result<()> {
+        for name in &events.missing {
             crate::verbose!("this kernel has no {name} tracepoint");
         }
-        for (i, (event, def)) in plan
+        let path = self.plan.kernel_path;
+        for (i, (event, def)) in events
             .events
             .iter()
             .zip(tracepoints::EVENTS.iter())
             .enumerate()
         {
             let Some((_, id)) = event else { continue };
-            let prog = self.kernel_path.program(i);
-            let link = match self.kernel_path {
+            let prog = programs::kernel_event(i, path);
+            let link = match path {
                 KernelPath::Tracepoints => self.obj.attach_tracepoint(prog, *id),
                 KernelPath::TpBtf => self.obj.attach_tp_btf(prog),
                 KernelPath::RawTp => self.obj.attach_raw_tracepoint(prog, def.name),
@@ -945,15 +652,16 @@ impl Tracer {
                     format!("cannot attach to tracepoint {}:{}", def.category, def.name),
                     e,
                 )
-                .noted(if self.kernel_path == KernelPath::Tracepoints {
+                .noted(if path == KernelPath::Tracepoints {
                     ""
                 } else {
                     " (--fallback tracepoints takes the classic tracepoints)"
                 })
             })?;
             self.links.push((0, usize::MAX, link));
-            if let Some(&(_, rescue)) = self.rescue_programs.iter().find(|(e, _)| *e == i) {
-                let link = match self.kernel_path {
+            let rescue = self.plan.rescue_programs.iter().find(|(e, _)| *e == i);
+            if let Some(&(_, rescue)) = rescue {
+                let link = match path {
                     KernelPath::TpBtf => self.obj.attach_tp_btf(rescue),
                     _ => self.obj.attach_raw_tracepoint(rescue, def.name),
                 };
@@ -964,11 +672,11 @@ impl Tracer {
                 }
             }
         }
-        match self.kernel_path {
+        match path {
             KernelPath::Tracepoints => crate::verbose!(
                 "attached {} tracepoints (field offsets from {:?})",
                 self.links.len(),
-                plan.source
+                events.source
             ),
             path => crate::verbose!(
                 "attached {} raw tracepoints ({})",
@@ -983,50 +691,9 @@ impl Tracer {
         Ok(())
     }
 
-    /// The functions to probe and where: one probe per function (glibc's
-    /// aligned_alloc is memalign under another name; two probes would see
-    /// each call twice), past the entry where the kernel then emulates the
-    /// probed instruction instead of single-stepping it (unless
-    /// `--fallback entry`).
-    fn probe_sites(&self, allocator: &Allocator) -> Vec<(Func, u64)> {
-        let mut sites: Vec<(Func, u64)> = Vec::new();
-        for &(func, offset) in &allocator.offsets {
-            if let Some((first, _)) = sites.iter().find(|(_, o)| *o == offset) {
-                if *first != func {
-                    crate::verbose!(
-                        "{} is an alias of {}; traced once",
-                        func.name(),
-                        first.name()
-                    );
-                }
-                continue;
-            }
-            sites.push((func, offset));
-        }
-        let moved: Vec<String> = sites
-            .iter()
-            .filter(|(_, entry)| allocator.site(*entry) != *entry)
-            .map(|(func, entry)| format!("{}+{}", func.name(), allocator.site(*entry) - entry))
-            .collect();
-        if !moved.is_empty() {
-            if self.entry_sites {
-                crate::verbose!("probing every function at its entry (--fallback entry)");
-            } else {
-                crate::verbose!(
-                    "probed past the entry, at an instruction the kernel emulates: {}",
-                    moved.join(", ")
-                );
-                for (_, offset) in &mut sites {
-                    *offset = allocator.site(*offset);
-                }
-            }
-        }
-        sites
-    }
-
     /// Two links in all: every entry, every return.
     fn attach_user_multi(&mut self, pid: u32, allocator: &Allocator) -> Result<()> {
-        let sites = self.probe_sites(allocator);
+        let sites = plan::probe_sites(allocator, self.plan.entry_sites);
         let cookie = |&(f, o): &(Func, u64)| (o, f as u64);
         let returns: Vec<(u64, u64)> = sites
             .iter()
@@ -1072,7 +739,7 @@ impl Tracer {
     }
 
     fn attach_user(&mut self, pid: u32, allocator: &Allocator) -> Result<()> {
-        for (func, offset) in self.probe_sites(allocator) {
+        for (func, offset) in plan::probe_sites(allocator, self.plan.entry_sites) {
             if let Err(e) = self.attach_function(pid, allocator, func, offset) {
                 let err = bpf_failure(
                     format!(
@@ -1107,7 +774,7 @@ impl Tracer {
         func: Func,
         offset: u64,
     ) -> Result<(), io::Error> {
-        let (entry_prog, exit_prog) = if self.empty_probes {
+        let (entry_prog, exit_prog) = if self.plan.empty_probes {
             (
                 programs::name(Role::EmptyEntry),
                 programs::name(Role::EmptyReturn),
@@ -1284,20 +951,20 @@ impl Tracer {
     }
 
     pub fn keeps_stack_sums(&self) -> bool {
-        self.stack_sums
+        self.plan.stack_sums()
     }
 
     /// Per-stack totals of every outstanding allocation, as BPF keeps them
-    /// (see [`keep_stack_sums`]); None when it does not, or when they are
+    /// (see [`Plan::stack_sums`]); None when it does not, or when they are
     /// incomplete (their map overflowed, or an exec dropped older records):
     /// then [`Tracer::for_each_allocation`] gives the exact answer.
     pub fn stack_sums(&self) -> Result<Option<Vec<StackTotal>>> {
-        if !self.stack_sums || self.sums_stale || self.loss(abi::LOSS_COMBINED_FULL) > 0 {
+        if !self.plan.stack_sums() || self.sums_stale || self.loss(abi::LOSS_COMBINED_FULL) > 0 {
             return Ok(None);
         }
         let mut totals = self.combined()?;
         for t in &mut totals {
-            t.tgid = self.sums_tgid;
+            t.tgid = self.plan.config.target_tgid;
             // A free that runs between another thread's insert and its sum
             // update leaves a sum below zero for a moment: none outstanding.
             if (t.count as i64) < 0 || (t.bytes as i64) < 0 {
@@ -1339,7 +1006,7 @@ impl Tracer {
             stacks_lost: sum(abi::LOSS_STACK),
             // Otherwise the sums are a shortcut, and reports that cannot
             // take it copy every allocation out instead: nothing is lost.
-            combined_map_full: if self.combined_only {
+            combined_map_full: if self.plan.combined_only {
                 sum(abi::LOSS_COMBINED_FULL)
             } else {
                 0
@@ -1351,12 +1018,14 @@ impl Tracer {
             copy_fallbacks: sum(abi::LOSS_COPY_FALLBACK),
             // A skipped free program whose rescue did its work lost nothing.
             recursion_misses: self
+                .plan
                 .programs
                 .iter()
                 .map(|p| self.obj.recursion_misses(p))
                 .sum::<u64>()
                 .saturating_sub(rescued),
             recursion_missed_frees: self
+                .plan
                 .free_programs
                 .iter()
                 .map(|p| self.obj.recursion_misses(p))
@@ -1403,27 +1072,6 @@ fn privilege_hint(e: &io::Error) -> &'static str {
         }
         _ => "",
     }
-}
-
-/// The kernel sizes a hash table's buckets (16 bytes each, a power of two
-/// of them) in 32 bits: more than 2^27 entries is refused with E2BIG.
-const MAX_HASH_ENTRIES: u32 = 1 << 27;
-
-fn check_table_sizes(max_allocs: u32, max_stacks: u32) -> Result<()> {
-    if max_allocs > MAX_HASH_ENTRIES {
-        return Err(Error::Other(format!(
-            "--max-allocs {max_allocs} is too big for the allocation table: the kernel accepts at most {MAX_HASH_ENTRIES}"
-        )));
-    }
-    // The per-stack totals take one entry more (allocations whose stack
-    // was lost).
-    if max_stacks > MAX_HASH_ENTRIES - 1 {
-        return Err(Error::Other(format!(
-            "--stack-storage-size {max_stacks} is too big for the stack table: the kernel accepts at most {}",
-            MAX_HASH_ENTRIES - 1
-        )));
-    }
-    Ok(())
 }
 
 /// A failed load or attach, with a hint when it was refused for want of
