@@ -15,7 +15,7 @@ use crate::plan::{Attach, Features, Plan};
 use crate::pprof;
 use crate::reach;
 use crate::records::{Allocation, Losses, StackTotal};
-use crate::report::aggregate::{self, Aggregator, GrowthTracker};
+use crate::report::aggregate::{self, Aggregator, GrowthTracker, Selection, UnreachableByStack};
 use crate::report::{self, PrintedStack, Shown};
 use crate::symbolize::unwind;
 use crate::symbolize::{KernelSymbolizer, ProcessSymbolizer};
@@ -498,7 +498,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         }
     }
 
-    let mut symbolizer = if traced.is_empty() {
+    let symbolizer = if traced.is_empty() {
         let kernel = KernelSymbolizer::load().map_err(|e| Error::input("/proc/kallsyms", e))?;
         if kernel.addresses_hidden() {
             eprintln!("memleak: kernel addresses are hidden (kernel.kptr_restrict); frames are shown as raw addresses");
@@ -513,20 +513,23 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         )
     };
 
-    let pprof_output = opts
-        .pprof
-        .as_deref()
-        .map(|path| PprofOutput::new(path, &symbolizer, &traced));
-    let mut unwound = Unwound::default();
-    let mut across = Across::default();
-    // --symfs: unstripped copies to name frames from, looked up by build ID.
-    let mut symfs = opts
-        .symfs
-        .as_deref()
-        .map(|dir| offline::Resolver::new(Some(dir), false));
+    let mut reports = Reports {
+        pprof: opts
+            .pprof
+            .as_deref()
+            .map(|path| PprofOutput::new(path, &symbolizer, &traced)),
+        symbolizer,
+        symfs: opts
+            .symfs
+            .as_deref()
+            .map(|dir| offline::Resolver::new(Some(dir), false)),
+        unwound: Unwound::default(),
+        across: Across::default(),
+        show_pids: traced.len() > 1,
+    };
     let interval = Duration::from_secs(opts.interval_s);
     let mut next_report = Instant::now() + interval;
-    let mut reports = 0u64;
+    let mut reports_made = 0u64;
     // How often the targets' memory maps are re-read, so that a report
     // made after a target exited can still be symbolized.
     const MAPS_REFRESH: Duration = Duration::from_millis(500);
@@ -575,7 +578,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             return Err(Error::report_output(e));
         }
         // Stack copies are unwound while the process and its maps are there.
-        unwound.drain(&mut tracer, &mut symbolizer);
+        reports.unwound.drain(&mut tracer, &mut reports.symbolizer);
 
         // A target stopped at exec (-p) waits for its new program's
         // probes; one stopped at dlclose, for its maps to be read while
@@ -584,7 +587,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         tracer.consume_held();
         for t in traced.iter_mut().filter(|t| !t.exited) {
             if tracer.is_held(t.pid) {
-                if let Some(p) = symbolizer.process(t.pid) {
+                if let Some(p) = reports.symbolizer.process(t.pid) {
                     p.refresh();
                     p.prefetch();
                 }
@@ -601,10 +604,8 @@ pub fn run(opts: &Options) -> Result<Outcome> {
                         let events = ChildEvents {
                             opts,
                             tracer: &mut tracer,
-                            symbolizer: &mut symbolizer,
-                            unwound: &mut unwound,
+                            reports: &mut reports,
                             traced: &mut traced,
-                            across: &mut across,
                         };
                         if let Some(status) = events.handle(c)? {
                             stop = Some(Outcome::ChildExited(status));
@@ -624,10 +625,8 @@ pub fn run(opts: &Options) -> Result<Outcome> {
                             let events = ChildEvents {
                                 opts,
                                 tracer: &mut tracer,
-                                symbolizer: &mut symbolizer,
-                                unwound: &mut unwound,
+                                reports: &mut reports,
                                 traced: &mut traced,
-                                across: &mut across,
                             };
                             events.pass_signal(c, sig)?;
                         }
@@ -669,7 +668,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
                         .check(t.pid, opts, &mut tracer, &mut t.objects, false)?;
                 }
             }
-            symbolizer.refresh();
+            reports.symbolizer.refresh();
             let alive: Vec<u32> = traced.iter().filter(|t| !t.exited).map(|t| t.pid).collect();
             tracer.refresh_unwind_rows(&alive)?;
             next_refresh = Instant::now() + MAPS_REFRESH;
@@ -679,7 +678,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
                 t.watch
                     .check(t.pid, opts, &mut tracer, &mut t.objects, false)?;
             }
-            symbolizer.refresh();
+            reports.symbolizer.refresh();
         }
         if let Some(outcome) = stop {
             // The final report first: detaching takes the kernel about
@@ -701,38 +700,18 @@ pub fn run(opts: &Options) -> Result<Outcome> {
                 _ => opts,
             };
             let live = live_targets(&traced, child.as_ref());
-            print_report(
-                report_opts,
-                &mut tracer,
-                &mut symbolizer,
-                &mut symfs,
-                &mut unwound,
-                pprof_output.as_ref(),
-                (&mut across, &live, true),
-                traced.len() > 1,
-                &mut out.lock(),
-            )?;
+            reports.print(report_opts, &mut tracer, &live, true, &mut out.lock())?;
             tracer.detach();
             break outcome;
         }
         if Instant::now() >= next_report {
-            symbolizer.refresh();
+            reports.symbolizer.refresh();
             let live = live_targets(&traced, child.as_ref());
             // The count's last report is the final one.
-            let last = opts.count.is_some_and(|c| reports + 1 >= c);
-            print_report(
-                opts,
-                &mut tracer,
-                &mut symbolizer,
-                &mut symfs,
-                &mut unwound,
-                pprof_output.as_ref(),
-                (&mut across, &live, last),
-                traced.len() > 1,
-                &mut out.lock(),
-            )?;
-            reports += 1;
-            if opts.count.is_some_and(|c| reports >= c) {
+            let last = opts.count.is_some_and(|c| reports_made + 1 >= c);
+            reports.print(opts, &mut tracer, &live, last, &mut out.lock())?;
+            reports_made += 1;
+            if opts.count.is_some_and(|c| reports_made >= c) {
                 tracer.detach();
                 break Outcome::Done;
             }
@@ -872,10 +851,8 @@ impl Watch {
 struct ChildEvents<'a> {
     opts: &'a Options,
     tracer: &'a mut Tracer,
-    symbolizer: &'a mut Symbolizer,
-    unwound: &'a mut Unwound,
+    reports: &'a mut Reports,
     traced: &'a mut [Traced],
-    across: &'a mut Across,
 }
 
 impl ChildEvents<'_> {
@@ -901,7 +878,7 @@ impl ChildEvents<'_> {
                     // memleak's hold at a dlclose, most likely: the
                     // library is still mapped, so its name and symbols are
                     // read now. The hold is released (SIGCONT) as any.
-                    if let Some(p) = self.symbolizer.process(c.pid) {
+                    if let Some(p) = self.reports.symbolizer.process(c.pid) {
                         p.refresh();
                         p.prefetch();
                     }
@@ -916,13 +893,14 @@ impl ChildEvents<'_> {
                 }
                 ChildEvent::Exiting => {
                     // Its last stack copies, while its maps are there.
-                    self.unwound.drain(self.tracer, self.symbolizer);
+                    let reports = &mut *self.reports;
+                    reports.unwound.drain(self.tracer, &mut reports.symbolizer);
                     if self.opts.unreachable {
                         // Its memory is still there: what it leaked at
                         // exit is the final answer.
-                        self.across.scan_at_exit(self.tracer, c.pid)?;
+                        self.reports.across.scan_at_exit(self.tracer, c.pid)?;
                     }
-                    if let Some(p) = self.symbolizer.process(c.pid) {
+                    if let Some(p) = self.reports.symbolizer.process(c.pid) {
                         p.refresh();
                         p.prefetch();
                     }
@@ -951,10 +929,8 @@ impl ChildEvents<'_> {
             let events = ChildEvents {
                 opts: self.opts,
                 tracer: &mut *self.tracer,
-                symbolizer: &mut *self.symbolizer,
-                unwound: &mut *self.unwound,
+                reports: &mut *self.reports,
                 traced: &mut *self.traced,
-                across: &mut *self.across,
             };
             if let Some(status) = events.handle(c)? {
                 break Some(status);
@@ -1206,45 +1182,129 @@ fn log_scan(pid: u32, scan: &reach::Scan) {
     );
 }
 
-#[allow(clippy::too_many_arguments)]
-fn print_report(
-    opts: &Options,
-    tracer: &mut Tracer,
-    symbolizer: &mut Symbolizer,
-    symfs: &mut Option<offline::Resolver>,
-    unwound: &mut Unwound,
-    pprof_output: Option<&PprofOutput>,
-    (across, live, last): (&mut Across, &[(u32, reach::Held)], bool),
+/// What every report of the run draws on besides the tracer: names for
+/// addresses, the stacks unwound in userspace, what reports keep from one
+/// to the next, and where each profile goes.
+struct Reports {
+    symbolizer: Symbolizer,
+    /// --symfs: unstripped copies to name frames from, looked up by build ID.
+    symfs: Option<offline::Resolver>,
+    unwound: Unwound,
+    across: Across,
+    pprof: Option<PprofOutput>,
+    /// Several processes are traced: each stack says whose it is.
     show_pids: bool,
-    out: &mut impl Write,
-) -> Result<()> {
-    let started = Instant::now();
-    unwound.drain(tracer, symbolizer);
-    let mut read = 0;
-    let now = monotonic_ns();
-    let min_age = opts.older_ms.saturating_mul(1_000_000);
-    // The sums BPF keeps per stack (only without an age limit) are the report.
-    let sums = if opts.combined_only || opts.unreachable {
-        None
-    } else {
-        tracer.stack_sums()?
-    };
-    // --unreachable: each stack's unreachable blocks, for the processes
-    // that could be scanned.
-    let mut unreachable: HashMap<(u32, u64), report::Unreachable> = HashMap::new();
-    let mut scanned_pids = std::collections::HashSet::new();
-    let totals = if opts.combined_only {
-        tracer.combined()?
-    } else if let Some(totals) = sums {
-        read = totals.iter().map(|t| t.count as usize).sum();
-        totals
-    } else {
+}
+
+impl Reports {
+    /// Writes one report to `out` (and the profile, with --pprof).
+    /// `live`: the processes that can still be scanned (--unreachable);
+    /// `last`: the run's final report.
+    fn print(
+        &mut self,
+        opts: &Options,
+        tracer: &mut Tracer,
+        live: &[(u32, reach::Held)],
+        last: bool,
+        out: &mut impl Write,
+    ) -> Result<()> {
+        let started = Instant::now();
+        self.unwound.drain(tracer, &mut self.symbolizer);
+        let now = monotonic_ns();
+        let min_age = opts.older_ms.saturating_mul(1_000_000);
+        let mut unreachable = UnreachableByStack::default();
+        let (totals, read) = self.totals(opts, tracer, live, (now, min_age), &mut unreachable)?;
+        let Selection {
+            mut top,
+            every_stack,
+            grew_always,
+            growth,
+            intervals,
+            estimate_weight,
+        } = aggregate::select(
+            totals,
+            opts,
+            &mut self.across.growth,
+            &unreachable,
+            last,
+            self.pprof.is_some(),
+        );
+        // -a: a second pass collects the blocks of the stacks shown only.
+        if opts.show_allocs && !opts.combined_only {
+            self.collect_blocks(tracer, &mut top, Aggregator::new(now, min_age))?;
+        }
+        // The stacks shown, then those of the growth summary.
+        let shown = top.len();
+        top.extend(grew_always.into_iter().flatten());
+        let summary_asked = opts.growth && last;
+        let mut printed: Vec<PrintedStack<'_>> = top
+            .iter()
+            .map(|total| PrintedStack {
+                total,
+                frames: self.frames_of(opts, tracer, total),
+                unreachable: unreachable.of(total),
+                growth: growth.get(&(total.tgid, total.stack_id)).copied(),
+            })
+            .collect();
+        let always_printed = printed.split_off(shown);
+        let losses = tracer.losses();
+        let report = report::Report {
+            time: &report::clock_time(),
+            top: opts.top,
+            stacks: &printed,
+            show_allocs: opts.show_allocs && !opts.combined_only,
+            show_pids: self.show_pids,
+            estimate_weight,
+            losses: &losses,
+            show_growth: opts.growth,
+            summary: summary_asked.then_some(report::GrowthSummary {
+                intervals,
+                stacks: &always_printed,
+            }),
+        };
+        report
+            .write(opts.format, out)
+            .map_err(Error::report_output)?;
+        if let Some(stacks) = every_stack {
+            self.write_profile(opts, &stacks, tracer, &losses);
+        }
+        crate::verbose!(
+            "report of {read} outstanding allocations took {:.1} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        Ok(())
+    }
+
+    /// Every stack's totals, and how many outstanding allocations were
+    /// read: from the per-stack sums BPF keeps (--combined-only, or when
+    /// they hold the whole answer), else grouped here from every
+    /// allocation at least `min_age` old at `now` (both in ns); then the
+    /// live processes are scanned for --unreachable, into `unreachable`.
+    fn totals(
+        &mut self,
+        opts: &Options,
+        tracer: &Tracer,
+        live: &[(u32, reach::Held)],
+        (now, min_age): (u64, u64),
+        unreachable: &mut UnreachableByStack,
+    ) -> Result<(Vec<StackTotal>, usize)> {
+        if opts.combined_only {
+            return Ok((tracer.combined()?, 0));
+        }
+        // The sums BPF keeps per stack (only without an age limit) are the report.
+        if !opts.unreachable {
+            if let Some(totals) = tracer.stack_sums()? {
+                let read = totals.iter().map(|t| t.count as usize).sum();
+                return Ok((totals, read));
+            }
+        }
+        let unwound = &mut self.unwound;
         let mut agg = Aggregator::new(now, min_age);
         let mut live_samples = std::collections::HashSet::new();
         // --unreachable keeps every block (young ones too: they may hold
         // the only pointer to an old one) for the scan.
         let mut kept = Vec::new();
-        read = tracer.for_each_allocation(|a| {
+        let read = tracer.for_each_allocation(|a| {
             if a.stack_id & abi::UNWIND_ID_BIT != 0 {
                 live_samples.insert(a.stack_id);
             }
@@ -1261,207 +1321,139 @@ fn print_report(
             // In address order the lookups of each block's class below
             // touch memory in order (a million random ones took seconds).
             kept.sort_unstable_by_key(|a| (a.tgid, a.addr));
-            let scans = across.scans(live, &kept);
-            scanned_pids.extend(scans.keys().copied());
+            let scans = self.across.scans(live, &kept);
+            for &pid in scans.keys() {
+                unreachable.scanned(pid);
+            }
             for a in kept.iter().filter(|a| agg.is_old_enough(a)) {
                 let class = scans.get(&a.tgid).and_then(|s| s.class_of(a.addr));
-                let u = unreachable.entry((a.tgid, a.stack_id)).or_default();
-                match class {
-                    Some(reach::Class::Direct) => {
-                        u.direct_bytes += a.size;
-                        u.direct_count += 1;
-                    }
-                    Some(reach::Class::Indirect) => {
-                        u.indirect_bytes += a.size;
-                        u.indirect_count += 1;
-                    }
-                    _ => {}
-                }
+                unreachable.add(a, class);
             }
         }
         // Samples whose blocks were freed are done with.
         if !unwound.by_sample.is_empty() {
             unwound.by_sample.retain(|id, _| live_samples.contains(id));
         }
-        agg.finish()
-    };
-    // The profile holds every stack: pprof tools make their own top N.
-    let mut every_stack = pprof_output
-        .is_some()
-        .then(|| aggregate::top(totals.clone(), &opts.sort, usize::MAX));
-    let growth = across.growth.update(&totals);
-    let unreachable_of = |s: &StackTotal| {
-        scanned_pids.contains(&s.tgid).then(|| {
-            unreachable
-                .get(&(s.tgid, s.stack_id))
-                .copied()
-                .unwrap_or_default()
-        })
-    };
-    let mut totals = totals;
-    if opts.unreachable_only {
-        totals.retain(|s| unreachable_of(s).is_some_and(|u| u.count() > 0));
+        Ok((agg.finish(), read))
     }
-    if let Some(n) = opts.grew {
-        totals.retain(|s| {
-            growth
-                .get(&(s.tgid, s.stack_id))
-                .is_some_and(|g| g.grew_reports >= n)
-        });
-    }
-    // The final report names the stacks that grew in every interval.
-    let intervals = across.growth.reports();
-    let mut grew_always = (opts.growth && last).then(|| {
-        let always: Vec<StackTotal> = totals
-            .iter()
-            .filter(|s| {
-                growth
-                    .get(&(s.tgid, s.stack_id))
-                    .is_some_and(|g| g.grew_reports == intervals)
-            })
-            .cloned()
-            .collect();
-        aggregate::top(always, &opts.sort, usize::MAX)
-    });
-    let mut top = aggregate::top(totals, &opts.sort, opts.top);
-    // --estimate: every output reads estimated totals.
-    let estimate_weight = opts.estimate.then_some(opts.sample_rate);
-    if let Some(weight) = estimate_weight {
-        aggregate::scale(&mut top, weight);
-        for stacks in [&mut every_stack, &mut grew_always].into_iter().flatten() {
-            aggregate::scale(stacks, weight);
-        }
-    }
-    // -a: a second pass collects the blocks of the stacks shown only.
-    if opts.show_allocs && !opts.combined_only {
-        let shown: std::collections::HashMap<(u32, u64), usize> = top
+
+    /// -a: the blocks of each stack in `top` old enough for `agg`, in
+    /// order of size.
+    fn collect_blocks(
+        &self,
+        tracer: &Tracer,
+        top: &mut [StackTotal],
+        agg: Aggregator,
+    ) -> Result<()> {
+        let shown: HashMap<(u32, u64), usize> = top
             .iter()
             .enumerate()
             .map(|(i, s)| ((s.tgid, s.stack_id), i))
             .collect();
-        let agg = Aggregator::new(now, min_age);
         tracer.for_each_allocation(|a| {
-            if let Some(&i) = shown.get(&(a.tgid, unwound.resolve(a.stack_id))) {
+            if let Some(&i) = shown.get(&(a.tgid, self.unwound.resolve(a.stack_id))) {
                 if agg.is_old_enough(a) {
                     top[i].allocs.push((a.addr, a.size));
                 }
             }
         })?;
-        for s in &mut top {
+        for s in top {
             s.allocs.sort_unstable_by_key(|&(addr, size)| (size, addr));
         }
+        Ok(())
     }
-    // The stacks shown, then those of the growth summary.
-    let shown = top.len();
-    top.extend(grew_always.into_iter().flatten());
-    let summary_asked = opts.growth && last;
-    let mut printed: Vec<PrintedStack<'_>> = top
-        .iter()
-        .map(|total| {
-            let stack = unwound
-                .stacks
-                .get(&total.stack_id)
-                .cloned()
-                .or_else(|| tracer.stack(total.stack_id));
-            let frames = match stack {
-                Some(ips) => ips[symbolizer.tracing_frames(&ips)..]
-                    .iter()
-                    .flat_map(|&ip| symbolizer.frames(total.tgid, ip, opts.raw, symfs.as_mut()))
-                    .collect(),
-                None if total.stack_id == abi::LOST_STACK => vec![Shown::Missing("[stack lost]")],
-                None => vec![Shown::Missing("[stack unavailable]")],
-            };
-            PrintedStack {
-                total,
-                frames,
-                unreachable: unreachable_of(total),
-                growth: growth.get(&(total.tgid, total.stack_id)).copied(),
-            }
-        })
-        .collect();
-    let always_printed = printed.split_off(shown);
-    let losses = tracer.losses();
-    let report = report::Report {
-        time: &report::clock_time(),
-        top: opts.top,
-        stacks: &printed,
-        show_allocs: opts.show_allocs && !opts.combined_only,
-        show_pids,
-        estimate_weight,
-        losses: &losses,
-        show_growth: opts.growth,
-        summary: summary_asked.then_some(report::GrowthSummary {
-            intervals,
-            stacks: &always_printed,
-        }),
-    };
-    report
-        .write(opts.format, out)
-        .map_err(Error::report_output)?;
-    if let (Some(output), Some(stacks)) = (pprof_output, every_stack) {
-        let profile = profile_of(
-            opts, &stacks, tracer, symbolizer, symfs, unwound, output, &losses,
-        );
-        // A full disk or a directory gone for a while should not end a
-        // long trace: said, and tried again at the next report.
+
+    /// The return addresses of `total`'s stack: unwound here, or as BPF
+    /// recorded them.
+    fn stack_of(&self, tracer: &Tracer, total: &StackTotal) -> Option<Vec<u64>> {
+        self.unwound
+            .stacks
+            .get(&total.stack_id)
+            .cloned()
+            .or_else(|| tracer.stack(total.stack_id))
+    }
+
+    /// The frames the report shows for `total`'s stack.
+    fn frames_of(&mut self, opts: &Options, tracer: &Tracer, total: &StackTotal) -> Vec<Shown> {
+        match self.stack_of(tracer, total) {
+            Some(ips) => ips[self.symbolizer.tracing_frames(&ips)..]
+                .iter()
+                .flat_map(|&ip| {
+                    self.symbolizer
+                        .frames(total.tgid, ip, opts.raw, self.symfs.as_mut())
+                })
+                .collect(),
+            None if total.stack_id == abi::LOST_STACK => vec![Shown::Missing("[stack lost]")],
+            None => vec![Shown::Missing("[stack unavailable]")],
+        }
+    }
+
+    /// --pprof: replaces the profile with `stacks`. A full disk or a
+    /// directory gone for a while should not end a long trace: said, and
+    /// tried again at the next report.
+    fn write_profile(
+        &mut self,
+        opts: &Options,
+        stacks: &[StackTotal],
+        tracer: &Tracer,
+        losses: &Losses,
+    ) {
+        let Some(profile) = self.profile_of(opts, stacks, tracer, losses) else {
+            return;
+        };
+        let Some(output) = &self.pprof else { return };
         if let Err(e) = pprof::write_atomically(&output.path, &profile.to_file_bytes()) {
             eprintln!("memleak: {e}");
         }
     }
-    crate::verbose!(
-        "report of {read} outstanding allocations took {:.1} ms",
-        started.elapsed().as_secs_f64() * 1e3
-    );
-    Ok(())
-}
 
-/// Every stack as a pprof profile: a sample each, a location per return
-/// address with its mapping and named frames (none with --raw).
-#[allow(clippy::too_many_arguments)]
-fn profile_of(
-    opts: &Options,
-    stacks: &[StackTotal],
-    tracer: &Tracer,
-    symbolizer: &mut Symbolizer,
-    symfs: &mut Option<offline::Resolver>,
-    unwound: &Unwound,
-    output: &PprofOutput,
-    losses: &Losses,
-) -> pprof::Profile {
-    let mut builder = pprof::Builder::new();
-    for total in stacks {
-        let stack = unwound
-            .stacks
-            .get(&total.stack_id)
-            .cloned()
-            .or_else(|| tracer.stack(total.stack_id));
-        let locations = match stack {
-            Some(ips) => ips
-                .iter()
-                .map(|&ip| {
-                    builder.location(total.tgid, ip, || {
-                        (
-                            symbolizer.mapped_file(total.tgid, ip, output.kernel.as_ref()),
-                            symbolizer.frames(total.tgid, ip, opts.raw, symfs.as_mut()),
-                        )
+    /// Every stack as a pprof profile: a sample each, a location per return
+    /// address with its mapping and named frames (none with --raw). None
+    /// without --pprof.
+    fn profile_of(
+        &mut self,
+        opts: &Options,
+        stacks: &[StackTotal],
+        tracer: &Tracer,
+        losses: &Losses,
+    ) -> Option<pprof::Profile> {
+        let output = self.pprof.as_ref()?;
+        let mut builder = pprof::Builder::new();
+        for total in stacks {
+            let locations = match self.stack_of(tracer, total) {
+                Some(ips) => ips
+                    .iter()
+                    .map(|&ip| {
+                        builder.location(total.tgid, ip, || {
+                            (
+                                self.symbolizer
+                                    .mapped_file(total.tgid, ip, output.kernel.as_ref()),
+                                self.symbolizer.frames(
+                                    total.tgid,
+                                    ip,
+                                    opts.raw,
+                                    self.symfs.as_mut(),
+                                ),
+                            )
+                        })
                     })
-                })
-                .collect(),
-            None if total.stack_id == abi::LOST_STACK => vec![builder.missing("[stack lost]")],
-            None => vec![builder.missing("[stack unavailable]")],
-        };
-        let pid = (total.tgid != 0).then_some(total.tgid);
-        builder.sample(locations, total.count, total.bytes, pid);
+                    .collect(),
+                None if total.stack_id == abi::LOST_STACK => vec![builder.missing("[stack lost]")],
+                None => vec![builder.missing("[stack unavailable]")],
+            };
+            let pid = (total.tgid != 0).then_some(total.tgid);
+            builder.sample(locations, total.count, total.bytes, pid);
+        }
+        let mut comments = output.comments.clone();
+        comments.push(losses.line().unwrap_or_else(|| "lost: nothing".into()));
+        let time_nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        Some(builder.finish(&pprof::Meta {
+            time_nanos,
+            duration_nanos: output.since.elapsed().as_nanos() as i64,
+            period: opts.sample_rate,
+            comments: &comments,
+        }))
     }
-    let mut comments = output.comments.clone();
-    comments.push(losses.line().unwrap_or_else(|| "lost: nothing".into()));
-    let time_nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    builder.finish(&pprof::Meta {
-        time_nanos,
-        duration_nanos: output.since.elapsed().as_nanos() as i64,
-        period: opts.sample_rate,
-        comments: &comments,
-    })
 }

@@ -1,9 +1,11 @@
 //! Aggregation: outstanding allocations grouped by stack, the top N, and
 //! each stack's growth from report to report.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crate::cli::SortKey;
+use super::Unreachable;
+use crate::cli::{Options, SortKey};
+use crate::reach;
 use crate::records::{Allocation, StackTotal};
 
 /// Groups allocations by stack in one pass as they are read, skipping those
@@ -125,6 +127,126 @@ impl GrowthTracker {
     }
 }
 
+/// --unreachable: each stack's unreachable blocks, for the processes that
+/// could be scanned.
+#[derive(Debug, Default)]
+pub struct UnreachableByStack {
+    stacks: HashMap<(u32, u64), Unreachable>,
+    scanned: HashSet<u32>,
+}
+
+impl UnreachableByStack {
+    /// Process `pid` was scanned: its stacks say what is unreachable, if
+    /// only that nothing is.
+    pub fn scanned(&mut self, pid: u32) {
+        self.scanned.insert(pid);
+    }
+
+    /// Counts block `a`, of the scan's class `class`.
+    pub fn add(&mut self, a: &Allocation, class: Option<reach::Class>) {
+        let u = self.stacks.entry((a.tgid, a.stack_id)).or_default();
+        match class {
+            Some(reach::Class::Direct) => {
+                u.direct_bytes += a.size;
+                u.direct_count += 1;
+            }
+            Some(reach::Class::Indirect) => {
+                u.indirect_bytes += a.size;
+                u.indirect_count += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// What of stack `s` its process can no longer reach; None when the
+    /// process was not scanned.
+    pub fn of(&self, s: &StackTotal) -> Option<Unreachable> {
+        self.scanned.contains(&s.tgid).then(|| {
+            self.stacks
+                .get(&(s.tgid, s.stack_id))
+                .copied()
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// The stacks one report shows, chosen from every stack's totals.
+#[derive(Debug)]
+pub struct Selection {
+    /// The -T largest (by -z), in printing order, largest last.
+    pub top: Vec<StackTotal>,
+    /// --pprof: every stack (pprof tools make their own top N).
+    pub every_stack: Option<Vec<StackTotal>>,
+    /// The final report's summary (--growth): the stacks that grew in every
+    /// interval.
+    pub grew_always: Option<Vec<StackTotal>>,
+    /// Each stack's change since the last report.
+    pub growth: HashMap<(u32, u64), Growth>,
+    /// Reports so far, this one included.
+    pub intervals: u64,
+    /// --estimate: the weight every total above was multiplied by.
+    pub estimate_weight: Option<u64>,
+}
+
+/// Chooses what a report shows from `totals` (every stack): records each
+/// stack's growth in `growth`; keeps the stacks --unreachable-only and
+/// --grew ask for; the top N; in the `last` report the stacks that grew in
+/// every interval (--growth); with `every_stack`, all of them too; and
+/// scales every total for --estimate.
+pub fn select(
+    totals: Vec<StackTotal>,
+    opts: &Options,
+    growth: &mut GrowthTracker,
+    unreachable: &UnreachableByStack,
+    last: bool,
+    every_stack: bool,
+) -> Selection {
+    let mut every_stack = every_stack.then(|| top(totals.clone(), &opts.sort, usize::MAX));
+    let changes = growth.update(&totals);
+    let mut totals = totals;
+    if opts.unreachable_only {
+        totals.retain(|s| unreachable.of(s).is_some_and(|u| u.count() > 0));
+    }
+    if let Some(n) = opts.grew {
+        totals.retain(|s| {
+            changes
+                .get(&(s.tgid, s.stack_id))
+                .is_some_and(|g| g.grew_reports >= n)
+        });
+    }
+    // The final report names the stacks that grew in every interval.
+    let intervals = growth.reports();
+    let mut grew_always = (opts.growth && last).then(|| {
+        let always: Vec<StackTotal> = totals
+            .iter()
+            .filter(|s| {
+                changes
+                    .get(&(s.tgid, s.stack_id))
+                    .is_some_and(|g| g.grew_reports == intervals)
+            })
+            .cloned()
+            .collect();
+        top(always, &opts.sort, usize::MAX)
+    });
+    let mut shown = top(totals, &opts.sort, opts.top);
+    // --estimate: every output reads estimated totals.
+    let estimate_weight = opts.estimate.then_some(opts.sample_rate);
+    if let Some(weight) = estimate_weight {
+        scale(&mut shown, weight);
+        for stacks in [&mut every_stack, &mut grew_always].into_iter().flatten() {
+            scale(stacks, weight);
+        }
+    }
+    Selection {
+        top: shown,
+        every_stack,
+        grew_always,
+        growth: changes,
+        intervals,
+        estimate_weight,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +309,83 @@ mod tests {
             .map(|s| s.stack_id)
             .collect();
         assert_eq!(by_count, vec![2, 1, 3], "empty stacks are dropped");
+    }
+
+    #[test]
+    fn select_filters_by_growth_and_scales_estimates() {
+        let t = |id, bytes| StackTotal {
+            stack_id: id,
+            tgid: 7,
+            bytes,
+            count: 1,
+            ..Default::default()
+        };
+        let opts = Options {
+            top: 1,
+            grew: Some(2),
+            growth: true,
+            estimate: true,
+            sample_rate: 10,
+            ..Options::default()
+        };
+        let mut growth = GrowthTracker::default();
+        let none = UnreachableByStack::default();
+        let first = select(
+            vec![t(1, 10), t(2, 50)],
+            &opts,
+            &mut growth,
+            &none,
+            false,
+            true,
+        );
+        assert!(first.top.is_empty(), "nothing grew in two reports yet");
+        assert_eq!(first.every_stack.map(|s| s.len()), Some(2));
+        assert!(first.grew_always.is_none(), "only the last report");
+        // Stack 1 grows again, stack 2 does not.
+        let last = select(
+            vec![t(1, 20), t(2, 50)],
+            &opts,
+            &mut growth,
+            &none,
+            true,
+            false,
+        );
+        assert_eq!(last.intervals, 2);
+        assert_eq!(last.estimate_weight, Some(10));
+        assert_eq!(
+            last.top
+                .iter()
+                .map(|s| (s.stack_id, s.bytes))
+                .collect::<Vec<_>>(),
+            [(1, 200)]
+        );
+        let always: Vec<u64> = last
+            .grew_always
+            .unwrap()
+            .iter()
+            .map(|s| s.stack_id)
+            .collect();
+        assert_eq!(always, [1]);
+        assert_eq!(last.growth[&(7, 2)].delta_bytes, 0);
+        assert!(last.every_stack.is_none());
+    }
+
+    #[test]
+    fn unreachable_only_for_scanned_processes() {
+        let mut u = UnreachableByStack::default();
+        let a = alloc(0x10, 16, 0, 1);
+        u.scanned(7);
+        u.add(&a, Some(reach::Class::Direct));
+        u.add(&alloc(0x20, 8, 0, 1), Some(reach::Class::Reachable));
+        let total = |tgid| StackTotal {
+            stack_id: 1,
+            tgid,
+            ..Default::default()
+        };
+        assert_eq!(
+            u.of(&total(7)).map(|u| (u.bytes(), u.count())),
+            Some((16, 1))
+        );
+        assert_eq!(u.of(&total(8)), None, "not scanned");
     }
 }
