@@ -286,27 +286,67 @@ fn format_event(e: &abi::Event) -> String {
 }
 
 pub fn run(opts: &Options) -> Result<Outcome> {
-    // -O NAME: a file of that name in the current directory is meant
-    // first, as the user can see it there; other names are matched
-    // against what the target loads.
-    let resolved;
-    let opts = match opts.obj.as_deref() {
-        Some(obj) if !obj.contains('/') && std::path::Path::new(obj).is_file() => {
-            resolved = Options {
-                obj: Some(format!("./{obj}")),
-                ..opts.clone()
-            };
-            &resolved
-        }
-        _ => opts,
+    let resolved = resolve_obj(opts);
+    let opts = resolved.as_ref().unwrap_or(opts);
+    check_paths(opts)?;
+    check_privileges()?;
+    let signals = block_signals()?;
+    let (traced, mut child) = find_targets(opts)?;
+    // Setup can take seconds (tables of 100 million entries): a signal
+    // ends it at once.
+    let setup = crate::setup_signals::SetupSignals::watch(child.as_ref().map(|c| c.pid))?;
+    let (on_event, trace_error) = trace_printer(opts);
+    let mut tracer = start_tracer(opts, &traced, &mut child, on_event)?;
+    announce(opts, &mut tracer, &traced, setup)?;
+    if let Some(c) = &mut child {
+        release_command(opts, c, &mut tracer)?;
+    }
+    let reports = Reports::new(opts, &traced)?;
+    let mut session = Session {
+        opts,
+        signals,
+        tracer,
+        reports,
+        traced,
+        child,
+        trace_error,
+        interval: Duration::from_secs(opts.interval_s),
+        next_report: Instant::now() + Duration::from_secs(opts.interval_s),
+        // The first look comes soon: a command has only just been executed,
+        // and its loader maps the libraries after exec returns to us.
+        next_refresh: Instant::now() + Duration::from_millis(20),
+        reports_made: 0,
     };
+    let outcome = session.run()?;
+    if let Some(c) = &mut session.child {
+        settle_child(c, &mut session.tracer);
+        c.abandon();
+    }
+    Ok(outcome)
+}
+
+/// -O NAME: a file of that name in the current directory is meant first,
+/// as the user can see it there; other names are matched against what the
+/// target loads. None: the options stand as given.
+fn resolve_obj(opts: &Options) -> Option<Options> {
+    match opts.obj.as_deref() {
+        Some(obj) if !obj.contains('/') && std::path::Path::new(obj).is_file() => Some(Options {
+            obj: Some(format!("./{obj}")),
+            ..opts.clone()
+        }),
+        _ => None,
+    }
+}
+
+/// The directories --symfs and --pprof name exist: said now, not after
+/// the first interval.
+fn check_paths(opts: &Options) -> Result<()> {
     if let Some(dir) = &opts.symfs {
         if !std::path::Path::new(dir).is_dir() {
             return Err(Error::Other(format!("--symfs {dir}: not a directory")));
         }
     }
     if let Some(file) = &opts.pprof {
-        // Said now, not after the first interval.
         let path = std::path::Path::new(file);
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
@@ -324,93 +364,97 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             )));
         }
     }
-    check_privileges()?;
-    let signals = block_signals()?;
-    let out = io::stdout();
+    Ok(())
+}
 
-    // The targets: existing processes, a command held before exec, or the
-    // kernel.
-    let mut child = None;
-    let mut traced: Vec<Traced> = Vec::new();
+/// The targets: existing processes, a command held before exec (with its
+/// `Child`), or the kernel (none).
+fn find_targets(opts: &Options) -> Result<(Vec<Traced>, Option<Child>)> {
     match &opts.target {
-        Target::Pids(pids) => {
-            let mut seen = Vec::new();
-            for &given in pids {
-                target::check_pid(given)?;
-                let pid = target::process_of(given);
-                if pid != given {
-                    eprintln!("memleak: {given} is a thread of process {pid}; tracing the process");
-                }
-                if seen.contains(&pid) {
-                    continue;
-                }
-                seen.push(pid);
-                if opts.unreachable {
-                    // A debugger holds it: it cannot be stopped for scans.
-                    reach::check_not_traced(pid)?;
-                }
-                let allocator = allocator::for_process(pid, opts.obj.as_deref())?;
-                let objects = traced_objects(
-                    allocator,
-                    || allocator::for_process(pid, Some("c")),
-                    Some(exe_paths(pid)),
-                );
-                traced.push(Traced {
-                    pid,
-                    objects,
-                    dlclose: dlclose_site(pid, allocator::for_process(pid, Some("c"))),
-                    pidfd: target::pidfd_open(pid),
-                    watch: Watch::default(),
-                    exited: false,
-                });
-            }
-        }
+        Target::Pids(pids) => Ok((traced_processes(opts, pids)?, None)),
         Target::Command(argv) => {
-            let program = argv.first().ok_or_else(|| Error::target("empty command"))?;
-            let path = target::resolve_command(program)?;
-            // A script runs its #! interpreter: that program is probed
-            // first, and whatever the script executes is held and probed
-            // in turn.
-            let image = target::interpreter_of(&path)?;
-            let allocator = allocator::for_executable(&image, opts.obj.as_deref())?;
-            let started = Child::spawn_held(&path, argv)?;
-            let pid = started.pid;
-            let objects = traced_objects(
-                allocator,
-                || allocator::for_executable(&image, Some("c")),
-                Some((image.clone(), image.clone())),
-            );
-            // -c's own exec of the command is expected; any later one is news.
-            let watch = Watch {
-                execs_seen: 1,
-                ..Watch::default()
-            };
-            traced.push(Traced {
-                pid,
-                objects,
-                dlclose: dlclose_site(pid, allocator::for_executable(&image, Some("c"))),
-                pidfd: None,
-                watch,
-                exited: false,
-            });
-            child = Some(started);
+            let (traced, child) = held_command(opts, argv)?;
+            Ok((vec![traced], Some(child)))
         }
-        Target::Kernel => {}
+        Target::Kernel => Ok((Vec::new(), None)),
     }
-    // Setup can take seconds (tables of 100 million entries): a signal
-    // ends it at once.
-    let setup = crate::setup_signals::SetupSignals::watch(child.as_ref().map(|c| c.pid))?;
-    let kernel_events = match traced.is_empty() {
-        false => None,
-        true => {
-            let tracefs = tracepoints::tracefs(|note| crate::verbose!("{note}"))?;
-            // MEMLEAK_NO_BTF=1 takes the path of kernels without BTF.
-            let force_format = std::env::var_os("MEMLEAK_NO_BTF").is_some();
-            Some(tracepoints::discover(&tracefs, opts.percpu, force_format)?)
-        }
-    };
+}
 
-    let output_error: std::rc::Rc<std::cell::RefCell<Option<io::Error>>> = Default::default();
+/// -p: each process once, whichever of its threads was named.
+fn traced_processes(opts: &Options, pids: &[u32]) -> Result<Vec<Traced>> {
+    let mut traced: Vec<Traced> = Vec::new();
+    let mut seen = Vec::new();
+    for &given in pids {
+        target::check_pid(given)?;
+        let pid = target::process_of(given);
+        if pid != given {
+            eprintln!("memleak: {given} is a thread of process {pid}; tracing the process");
+        }
+        if seen.contains(&pid) {
+            continue;
+        }
+        seen.push(pid);
+        if opts.unreachable {
+            // A debugger holds it: it cannot be stopped for scans.
+            reach::check_not_traced(pid)?;
+        }
+        let allocator = allocator::for_process(pid, opts.obj.as_deref())?;
+        let objects = traced_objects(
+            allocator,
+            || allocator::for_process(pid, Some("c")),
+            Some(exe_paths(pid)),
+        );
+        traced.push(Traced {
+            pid,
+            objects,
+            dlclose: dlclose_site(pid, allocator::for_process(pid, Some("c"))),
+            pidfd: target::pidfd_open(pid),
+            watch: Watch::default(),
+            exited: false,
+        });
+    }
+    Ok(traced)
+}
+
+/// -c: the command, started and held before its exec.
+fn held_command(opts: &Options, argv: &[String]) -> Result<(Traced, Child)> {
+    let program = argv.first().ok_or_else(|| Error::target("empty command"))?;
+    let path = target::resolve_command(program)?;
+    // A script runs its #! interpreter: that program is probed
+    // first, and whatever the script executes is held and probed
+    // in turn.
+    let image = target::interpreter_of(&path)?;
+    let allocator = allocator::for_executable(&image, opts.obj.as_deref())?;
+    let started = Child::spawn_held(&path, argv)?;
+    let pid = started.pid;
+    let objects = traced_objects(
+        allocator,
+        || allocator::for_executable(&image, Some("c")),
+        Some((image.clone(), image.clone())),
+    );
+    // -c's own exec of the command is expected; any later one is news.
+    let watch = Watch {
+        execs_seen: 1,
+        ..Watch::default()
+    };
+    let traced = Traced {
+        pid,
+        objects,
+        dlclose: dlclose_site(pid, allocator::for_executable(&image, Some("c"))),
+        pidfd: None,
+        watch,
+        exited: false,
+    };
+    Ok((traced, started))
+}
+
+/// -t: the first error writing a trace line, kept for the loop to end the
+/// run with.
+type TraceError = std::rc::Rc<std::cell::RefCell<Option<io::Error>>>;
+
+/// -t: what prints each traced call on stdout.
+fn trace_printer(opts: &Options) -> (Option<EventCallback>, TraceError) {
+    let output_error = TraceError::default();
     let on_event: Option<EventCallback> = if opts.trace {
         let output_error = output_error.clone();
         Some(Box::new(move |e: &abi::Event| {
@@ -422,7 +466,29 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     } else {
         None
     };
+    (on_event, output_error)
+}
 
+/// Kernel mode's events, as this kernel has them.
+fn kernel_events(opts: &Options) -> Result<tracepoints::KernelEvents> {
+    let tracefs = tracepoints::tracefs(|note| crate::verbose!("{note}"))?;
+    // MEMLEAK_NO_BTF=1 takes the path of kernels without BTF.
+    let force_format = std::env::var_os("MEMLEAK_NO_BTF").is_some();
+    tracepoints::discover(&tracefs, opts.percpu, force_format)
+}
+
+/// Plans the run and starts the tracer on `traced` (none: the kernel). A
+/// command whose probes cannot be attached never runs.
+fn start_tracer(
+    opts: &Options,
+    traced: &[Traced],
+    child: &mut Option<Child>,
+    on_event: Option<EventCallback>,
+) -> Result<Tracer> {
+    let kernel_events = match traced.is_empty() {
+        false => None,
+        true => Some(kernel_events(opts)?),
+    };
     let targets: Vec<(u32, Vec<allocator::Allocator>)> =
         traced.iter().map(|t| (t.pid, t.objects.clone())).collect();
     let attach = match &kernel_events {
@@ -435,15 +501,25 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let features = Features::probe(opts);
     let started =
         Plan::new(opts, &features, &attach).and_then(|plan| Tracer::start(plan, attach, on_event));
-    let mut tracer = match started {
-        Ok(t) => t,
+    match started {
+        Ok(t) => Ok(t),
         Err(e) => {
-            if let Some(c) = &mut child {
+            if let Some(c) = child {
                 c.abandon();
             }
-            return Err(e);
+            Err(e)
         }
-    };
+    }
+}
+
+/// Setup is done: says how reports are made (-v), holds each target at
+/// dlclose, ends setup, and prints the line that says tracing began.
+fn announce(
+    opts: &Options,
+    tracer: &mut Tracer,
+    traced: &[Traced],
+    setup: crate::setup_signals::SetupSignals,
+) -> Result<()> {
     if !opts.combined_only {
         crate::verbose!(
             "reports {}",
@@ -454,13 +530,13 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             }
         );
     }
-    for t in &traced {
-        hold_at_dlclose(&mut tracer, t.pid, t.dlclose.as_ref());
+    for t in traced {
+        hold_at_dlclose(tracer, t.pid, t.dlclose.as_ref());
     }
     // Setup is over before the line that says so: a signal sent once it
     // is seen gets the final report.
     setup.finish();
-    let attaching = match traced.as_slice() {
+    let attaching = match traced {
         [] => "Attaching to kernel allocators, Ctrl+C to quit.".to_string(),
         [one] => format!("Attaching to pid {}, Ctrl+C to quit.", one.pid),
         many => {
@@ -470,76 +546,113 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     };
     // Folded stacks and JSON keep stdout for the data.
     match opts.format {
-        Format::Classic => writeln!(out.lock(), "{attaching}").map_err(Error::report_output)?,
+        Format::Classic => {
+            writeln!(io::stdout().lock(), "{attaching}").map_err(Error::report_output)?
+        }
         Format::Folded | Format::Json => eprintln!("memleak: {attaching}"),
     }
-    if let Some(c) = &mut child {
-        let entry_stop = match &opts.target {
-            Target::Command(argv) => argv
-                .first()
-                .and_then(|p| target::resolve_command(p).ok())
-                .is_some_and(|path| tracer.attach_entry_stop(c.pid, &path)),
-            _ => false,
-        };
-        if let Err(e) = c.release(&opts_command_name(opts)) {
-            c.poll();
-            return Err(e);
+    Ok(())
+}
+
+/// -c: lets the command run, now that its probes are attached.
+fn release_command(opts: &Options, c: &mut Child, tracer: &mut Tracer) -> Result<()> {
+    let entry_stop = match &opts.target {
+        Target::Command(argv) => argv
+            .first()
+            .and_then(|p| target::resolve_command(p).ok())
+            .is_some_and(|path| tracer.attach_entry_stop(c.pid, &path)),
+        _ => false,
+    };
+    if let Err(e) = c.release(&opts_command_name(opts)) {
+        c.poll();
+        return Err(e);
+    }
+    // --unwind cfi: the libraries its loader mapped get their rows
+    // before main runs.
+    if entry_stop {
+        let stopped = c.wait_for_stop(Duration::from_secs(10));
+        let loaded = tracer.refresh_unwind_rows(&[c.pid]);
+        if stopped {
+            c.continue_from_stop();
         }
-        // --unwind cfi: the libraries its loader mapped get their rows
-        // before main runs.
-        if entry_stop {
-            let stopped = c.wait_for_stop(Duration::from_secs(10));
-            let loaded = tracer.refresh_unwind_rows(&[c.pid]);
-            if stopped {
-                c.continue_from_stop();
+        tracer.drop_entry_stop();
+        loaded?;
+    }
+    Ok(())
+}
+
+/// How often the targets' memory maps are re-read, so that a report made
+/// after a target exited can still be symbolized.
+const MAPS_REFRESH: Duration = Duration::from_millis(500);
+
+/// A run once tracing began: the loop that reports every interval until
+/// the count is reached, a signal arrives, or the targets exit.
+struct Session<'a> {
+    opts: &'a Options,
+    signals: OwnedFd,
+    /// Dropped (detached) before `child` is let go.
+    tracer: Tracer,
+    reports: Reports,
+    traced: Vec<Traced>,
+    child: Option<Child>,
+    trace_error: TraceError,
+    interval: Duration,
+    next_report: Instant,
+    next_refresh: Instant,
+    reports_made: u64,
+}
+
+impl Session<'_> {
+    fn run(&mut self) -> Result<Outcome> {
+        loop {
+            let pidfds = self.wait();
+            self.tracer.consume_events();
+            if let Some(e) = self.trace_error.borrow_mut().take() {
+                return Err(Error::report_output(e));
             }
-            tracer.drop_entry_stop();
-            loaded?;
+            // Stack copies are unwound while the process and its maps are there.
+            self.reports
+                .unwound
+                .drain(&mut self.tracer, &mut self.reports.symbolizer);
+            self.serve_holds()?;
+            let stop = self.handle_signals()?;
+            let refresh_due = Instant::now() >= self.next_refresh;
+            let all_gone = self.note_exits(&pidfds, refresh_due);
+            let stop = stop.or(all_gone);
+            if refresh_due {
+                if stop.is_none() {
+                    self.check_targets()?;
+                }
+                self.reports.symbolizer.refresh();
+                let alive: Vec<u32> = self
+                    .traced
+                    .iter()
+                    .filter(|t| !t.exited)
+                    .map(|t| t.pid)
+                    .collect();
+                self.tracer.refresh_unwind_rows(&alive)?;
+                self.next_refresh = Instant::now() + MAPS_REFRESH;
+            }
+            if let Some(Outcome::Done) = &stop {
+                self.check_targets()?;
+                self.reports.symbolizer.refresh();
+            }
+            if let Some(outcome) = stop {
+                self.final_report(&outcome)?;
+                return Ok(outcome);
+            }
+            if Instant::now() >= self.next_report && self.interval_report()? {
+                return Ok(Outcome::Done);
+            }
         }
     }
 
-    let symbolizer = if traced.is_empty() {
-        let kernel = KernelSymbolizer::load().map_err(|e| Error::input("/proc/kallsyms", e))?;
-        if kernel.addresses_hidden() {
-            eprintln!("memleak: kernel addresses are hidden (kernel.kptr_restrict); frames are shown as raw addresses");
-        }
-        Symbolizer::Kernel(kernel)
-    } else {
-        Symbolizer::Processes(
-            traced
-                .iter()
-                .map(|t| (t.pid, ProcessSymbolizer::new(t.pid)))
-                .collect(),
-        )
-    };
-
-    let mut reports = Reports {
-        pprof: opts
-            .pprof
-            .as_deref()
-            .map(|path| PprofOutput::new(path, &symbolizer, &traced)),
-        symbolizer,
-        symfs: opts
-            .symfs
-            .as_deref()
-            .map(|dir| offline::Resolver::new(Some(dir), false)),
-        unwound: Unwound::default(),
-        across: Across::default(),
-        show_pids: traced.len() > 1,
-    };
-    let interval = Duration::from_secs(opts.interval_s);
-    let mut next_report = Instant::now() + interval;
-    let mut reports_made = 0u64;
-    // How often the targets' memory maps are re-read, so that a report
-    // made after a target exited can still be symbolized.
-    const MAPS_REFRESH: Duration = Duration::from_millis(500);
-    // The first look comes soon: a command has only just been executed,
-    // and its loader maps the libraries after exec returns to us.
-    let mut next_refresh = Instant::now() + Duration::from_millis(20);
-
-    let outcome = loop {
+    /// Waits for a signal, a ring buffer, a process's exit, or the next
+    /// report or look at the maps; returns the pidfds of the processes not
+    /// known to have exited, with what poll said of them.
+    fn wait(&self) -> Vec<libc::pollfd> {
         let now = Instant::now();
-        let wake = next_report.min(next_refresh);
+        let wake = self.next_report.min(self.next_refresh);
         // Rounded up: a zero timeout before the deadline would spin.
         let timeout_ms = wake
             .saturating_duration_since(now)
@@ -547,10 +660,11 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             .div_ceil(1000)
             .min(i32::MAX as u128) as i32;
         let mut fds = vec![libc::pollfd {
-            fd: signals.as_raw_fd(),
+            fd: self.signals.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         }];
+        let tracer = &self.tracer;
         for fd in [tracer.ring_fd(), tracer.samples_fd(), tracer.held_fd()]
             .into_iter()
             .flatten()
@@ -562,7 +676,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             });
         }
         let first_pidfd = fds.len();
-        for t in traced.iter().filter(|t| !t.exited) {
+        for t in self.traced.iter().filter(|t| !t.exited) {
             if let Some(fd) = &t.pidfd {
                 fds.push(libc::pollfd {
                     fd: fd.as_raw_fd(),
@@ -572,40 +686,50 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             }
         }
         let _ = sys::poll(&mut fds, timeout_ms);
+        fds.split_off(first_pidfd)
+    }
 
-        tracer.consume_events();
-        if let Some(e) = output_error.borrow_mut().take() {
-            return Err(Error::report_output(e));
-        }
-        // Stack copies are unwound while the process and its maps are there.
-        reports.unwound.drain(&mut tracer, &mut reports.symbolizer);
-
-        // A target stopped at exec (-p) waits for its new program's
-        // probes; one stopped at dlclose, for its maps to be read while
-        // the library is still there (its symbols too: the file may be
-        // gone by the report).
-        tracer.consume_held();
-        for t in traced.iter_mut().filter(|t| !t.exited) {
-            if tracer.is_held(t.pid) {
-                if let Some(p) = reports.symbolizer.process(t.pid) {
+    /// A target stopped at exec (-p) waits for its new program's probes;
+    /// one stopped at dlclose, for its maps to be read while the library
+    /// is still there (its symbols too: the file may be gone by the
+    /// report).
+    fn serve_holds(&mut self) -> Result<()> {
+        self.tracer.consume_held();
+        for t in self.traced.iter_mut().filter(|t| !t.exited) {
+            if self.tracer.is_held(t.pid) {
+                if let Some(p) = self.reports.symbolizer.process(t.pid) {
                     p.refresh();
                     p.prefetch();
                 }
                 t.watch
-                    .check(t.pid, opts, &mut tracer, &mut t.objects, false)?;
+                    .check(t.pid, self.opts, &mut self.tracer, &mut t.objects, false)?;
             }
         }
+        Ok(())
+    }
 
+    /// Each target's exec and fork since the last look.
+    fn check_targets(&mut self) -> Result<()> {
+        for t in self.traced.iter_mut().filter(|t| !t.exited) {
+            t.watch
+                .check(t.pid, self.opts, &mut self.tracer, &mut t.objects, false)?;
+        }
+        Ok(())
+    }
+
+    /// The signals that arrived: SIGCHLD from -c's command, or one that
+    /// ends the run. Returns how the run ends, if it does.
+    fn handle_signals(&mut self) -> Result<Option<Outcome>> {
         let mut stop = None;
-        for (sig, code) in read_signals(&signals) {
+        for (sig, code) in read_signals(&self.signals) {
             match sig {
                 libc::SIGCHLD => {
-                    if let Some(c) = &mut child {
+                    if let Some(c) = &mut self.child {
                         let events = ChildEvents {
-                            opts,
-                            tracer: &mut tracer,
-                            reports: &mut reports,
-                            traced: &mut traced,
+                            opts: self.opts,
+                            tracer: &mut self.tracer,
+                            reports: &mut self.reports,
+                            traced: &mut self.traced,
                         };
                         if let Some(status) = events.handle(c)? {
                             stop = Some(Outcome::ChildExited(status));
@@ -617,16 +741,17 @@ pub fn run(opts: &Options) -> Result<Outcome> {
                     // manager, timeout) would leave the command running
                     // untraced: it gets the signal too, as under timeout. One
                     // from the terminal reached the whole process group.
-                    if let Some(c) = child
+                    if let Some(c) = self
+                        .child
                         .as_mut()
                         .filter(|c| c.released() && c.status.is_none() && stop.is_none())
                     {
                         if code != libc::SI_KERNEL {
                             let events = ChildEvents {
-                                opts,
-                                tracer: &mut tracer,
-                                reports: &mut reports,
-                                traced: &mut traced,
+                                opts: self.opts,
+                                tracer: &mut self.tracer,
+                                reports: &mut self.reports,
+                                traced: &mut self.traced,
                             };
                             events.pass_signal(c, sig)?;
                         }
@@ -635,94 +760,96 @@ pub fn run(opts: &Options) -> Result<Outcome> {
                 }
             }
         }
-        // Which processes went away: their pidfd became readable, or
-        // (without pidfds, before Linux 5.3) /proc says so.
-        let refresh_due = Instant::now() >= next_refresh;
-        let mut polled = fds[first_pidfd..].iter();
+        Ok(stop)
+    }
+
+    /// Which processes went away: their pidfd (in `pidfds`, as `wait`
+    /// returned them) became readable, or (without pidfds, before Linux
+    /// 5.3) /proc says so when `refresh_due`. The last one's exit ends the
+    /// run: returned.
+    fn note_exits(&mut self, pidfds: &[libc::pollfd], refresh_due: bool) -> Option<Outcome> {
+        let mut polled = pidfds.iter();
         let mut gone_now = Vec::new();
-        for t in traced.iter_mut().filter(|t| !t.exited) {
+        let no_child = self.child.is_none();
+        for t in self.traced.iter_mut().filter(|t| !t.exited) {
             let gone = match &t.pidfd {
                 Some(_) => polled.next().is_some_and(|p| p.revents & libc::POLLIN != 0),
-                None => child.is_none() && refresh_due && !target::is_alive(t.pid),
+                None => no_child && refresh_due && !target::is_alive(t.pid),
             };
             if gone {
                 t.exited = true;
                 gone_now.push(t.pid);
             }
         }
-        let alive = traced.iter().filter(|t| !t.exited).count();
+        let alive = self.traced.iter().filter(|t| !t.exited).count();
         if alive > 0 {
             // The last one's exit ends the run and is told then.
             for pid in gone_now {
                 eprintln!("memleak: process {pid} exited; its allocations stay in the report");
             }
         }
-        if stop.is_none() && child.is_none() && !traced.is_empty() && alive == 0 {
-            let last = traced.last().map_or(0, |t| t.pid);
-            stop = Some(Outcome::TargetExited(last));
+        if no_child && !self.traced.is_empty() && alive == 0 {
+            let last = self.traced.last().map_or(0, |t| t.pid);
+            return Some(Outcome::TargetExited(last));
         }
-        if refresh_due {
-            if stop.is_none() {
-                for t in traced.iter_mut().filter(|t| !t.exited) {
-                    t.watch
-                        .check(t.pid, opts, &mut tracer, &mut t.objects, false)?;
-                }
-            }
-            reports.symbolizer.refresh();
-            let alive: Vec<u32> = traced.iter().filter(|t| !t.exited).map(|t| t.pid).collect();
-            tracer.refresh_unwind_rows(&alive)?;
-            next_refresh = Instant::now() + MAPS_REFRESH;
-        }
-        if let Some(Outcome::Done) = &stop {
-            for t in traced.iter_mut().filter(|t| !t.exited) {
-                t.watch
-                    .check(t.pid, opts, &mut tracer, &mut t.objects, false)?;
-            }
-            reports.symbolizer.refresh();
-        }
-        if let Some(outcome) = stop {
-            // The final report first: detaching takes the kernel about
-            // 0.1 s per probe (an RCU grace period each), which the user
-            // should not wait for before seeing the numbers.
-            tracer.consume_events();
-            // Once the traced program has exited, every block it left is a
-            // leak of that run, however young: -o, which hides blocks a
-            // running program may still free, no longer applies.
-            let at_exit;
-            let report_opts = match outcome {
-                Outcome::ChildExited(_) | Outcome::TargetExited(_) if opts.older_ms > 0 => {
-                    at_exit = Options {
-                        older_ms: 0,
-                        ..opts.clone()
-                    };
-                    &at_exit
-                }
-                _ => opts,
-            };
-            let live = live_targets(&traced, child.as_ref());
-            reports.print(report_opts, &mut tracer, &live, true, &mut out.lock())?;
-            tracer.detach();
-            break outcome;
-        }
-        if Instant::now() >= next_report {
-            reports.symbolizer.refresh();
-            let live = live_targets(&traced, child.as_ref());
-            // The count's last report is the final one.
-            let last = opts.count.is_some_and(|c| reports_made + 1 >= c);
-            reports.print(opts, &mut tracer, &live, last, &mut out.lock())?;
-            reports_made += 1;
-            if opts.count.is_some_and(|c| reports_made >= c) {
-                tracer.detach();
-                break Outcome::Done;
-            }
-            next_report += interval;
-        }
-    };
-    if let Some(c) = &mut child {
-        settle_child(c, &mut tracer);
-        c.abandon();
+        None
     }
-    Ok(outcome)
+
+    /// The final report, then every probe goes.
+    fn final_report(&mut self, outcome: &Outcome) -> Result<()> {
+        // The final report first: detaching takes the kernel about
+        // 0.1 s per probe (an RCU grace period each), which the user
+        // should not wait for before seeing the numbers.
+        self.tracer.consume_events();
+        // Once the traced program has exited, every block it left is a
+        // leak of that run, however young: -o, which hides blocks a
+        // running program may still free, no longer applies.
+        let opts = self.opts;
+        let at_exit;
+        let report_opts = match outcome {
+            Outcome::ChildExited(_) | Outcome::TargetExited(_) if opts.older_ms > 0 => {
+                at_exit = Options {
+                    older_ms: 0,
+                    ..opts.clone()
+                };
+                &at_exit
+            }
+            _ => opts,
+        };
+        let live = live_targets(&self.traced, self.child.as_ref());
+        self.reports.print(
+            report_opts,
+            &mut self.tracer,
+            &live,
+            true,
+            &mut io::stdout().lock(),
+        )?;
+        self.tracer.detach();
+        Ok(())
+    }
+
+    /// The report of an interval; true when it was the count's last (every
+    /// probe is gone then).
+    fn interval_report(&mut self) -> Result<bool> {
+        self.reports.symbolizer.refresh();
+        let live = live_targets(&self.traced, self.child.as_ref());
+        // The count's last report is the final one.
+        let last = self.opts.count.is_some_and(|c| self.reports_made + 1 >= c);
+        self.reports.print(
+            self.opts,
+            &mut self.tracer,
+            &live,
+            last,
+            &mut io::stdout().lock(),
+        )?;
+        self.reports_made += 1;
+        if self.opts.count.is_some_and(|c| self.reports_made >= c) {
+            self.tracer.detach();
+            return Ok(true);
+        }
+        self.next_report += self.interval;
+        Ok(false)
+    }
 }
 
 /// -c, once the probes are gone: a SIGSTOP of memleak's hold at dlclose
@@ -1197,6 +1324,37 @@ struct Reports {
 }
 
 impl Reports {
+    fn new(opts: &Options, traced: &[Traced]) -> Result<Reports> {
+        let symbolizer = if traced.is_empty() {
+            let kernel = KernelSymbolizer::load().map_err(|e| Error::input("/proc/kallsyms", e))?;
+            if kernel.addresses_hidden() {
+                eprintln!("memleak: kernel addresses are hidden (kernel.kptr_restrict); frames are shown as raw addresses");
+            }
+            Symbolizer::Kernel(kernel)
+        } else {
+            Symbolizer::Processes(
+                traced
+                    .iter()
+                    .map(|t| (t.pid, ProcessSymbolizer::new(t.pid)))
+                    .collect(),
+            )
+        };
+        Ok(Reports {
+            pprof: opts
+                .pprof
+                .as_deref()
+                .map(|path| PprofOutput::new(path, &symbolizer, traced)),
+            symbolizer,
+            symfs: opts
+                .symfs
+                .as_deref()
+                .map(|dir| offline::Resolver::new(Some(dir), false)),
+            unwound: Unwound::default(),
+            across: Across::default(),
+            show_pids: traced.len() > 1,
+        })
+    }
+
     /// Writes one report to `out` (and the profile, with --pprof).
     /// `live`: the processes that can still be scanned (--unreachable);
     /// `last`: the run's final report.
