@@ -10,6 +10,12 @@
 
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+// Without "tracer" only the parsers are built (for the fuzz crate), and
+// much of what they offer the tracer goes unused.
+#![cfg_attr(
+    not(feature = "tracer"),
+    allow(dead_code, unused_imports, unused_macros)
+)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -35,25 +41,41 @@ macro_rules! verbose {
 pub(crate) use verbose;
 
 pub mod allocator;
+#[cfg(feature = "tracer")]
 #[allow(unsafe_code)]
 pub mod bpf;
+#[cfg(feature = "tracer")]
 pub mod cli;
 pub mod elf;
 pub mod error;
+#[cfg(feature = "tracer")]
 pub mod offline;
+#[cfg(feature = "tracer")]
 pub mod plan;
+#[cfg(feature = "tracer")]
 pub mod pprof;
 pub mod process;
+#[cfg(feature = "tracer")]
 pub mod reach;
+#[cfg(feature = "tracer")]
 pub mod records;
+#[cfg(feature = "tracer")]
 pub mod report;
+#[cfg(feature = "tracer")]
 pub mod session;
+#[cfg(feature = "tracer")]
 pub mod setup_signals;
 pub mod symbolize;
+#[cfg(feature = "tracer")]
 #[allow(unsafe_code)]
 pub mod sys;
+#[cfg(feature = "tracer")]
 pub mod target;
+#[cfg(feature = "tracer")]
 pub mod tracepoint_args;
+#[cfg(feature = "tracer")]
 pub mod tracepoints;
+#[cfg(feature = "tracer")]
 pub mod tracer;
+#[cfg(feature = "tracer")]
 pub mod unwind_tables;

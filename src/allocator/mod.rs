@@ -12,7 +12,7 @@ mod exec;
 mod link_map;
 mod process;
 /// Uprobe sites the kernel can emulate instead of single-stepping.
-pub(crate) mod x86;
+pub mod x86;
 
 #[cfg(test)]
 mod tests;

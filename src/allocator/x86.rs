@@ -160,7 +160,7 @@ pub(crate) fn insn_len(code: &[u8]) -> Option<usize> {
 /// Offset from the function's entry at which to place the uprobe: the first
 /// instruction the kernel emulates, if everything before it is a harmless prefix;
 /// 0 when unsure. `code` is the whole function (symbol st_size bytes).
-pub(crate) fn probe_site(code: &[u8]) -> usize {
+pub fn probe_site(code: &[u8]) -> usize {
     choose_site(code).unwrap_or(0)
 }
 

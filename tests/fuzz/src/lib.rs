@@ -1,39 +1,15 @@
-//! The parsers under test, compiled straight from the main crate's sources.
-//! memleak is a library crate now, but depending on it would build
-//! libbpf-sys's vendored libbpf, libelf and zlib for every fuzz build;
-//! the parser modules need only goblin, gimli and libc, so they are
-//! included by path, at the same module paths as in the main crate
-//! (`crate::elf`, `crate::process`), which their `use` lines name.
+//! The parsers under test, from the memleak library crate built without
+//! its "tracer" feature: the parser modules only, with no libbpf (which
+//! would otherwise be compiled under AddressSanitizer for every fuzz build).
 //!
 //! Each `check_*` function is the body of one fuzz target and of its
 //! regression test, so both exercise exactly the same calls.
-#![allow(dead_code)]
 
-// The `path` on the inline module makes its children resolve inside the
-// main crate's src/symbolize/ directory.
-#[path = "../../../src/elf/mod.rs"]
-pub mod elf;
-
-#[path = "../../../src/process"]
-pub mod process {
-    pub mod debug_file;
-    pub mod maps;
-}
-
-#[path = "../../../src/symbolize"]
-pub mod symbolize {
-    pub mod kallsyms;
-    pub mod unwind;
-}
-
-/// The x86-64 decoder that picks probe sites reads the same untrusted files.
-#[path = "../../../src/allocator/x86.rs"]
-pub mod x86;
-
-use elf::symbols as elf_symbols;
-use process::maps as proc_maps;
-use process::debug_file;
-use symbolize::{kallsyms, unwind};
+use memleak::allocator::x86;
+use memleak::elf::symbols as elf_symbols;
+use memleak::process::debug_file;
+use memleak::process::maps as proc_maps;
+use memleak::symbolize::{kallsyms, unwind};
 
 /// Addresses worth probing for any parsed table: edges and a few taken
 /// from the input itself.
