@@ -555,12 +555,7 @@ impl Tracer {
     /// Whether a hold of process `pid` may still bring a SIGSTOP to its
     /// ptraced thread (see [`Tracer::claim_stop`]).
     pub fn stop_unclaimed(&self, pid: u32) -> bool {
-        let claimed = self
-            .claimed_stops
-            .iter()
-            .find(|(p, _)| *p == pid)
-            .map_or(0, |(_, n)| *n);
-        self.notices(pid).holds > claimed
+        self.notices(pid).holds > count_for(&self.claimed_stops, pid)
     }
 
     /// A file descriptor that polls readable when a target was stopped at
@@ -579,12 +574,7 @@ impl Tracer {
     /// Whether process `pid` is stopped at an exec (or about to be) that
     /// memleak has not let go on from yet.
     pub fn is_held(&self, pid: u32) -> bool {
-        let released = self
-            .released_holds
-            .iter()
-            .find(|(p, _)| *p == pid)
-            .map_or(0, |(_, n)| *n);
-        self.notices(pid).holds > released
+        self.notices(pid).holds > count_for(&self.released_holds, pid)
     }
 
     /// Lets process `pid` go on from every exec it was stopped at.
@@ -1040,6 +1030,14 @@ impl Tracer {
 
 /// Drops links in parallel: each uprobe link's release waits for a grace
 /// period.
+/// Process `pid`'s count in a per-process list of counts (0 if absent).
+fn count_for(counts: &[(u32, u64)], pid: u32) -> u64 {
+    counts
+        .iter()
+        .find(|(p, _)| *p == pid)
+        .map_or(0, |(_, n)| *n)
+}
+
 fn release_links(links: Vec<Link>) {
     std::thread::scope(|scope| {
         for link in links {

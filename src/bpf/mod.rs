@@ -589,7 +589,7 @@ impl MapLayout {
     /// Whether map `name` may be read and written as `kind` with keys of
     /// `key_size` and values of `value_size` bytes; the error says how it
     /// differs (bpf/memleak.h and src/bpf/abi.rs disagree).
-    pub fn expect(
+    pub fn check(
         &self,
         name: &str,
         kind: MapKind,
@@ -646,7 +646,7 @@ struct MapFd {
 
 impl MapFd {
     fn checked(map: UntypedMap, kind: MapKind, key: usize, value: usize) -> Result<MapFd, Error> {
-        map.layout.expect(&map.name, kind, key, value)?;
+        map.layout.check(&map.name, kind, key, value)?;
         Ok(MapFd {
             fd: map.fd,
             _object: map.object,
@@ -1214,8 +1214,8 @@ mod tests {
             key_size: 16,
             value_size: 24,
         };
-        assert!(hash.expect("allocs", MapKind::Plain, 16, 24).is_ok());
-        let err = hash.expect("allocs", MapKind::Plain, 8, 24).unwrap_err();
+        assert!(hash.check("allocs", MapKind::Plain, 16, 24).is_ok());
+        let err = hash.check("allocs", MapKind::Plain, 8, 24).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -1230,8 +1230,8 @@ mod tests {
                 ..
             }
         ));
-        assert!(hash.expect("allocs", MapKind::Plain, 16, 32).is_err());
-        assert!(hash.expect("allocs", MapKind::PerCpu, 16, 24).is_err());
+        assert!(hash.check("allocs", MapKind::Plain, 16, 32).is_err());
+        assert!(hash.check("allocs", MapKind::PerCpu, 16, 24).is_err());
 
         let percpu = MapLayout {
             map_type: sys::BPF_MAP_TYPE_PERCPU_ARRAY,
@@ -1239,17 +1239,17 @@ mod tests {
             value_size: 8,
         };
         assert_eq!(percpu.kind(), MapKind::PerCpu);
-        assert!(percpu.expect("losses", MapKind::PerCpu, 4, 8).is_ok());
+        assert!(percpu.check("losses", MapKind::PerCpu, 4, 8).is_ok());
         // A per-CPU lookup writes one value per CPU: never into one value.
-        assert!(percpu.expect("losses", MapKind::Plain, 4, 8).is_err());
+        assert!(percpu.check("losses", MapKind::Plain, 4, 8).is_err());
 
         let ring = MapLayout {
             map_type: sys::BPF_MAP_TYPE_RINGBUF,
             key_size: 0,
             value_size: 0,
         };
-        assert!(ring.expect("events", MapKind::RingBuf, 0, 0).is_ok());
-        assert!(ring.expect("events", MapKind::Plain, 0, 0).is_err());
+        assert!(ring.check("events", MapKind::RingBuf, 0, 0).is_ok());
+        assert!(ring.check("events", MapKind::Plain, 0, 0).is_err());
     }
 
     /// The maps as the tracer types them agree with the embedded object;

@@ -220,12 +220,8 @@ impl Stopped {
         let signal = match self.held {
             Held::AtExit(h) if h == tid => 0,
             Held::Running(h) if h == tid => {
-                if let Err(e) = sys::ptrace_interrupt(tid) {
-                    return if gone(&e) {
-                        Ok(())
-                    } else {
-                        Err(Error::Target(format!("cannot stop thread {tid}: {e}")))
-                    };
+                if !interrupt(tid)? {
+                    return Ok(());
                 }
                 match sys::wait_stop(tid) {
                     Ok(Stop::Signal(s)) => {
@@ -253,14 +249,10 @@ impl Stopped {
                         "cannot ptrace thread {tid}{by}: {e}"
                     )));
                 }
-                if let Err(e) = sys::ptrace_interrupt(tid) {
-                    // Not stopped: detaching needs a stopped tracee, but a
-                    // thread that is gone needs nothing.
-                    return if gone(&e) {
-                        Ok(())
-                    } else {
-                        Err(Error::Target(format!("cannot stop thread {tid}: {e}")))
-                    };
+                // Not stopped: detaching needs a stopped tracee, but a
+                // thread that is gone needs nothing.
+                if !interrupt(tid)? {
+                    return Ok(());
                 }
                 match sys::wait_stop(tid) {
                     Ok(Stop::Gone) => return Ok(()),
@@ -297,6 +289,16 @@ impl Drop for Stopped {
                 }
             }
         }
+    }
+}
+
+/// PTRACE_INTERRUPT of a thread memleak ptraces: Ok(false) when the
+/// thread is gone (nothing to stop, nothing to detach).
+fn interrupt(tid: u32) -> Result<bool> {
+    match sys::ptrace_interrupt(tid) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(e) => Err(Error::Target(format!("cannot stop thread {tid}: {e}"))),
     }
 }
 
