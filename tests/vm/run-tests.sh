@@ -2,17 +2,19 @@
 # run-tests.sh - end-to-end checks of the real (static) memleak binary, run
 # inside a vmtest guest (../shared/vmtest/run-in-vm.sh: busybox sh, cwd
 # /vmtest, PATH=/vmtest:/bin, root). Needs ./memleak, ./leaker (a STATIC
-# build of tests/fixtures/leaker.c) and ./leaker.leaks (its expected leaks)
-# next to this script; see vmtest.mk.
+# build of tests/fixtures/leaker.c), ./leaker.leaks (its expected leaks),
+# ./deep (a static -O2 -fomit-frame-pointer build of tests/fixtures/deep.c)
+# and ./deep.c next to this script; see vmtest.mk.
 #
 #   1. user mode: memleak -o 0 -T 50 -c "./leaker --exit 3" must exit 3 and its
 #      final report must hold, for every leak_* function of leaker.c, exactly
 #      one stack whose first frame is that function, with the documented
 #      "B bytes in N allocations" and a main+0x... [leaker] frame; no stack
 #      may start in churn or fail (everything they allocate is freed/failed).
-#   1b. --unwind dwarf and --unwind cfi against ./deep (static deep.c, -O2
-#      without frame pointers): 144 bytes in 3 allocations from compare,
-#      each stack walking through qsort up to main.
+#   1b. --unwind dwarf, --unwind cfi and no --unwind flag against ./deep
+#      (static deep.c, -O2 without frame pointers): 144 bytes in 3
+#      allocations from compare, each stack walking through qsort up to
+#      main, each frame of the chain at its call's line of deep.c.
 #   2. kernel mode: memleak -T 3 1 2 must exit 0 with 2 reports and at least
 #      one [kernel] frame, through raw tracepoints (-v: tp_btf with BTF,
 #      raw_tp without).
@@ -24,7 +26,8 @@
 #
 # Prints one PASS/FAIL line per check (and memleak's full output when a check
 # of that run fails); exits 1 if any check failed. Works on the host too:
-# copy memleak, leaker, leaker.leaks and this script into one directory and run it as root.
+# copy memleak, leaker, leaker.leaks, deep, deep.c and this script into one directory and run
+# it as root.
 # Env: RUN_TIMEOUT (seconds per memleak run, default 240), STATUS_LOOPS.
 
 cd "$(dirname "$0")" || exit 1
@@ -142,9 +145,15 @@ else
 fi
 
 # ---- 1b. deep (static, -O2 -fomit-frame-pointer), stacks unwound from
-# stack copies (dwarf) and in BPF from unwind rows (cfi): the stacks from
-# compare hold 144 bytes in 3 allocations, and each one walks up through
-# qsort to sort_pair, level3, level2, level1 and main.
+# stack copies (dwarf) and in BPF from unwind rows (cfi, and the default):
+# the stacks from compare hold 144 bytes in 3 allocations, and each one
+# walks up through qsort to sort_pair, level3, level2, level1 and main,
+# every one of those frames (compare's too) with the file and line of its
+# call in deep.c (copied in beside this script).
+# deep_line TEXT: the line of deep.c that holds TEXT
+deep_line() { grep -n -F "$1" deep.c | head -n 1 | cut -d: -f1; }
+DEEP_LINES="$(deep_line 'sink = malloc(48);') $(deep_line 'qsort(v, 2,') $(deep_line 'sort_pair();')"
+DEEP_LINES="$DEEP_LINES $(deep_line 'level3();') $(deep_line 'level2();') $(deep_line 'level1();')"
 # deep_check MODE
 deep_check() {
 mode=$1
@@ -155,25 +164,35 @@ timeout "$RUN_TIMEOUT" ./memleak $flags -o 0 -c ./deep >"$OUT/$mode.out" 2>"$OUT
 rc=$?
 before=$FAILS
 if [ "$rc" = 0 ]; then pass "memleak --unwind $mode exit status 0"; else fail "memleak --unwind $mode exit status $rc"; fi
-awk -v mode="$mode" '
+awk -v mode="$mode" -v lines="$DEEP_LINES" '
 / stacks with outstanding allocations:$/ { reports++; n = 0; b = 0; c = 0; bad = 0; next }
 /^\t[0-9]+ bytes in [0-9]+ allocations from stack/ { sb = $1; sc = $4; depth = 0; inside = 0; next }
 /^\t\t/ {
 	f = $0; sub(/^\t\t/, "", f); sub(/\+0x.*/, "", f)
 	if (depth == 0) inside = (f == "compare")
-	if (inside && depth > 0 && f == want[next_want]) next_want++
 	if (inside && depth == 0) { n++; b += sb; c += sc; next_want = 1 }
+	if (inside && next_want <= 6 && f == want[next_want]) {
+		# The frame names its call: " [deep] deep.c:LINE" at the end.
+		tail = " [deep] deep.c:" line[next_want]
+		if (substr($0, length($0) - length(tail) + 1) != tail) {
+			print "  " mode ": " f " is not at deep.c:" line[next_want] ": " $0
+			lineless++
+		}
+		next_want++
+	}
 	depth++
 	next
 }
-/^$/ { if (inside && next_want <= 5) bad++; inside = 0; next }
-BEGIN { split("sort_pair level3 level2 level1 main", want, " ") }
+/^$/ { if (inside && next_want <= 6) bad++; inside = 0; next }
+BEGIN { split("compare sort_pair level3 level2 level1 main", want, " "); split(lines, line, " ") }
 END {
 	if (!reports) { print "FAIL: " mode ": no report"; exit 1 }
 	if (b == 144 && c == 3) print "PASS: " mode ": compare: 144 bytes in 3 allocations"
 	else print "FAIL: " mode ": compare: " b " bytes in " c " allocations, expected 144 in 3"
 	if (n > 0 && !bad) print "PASS: " mode ": every stack from compare reaches main through sort_pair and level1-3"
 	else print "FAIL: " mode ": " bad " of " n " stacks from compare do not reach main"
+	if (n > 0 && !lineless) print "PASS: " mode ": each of those frames at its call in deep.c (lines " lines ")"
+	else print "FAIL: " mode ": " lineless " frames from compare to main without their deep.c line"
 }' "$OUT/$mode.out" >"$OUT/$mode.checks"
 cat "$OUT/$mode.checks"
 FAILS=$((FAILS + $(grep -c '^FAIL' "$OUT/$mode.checks")))

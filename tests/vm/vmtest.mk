@@ -103,6 +103,7 @@ vmtest-$(1): $(VMTEST_DEPS_$(call vmtest-arch,$(1))) $(VMTEST_OUT)/leaker-$(call
 	  -f $(VMTEST_OUT)/deep-$(call vmtest-arch,$(1)):/vmtest/deep \
 	  -f $(VMTEST_HERE)/run-tests.sh:/vmtest/run-tests.sh \
 	  -f $(VMTEST_LEAKS):/vmtest/leaker.leaks \
+	  -f $(VMTEST_DEEP):/vmtest/deep.c \
 	  -- 'sh run-tests.sh'; \
 	rc=$$$$?; secs=$$$$(( $$$$(date +%s) - start )); \
 	if [ $$$$rc = 0 ]; then echo "==== vmtest $(1): PASSED in $$$$secs s"; \
