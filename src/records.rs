@@ -46,4 +46,5 @@ pub struct Losses {
     pub failed_attaches: u64,
     pub execs_unheld: u64,
     pub dlcloses_unheld: u64,
+    pub entries_unheld: u64,
 }

@@ -75,6 +75,9 @@ pub struct Tracer {
     losses: PerCpuMap<u32, u64>,
     notices: Map<u32, abi::Notices>,
     failed_attaches: u64,
+    /// --unwind cfi: programs that could not be held at their entry point,
+    /// so their first allocations ran before their libraries' rows loaded.
+    entries_unheld: u64,
     /// The per-stack sums BPF keeps (see [`Plan::stack_sums`]) are stale
     /// once an exec dropped records.
     sums_stale: bool,
@@ -376,6 +379,7 @@ impl Tracer {
             losses,
             notices,
             failed_attaches: 0,
+            entries_unheld: 0,
             sums_stale: false,
             plan,
         })
@@ -813,10 +817,7 @@ impl Tracer {
         if self.cfi.is_none() {
             return false;
         }
-        let Some(offset) = crate::elf::open(exe_path)
-            .ok()
-            .and_then(|file| file.entry_file_offset())
-        else {
+        let Some(offset) = self.entry_offset(exe_path) else {
             return false;
         };
         match self.obj.attach_uprobe(
@@ -831,10 +832,44 @@ impl Tracer {
                 true
             }
             Err(e) => {
-                crate::verbose!("cannot probe the entry point of {exe_path}: {e}");
+                self.entry_unheld(exe_path, &e.to_string());
                 false
             }
         }
+    }
+
+    /// The file offset of `exe_path`'s entry point, for a hold there;
+    /// `None` when there is none. An ELF file without one counts as a
+    /// program not held; a file that is no ELF file (a `#!` script under
+    /// -c) does not: the interpreter it runs is held when it executes.
+    fn entry_offset(&mut self, exe_path: &str) -> Option<u64> {
+        let file = crate::elf::open(exe_path);
+        let is_elf = file
+            .as_ref()
+            .is_ok_and(|file| file.header_error().is_none());
+        match file.map(|file| file.entry_file_offset()) {
+            Ok(Some(offset)) => Some(offset),
+            Ok(None) if is_elf => {
+                self.entry_unheld(exe_path, "no entry point in its file");
+                None
+            }
+            Ok(None) => {
+                crate::verbose!("no entry point to hold in {exe_path}: not an ELF file");
+                None
+            }
+            Err(e) => {
+                crate::verbose!("no entry point to hold in {exe_path}: {e}");
+                None
+            }
+        }
+    }
+
+    /// A program that runs unheld: its first stacks through libraries
+    /// whose rows are not loaded yet may stop short, which the report's
+    /// `lost:` line says.
+    fn entry_unheld(&mut self, exe_path: &str, why: &str) {
+        crate::verbose!("cannot hold {exe_path} at its entry point: {why}");
+        self.entries_unheld += 1;
     }
 
     /// --unwind cfi: holds process `pid`, which executed `exe_path`, at its
@@ -851,10 +886,7 @@ impl Tracer {
         self.entry_holds = kept;
         release_links(stale.into_iter().map(|(_, link)| link).collect());
         self.refresh_unwind_rows(&[pid])?;
-        let Some(offset) = crate::elf::open(exe_path)
-            .ok()
-            .and_then(|file| file.entry_file_offset())
-        else {
+        let Some(offset) = self.entry_offset(exe_path) else {
             return Ok(());
         };
         match self.obj.attach_uprobe(
@@ -865,7 +897,7 @@ impl Tracer {
             false,
         ) {
             Ok(link) => self.entry_holds.push((pid, link)),
-            Err(e) => crate::verbose!("cannot probe the entry point of {exe_path}: {e}"),
+            Err(e) => self.entry_unheld(exe_path, &e.to_string()),
         }
         Ok(())
     }
@@ -1024,6 +1056,7 @@ impl Tracer {
             failed_attaches: self.failed_attaches,
             execs_unheld: sum(abi::LOSS_EXEC_UNHELD),
             dlcloses_unheld: sum(abi::LOSS_DLCLOSE_UNHELD),
+            entries_unheld: self.entries_unheld,
         }
     }
 }

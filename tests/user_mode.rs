@@ -1666,3 +1666,38 @@ fn raw_report_symbolized_offline() {
         .expect("a report");
     assert_eq!(stack_texts(&named), stack_texts(&live));
 }
+
+/// A program that cannot be held at its entry point (its e_entry lies in
+/// no segment, so no probe can go there) runs unheld, and the report says
+/// so on its `lost:` line: its first stacks may stop short.
+#[test]
+fn a_program_not_held_at_its_entry_point_is_counted() {
+    let program = fixture_built_with("deep", "deep-bad-entry", "gcc", &["-O2"]);
+    let mut bytes = std::fs::read(&program).unwrap();
+    // e_entry of an ELF64 header, at offset 24: an address far above any
+    // segment of a small program.
+    bytes[24..32].copy_from_slice(&0x7000_0000_0000u64.to_le_bytes());
+    let patched = program.with_file_name("deep-bad-entry-patched");
+    std::fs::write(&patched, &bytes).unwrap();
+    std::fs::set_permissions(
+        &patched,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let memleak = Running::spawn(
+        Command::new(memleak_bin())
+            .args(["-o", "0", "-c"])
+            .arg(&patched),
+    );
+    let (_, lines, stderr) = memleak.finish(Duration::from_secs(60));
+    let losses: Vec<String> = lines
+        .iter()
+        .filter(|l| l.starts_with("lost: "))
+        .cloned()
+        .collect();
+    assert_eq!(
+        losses,
+        ["lost: 1 programs not held at their entry point (their first stacks may stop short)"],
+        "{lines:#?}\n{stderr}"
+    );
+}

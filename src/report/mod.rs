@@ -27,7 +27,7 @@ pub fn clock_time() -> String {
 
 impl Losses {
     /// (count, JSON key, words for the `lost:` line) of each kind.
-    fn kinds(&self) -> [(u64, &'static str, &'static str); 13] {
+    fn kinds(&self) -> [(u64, &'static str, &'static str); 14] {
         [
             (
                 self.allocs_map_full,
@@ -94,6 +94,11 @@ impl Losses {
                 self.dlcloses_unheld,
                 "dlcloses_unheld",
                 "dlcloses not held until the maps were read (frames in the library may show no name)",
+            ),
+            (
+                self.entries_unheld,
+                "entries_unheld",
+                "programs not held at their entry point (their first stacks may stop short)",
             ),
         ]
     }
