@@ -655,9 +655,18 @@ line "  RSS, 1M outstanding (goal < 16 MB)" "$(mb $((ML_HWM * 1024))): $(verdict
 line "  attach, $ATTACH_LIBS more libraries (goal < 100 ms)" "$(secs "$ML_ATTACH"): $(verdict "$ML_ATTACH" 0.0999)"
 line "${SCAN_GOALS[@]:0:2}"
 line "${SCAN_GOALS[@]:2:2}"
-R_DEF=$(ratio "$ML" "$MLF") R_NOFP=$(ratio "$NF_DEF" "$NF_DWARF")
+R_DEF=$(ratio "$ML" "$MLF")
 line "  pair, default / fp, with fp (goal <= 1.10)" "$R_DEF: $(verdict "$R_DEF" 1.10)"
-line "  recorded alloc, default / dwarf, no fp (goal <= 0.50)" "$R_NOFP: $(verdict "$R_NOFP" 0.50)"
+# Without frame pointers, what a recorded allocation costs each mode is,
+# as in the table's "per recorded allocation" column, its pair's time over
+# the same pair's under --unwind fp (the probes, the bookkeeping and the
+# short walk every mode pays, recorded or not). Whole pairs are shown too.
+over_fp() { num "$1" && num "$2" && awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.0f", a - b }' || echo -; }
+NF_DEF_COST=$(over_fp "$NF_DEF" "$NF_FP") NF_DWARF_COST=$(over_fp "$NF_DWARF" "$NF_FP")
+# (Signed: the default's walk can cost less than fp's.)
+R_NOFP=$(awk -v a="$NF_DEF_COST" -v b="$NF_DWARF_COST" 'BEGIN { if (a != "-" && b + 0 > 0) printf "%.2f", a / b; else print "-" }')
+line "  recorded alloc, default / dwarf, no fp (goal <= 0.50)" \
+	"$R_NOFP: $(verdict "$R_NOFP" 0.50) ($NF_DEF_COST against $NF_DWARF_COST ns over fp; whole pairs $(ratio "$NF_DEF" "$NF_DWARF"))"
 echo
 line "load average at start" "$LOAD_AT_START${OTHER_TRACERS:+; other tracers running: $OTHER_TRACERS}"
 [ ${#FAILED[@]} -eq 0 ] || echo "failed runs: ${FAILED[*]} (logs: target/bench/last-run/<run>.tracer.err)"
