@@ -110,17 +110,16 @@ struct {
 	__type(value, struct cfi_cached);
 } cfi_cache SEC(".maps");
 
-/* Bytes of the stack walk_cfi copies at once, from the stack pointer up
- * (a power of two). Each frame then costs a word read from the copy where
- * one bpf_probe_read_user would cost most of a frame-pointer step (about
- * 70 ns here); one copy costs about as much as one such read. 1 KiB holds
- * the frames of most allocation paths to main (walk_cfi says when it
- * copies less); the rest are read one by one. */
+/* Bytes of the stack a CFI walk copies at once (a power of two). A frame
+ * then costs a word load from the copy where one bpf_probe_read_user would
+ * cost most of a frame-pointer step (about 70 ns here); one copy costs
+ * about as much as one such read. 1 KiB holds the frames of most
+ * allocation paths to main; see cfi_read_word. */
 #define CFI_STACK_BYTES 1024
 #define CFI_STACK_WORDS (CFI_STACK_BYTES / 8)
 
-/* A walk's registers between its frames (see cfi_step), and its copy of
- * the stack's first CFI_STACK_BYTES, one per stack_scratch slot. */
+/* A walk's registers between its frames (see cfi_step), and its window on
+ * the stack, one per stack_scratch slot. */
 struct cfi_walk {
 	__u64 sp;
 	__u64 fp;
@@ -456,19 +455,37 @@ static __always_inline __u64 cfi_rule(__u32 tgid, __u32 start, __u32 len, __u32 
 }
 
 /*
- * Reads the user word at `addr`, from the walk's copy of the stack where
- * it lies there (8-aligned, as saved registers are), else from the
- * process. Returns 0 on success.
+ * Reads the user word at `addr` for a CFI walk, from its window on the
+ * stack. A word outside the window moves it: the window is refilled from
+ * `addr` up, as far as CFI_STACK_BYTES or the end of addr's 4 KiB block,
+ * whichever comes first. A block lies within one page on every page size,
+ * so the copy faults only where the word itself cannot be read: a copy
+ * that ran past the end of the stack's mapping would fail as a whole, and
+ * a fault costs microseconds (3 us here), on every allocation of a thread
+ * whose stack top is that close. The walk moves up the stack, and
+ * cfi_step reads each frame's words in ascending order, so a word is
+ * copied at most once. Returns 0 on success.
  */
 static __always_inline long cfi_read_word(struct cfi_walk *w, __u64 addr, __u64 *word)
 {
-	__u64 off = addr - w->stack_base;
+	__u64 off = addr - w->stack_base, copy;
 
-	if (off < w->stack_len && w->stack_len - off >= 8 && !(off & 7)) {
-		*word = w->stack[(off >> 3) & (CFI_STACK_WORDS - 1)];
-		return 0;
+	/* Saved registers are 8-aligned; anything else is read as it is. */
+	if (addr & 7)
+		return bpf_probe_read_user(word, sizeof(*word), (void *)addr);
+	if (off >= w->stack_len || w->stack_len - off < 8) {
+		copy = 4096 - (addr & 4095);
+		if (copy > CFI_STACK_BYTES)
+			copy = CFI_STACK_BYTES;
+		w->stack_len = 0;
+		if (bpf_probe_read_user(w->stack, copy, (void *)addr))
+			return -1;
+		w->stack_base = addr;
+		w->stack_len = copy;
+		off = 0;
 	}
-	return bpf_probe_read_user(word, sizeof(*word), (void *)addr);
+	*word = w->stack[(off >> 3) & (CFI_STACK_WORDS - 1)];
+	return 0;
 }
 
 /*
@@ -486,7 +503,7 @@ static __always_inline long cfi_read_word(struct cfi_walk *w, __u64 addr, __u64 
 __noinline __u64 cfi_step(__u32 slot, __u64 ip)
 {
 	__s64 cfa_offset, fp_offset, ra_offset;
-	__u64 cfa, rule, saved[2], sp, fp;
+	__u64 cfa, rule, sp, fp;
 	struct cfi_walk *w;
 	__u32 kind;
 
@@ -510,25 +527,20 @@ __noinline __u64 cfi_step(__u32 slot, __u64 ip)
 	 * corrupt stack, and would loop. */
 	if (cfa <= sp || cfa - sp > MAX_FRAME_SIZE)
 		return 0;
-	if (ra_offset && fp_offset == ra_offset - 8 && cfa + fp_offset + 16 > w->stack_base + w->stack_len) {
-		/* Saved side by side, as in every frame-pointer frame, and
-		 * beyond the copy: one read. */
-		if (bpf_probe_read_user(saved, sizeof(saved), (void *)(cfa + fp_offset)))
+	if (!ra_offset && !w->lr)
+		return 0;
+	/* The lower slot first (see cfi_read_word): in a frame-pointer frame
+	 * the caller's frame pointer, just below the return address. */
+	if (fp_offset && (!ra_offset || fp_offset < ra_offset) && cfi_read_word(w, cfa + fp_offset, &fp))
+		return 0;
+	if (ra_offset) {
+		if (cfi_read_word(w, cfa + ra_offset, &ip))
 			return 0;
-		fp = saved[0];
-		ip = saved[1];
 	} else {
-		if (ra_offset) {
-			if (cfi_read_word(w, cfa + ra_offset, &ip))
-				return 0;
-		} else if (w->lr) {
-			ip = w->lr;	/* arm64 code that keeps it in x30 */
-		} else {
-			return 0;
-		}
-		if (fp_offset && cfi_read_word(w, cfa + fp_offset, &fp))
-			return 0;
+		ip = w->lr;	/* arm64 code that keeps it in x30 */
 	}
+	if (fp_offset && ra_offset && fp_offset > ra_offset && cfi_read_word(w, cfa + fp_offset, &fp))
+		return 0;
 	/* The link register holds a return address in the innermost frame
 	 * only. */
 	w->lr = 0;
@@ -540,13 +552,14 @@ __noinline __u64 cfi_step(__u32 slot, __u64 ip)
 /*
  * Default user stacks (--unwind cfi): walks the stack in BPF with the
  * process's unwind rows (see cfi_step), so code without frame pointers
- * unwinds as completely as code with them, and no stack is copied. `slot`
+ * unwinds as completely as code with them, and nothing is handed to
+ * userspace (no ring buffer to fill). `slot`
  * is the caller's stack_scratch slot. Returns the FNV-1a hash of the
  * addresses.
  */
 static __always_inline __u64 walk_cfi(struct pt_regs *ctx, struct stack *st, __u32 slot)
 {
-	__u64 ip = PT_REGS_IP(ctx), hash = FNV_OFFSET, copy;
+	__u64 ip = PT_REGS_IP(ctx), hash = FNV_OFFSET;
 	__u32 tgid = current_ids() >> 32;
 	struct cfi_range *range;
 	struct cfi_walk *w;
@@ -559,21 +572,9 @@ static __always_inline __u64 walk_cfi(struct pt_regs *ctx, struct stack *st, __u
 		return (hash ^ ip) * FNV_PRIME;
 	w->sp = PT_REGS_SP(ctx);
 	w->fp = PT_REGS_FP(ctx);
-	/* A copy that would run past the stack's mapping fails as a whole:
-	 * then every frame is read on its own. */
-	w->stack_base = w->sp;
+	/* An empty window: the first word read fills it (cfi_read_word). */
+	w->stack_base = 0;
 	w->stack_len = 0;
-	/* Up to the end of the stack pointer's 4 KiB block, which lies in
-	 * its page on every page size: a copy that ran past the stack's
-	 * mapping would fail as a whole, and the fault costs microseconds
-	 * (3 us here), on every allocation of a thread whose stack top is
-	 * that close. Frames beyond the copy are read one by one. */
-	copy = 4096 - (w->sp & 4095);
-	if (copy > CFI_STACK_BYTES)
-		copy = CFI_STACK_BYTES;
-	copy &= ~7ULL;
-	if (copy && !bpf_probe_read_user(w->stack, copy, (void *)w->sp))
-		w->stack_len = copy;
 #if defined(__TARGET_ARCH_x86)
 	w->lr = 0;
 #else
