@@ -71,6 +71,8 @@ pub mod symbolize;
 pub mod sys;
 #[cfg(feature = "tracer")]
 pub mod target;
+#[cfg(test)]
+mod test_support;
 #[cfg(feature = "tracer")]
 pub mod tracepoint_args;
 #[cfg(feature = "tracer")]

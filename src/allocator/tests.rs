@@ -3,58 +3,15 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 use crate::process::maps as proc_maps;
+use crate::test_support::{compile, TempDir};
 
 const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
 const MUSL_GCC: &str = "/usr/bin/musl-gcc";
-
-/// A fresh directory per test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("memleak-alloc-{}-{tag}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn compile(cc: &str, dir: &TempDir, name: &str, src: &str, args: &[&str]) -> String {
-    let c = dir.path(&format!("{name}.c"));
-    fs::write(&c, src).unwrap();
-    let out = dir.path(name);
-    let res = Command::new(cc)
-        .arg(&c)
-        .arg("-o")
-        .arg(&out)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "{cc} {name}: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    out
-}
 
 const PROG: &str = "#include <stdlib.h>\n#include <stdio.h>\n#include <unistd.h>\n\
     int main(int argc, char **argv) { void *p = malloc(10); free(p);\n\
@@ -399,7 +356,7 @@ fn deleted_library_is_read_through_map_files() {
         PROG,
         &[
             "-L",
-            dir.0.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
             "-Wl,--no-as-needed",
             "-lfake",
             "-Wl,-rpath,$ORIGIN",
@@ -462,7 +419,7 @@ const FAKE_ALLOC: &str = "#include <stddef.h>\n\
 #[test]
 fn needed_search_order_rpath_origin_and_wrong_machine() {
     let dir = TempDir::new("needed");
-    let d = |s: &str| dir.path(s);
+    let d = |s: &str| dir.path().join(s).to_str().unwrap().to_string();
     fs::create_dir_all(d("lib")).unwrap();
     fs::create_dir_all(d("bad")).unwrap();
     fs::create_dir_all(d("text")).unwrap();
@@ -525,7 +482,10 @@ fn needed_search_order_rpath_origin_and_wrong_machine() {
     let a = for_executable(&direct, None).unwrap();
     assert_eq!(
         a.display_path,
-        format!("{}/lib/libfake.so", dir.0.canonicalize().unwrap().display()),
+        format!(
+            "{}/lib/libfake.so",
+            dir.path().canonicalize().unwrap().display()
+        ),
         "{a:?}"
     );
     assert_eq!(a.offsets.len(), 2);

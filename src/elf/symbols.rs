@@ -325,6 +325,7 @@ mod tests {
     use super::*;
     use crate::elf::Load;
     use crate::process::maps as proc_maps;
+    use crate::test_support::{try_compile, TempDir};
 
     /// Path of the glibc this test binary runs with; a static (musl)
     /// test build uses the system's glibc file instead.
@@ -500,29 +501,6 @@ mod tests {
         assert_eq!(e.symbol_address("local_malloc"), Some(0x10));
     }
 
-    /// Compiles `src` with `cc args`; None if that toolchain is missing.
-    fn compile(cc: &str, args: &[&str], src: &str) -> Option<Vec<u8>> {
-        let dir = std::env::temp_dir().join(format!(
-            "memleak-elf-{}-{cc}-{}",
-            std::process::id(),
-            args.len()
-        ));
-        std::fs::create_dir_all(&dir).ok()?;
-        let (c, exe) = (dir.join("x.c"), dir.join("x"));
-        std::fs::write(&c, src).ok()?;
-        let ok = std::process::Command::new(cc)
-            .args(args)
-            .arg("-o")
-            .arg(&exe)
-            .arg(&c)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        let bytes = if ok { std::fs::read(&exe).ok() } else { None };
-        let _ = std::fs::remove_dir_all(&dir);
-        bytes
-    }
-
     const TWO_FUNCS: &str =
         "int helper(int x) { return x * 3; }\nint main(void) { return helper(2) - 6; }\n";
 
@@ -542,10 +520,12 @@ mod tests {
         for (cc, flag, what) in builds {
             let mut args = vec![flag];
             args.extend(freestanding);
-            let Some(bytes) = compile(cc, &args, TWO_FUNCS) else {
+            let dir = TempDir::new(cc);
+            let Some(exe) = try_compile(cc, &dir, "x", TWO_FUNCS, &args) else {
                 eprintln!("{what}: no {cc} {flag}; skipping");
                 continue;
             };
+            let bytes = std::fs::read(exe).unwrap();
             let elf = parse(&bytes).unwrap();
             assert!(elf.build_id().is_some(), "{what}");
             for name in ["main", "helper"] {
@@ -558,10 +538,12 @@ mod tests {
 
     #[test]
     fn non_pie_executable() {
-        let Some(bytes) = compile("gcc", &["-no-pie", "-O0"], TWO_FUNCS) else {
+        let dir = TempDir::new("non-pie");
+        let Some(exe) = try_compile("gcc", &dir, "x", TWO_FUNCS, &["-no-pie", "-O0"]) else {
             eprintln!("no gcc; skipping");
             return;
         };
+        let bytes = std::fs::read(exe).unwrap();
         let elf = parse(&bytes).unwrap();
         let main = elf.symbol_address("main").unwrap();
         // Non-PIE: linked at a fixed address, not near zero.

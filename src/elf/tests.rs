@@ -3,6 +3,7 @@
 //! addresses), a stripped copy with a .gnu_debuglink, and its debug file.
 
 use super::*;
+use crate::test_support::{compile, run, TempDir};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -19,44 +20,9 @@ fn libc_path() -> String {
     .to_string()
 }
 
-/// A scratch directory, removed at the end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(what: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("memleak-elf-{what}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let status = cmd.status().expect("gcc and binutils are installed");
-    assert!(status.success(), "{cmd:?}");
-}
-
 const PROG: &str = "int table[64] = { 1 };\n\
     __attribute__((noinline)) int leaf(int x) { return table[x & 63] + x; }\n\
     int main(void) { return leaf(3) - 4; }\n";
-
-fn compile(dir: &Dir, name: &str, flags: &[&str]) -> PathBuf {
-    let src = dir.0.join("p.c");
-    std::fs::write(&src, PROG).unwrap();
-    let out = dir.0.join(name);
-    run(Command::new("gcc")
-        .args(flags)
-        .arg("-o")
-        .arg(&out)
-        .arg(&src));
-    out
-}
 
 #[test]
 fn libc_is_read_once_and_answers_every_question() {
@@ -95,8 +61,8 @@ fn libc_is_read_once_and_answers_every_question() {
 /// differs from its file offset, and conversions go through the segment.
 #[test]
 fn offsets_and_addresses_differ_in_a_non_pie_executable() {
-    let dir = Dir::new("nopie");
-    let exe = compile(&dir, "nopie", &["-no-pie", "-O1", "-g"]);
+    let dir = TempDir::new("nopie");
+    let exe = compile("gcc", &dir, "nopie", PROG, &["-no-pie", "-O1", "-g"]);
     let file = open(&exe).unwrap();
     let loads = file.segments().loads();
     assert!(loads.len() >= 2, "{loads:?}");
@@ -136,19 +102,19 @@ fn offsets_and_addresses_differ_in_a_non_pie_executable() {
 /// debug file, whose code sections are NOBITS.
 #[test]
 fn stripped_copy_and_its_debug_link() {
-    let dir = Dir::new("debuglink");
-    let exe = compile(&dir, "p", &["-g", "-O1", "-Wl,--build-id"]);
+    let dir = TempDir::new("debuglink");
+    let exe = compile("gcc", &dir, "p", PROG, &["-g", "-O1", "-Wl,--build-id"]);
     run(Command::new("objcopy")
         .arg("--only-keep-debug")
         .arg(&exe)
-        .arg(dir.0.join("p.debug")));
+        .arg(dir.path().join("p.debug")));
     run(Command::new("strip").arg("--strip-all").arg(&exe));
     run(Command::new("objcopy")
         .arg("--add-gnu-debuglink=p.debug")
-        .current_dir(&dir.0)
+        .current_dir(dir.path())
         .arg(&exe));
     let stripped = open(&exe).unwrap();
-    let debug = open(dir.0.join("p.debug")).unwrap();
+    let debug = open(dir.path().join("p.debug")).unwrap();
 
     let (name, crc) = stripped.debuglink().expect(".gnu_debuglink");
     assert_eq!(name, "p.debug");
@@ -180,8 +146,8 @@ fn stripped_copy_and_its_debug_link() {
 /// reads a file rewritten in place (same inode) again.
 #[test]
 fn cache_by_identity() {
-    let dir = Dir::new("cache");
-    let exe = compile(&dir, "a", &["-O1"]);
+    let dir = TempDir::new("cache");
+    let exe = compile("gcc", &dir, "a", PROG, &["-O1"]);
     let first = open(&exe).unwrap();
     let meta = std::fs::metadata(&exe).unwrap();
     let id = file_id(&meta);
@@ -202,11 +168,11 @@ fn cache_by_identity() {
 
     // A directory and a device are refused without reading.
     assert_eq!(
-        open(&dir.0).err().and_then(|e| e.raw_os_error()),
+        open(dir.path()).err().and_then(|e| e.raw_os_error()),
         Some(libc::EISDIR)
     );
     assert!(open("/dev/zero").is_err());
-    assert!(open(dir.0.join("missing")).is_err());
+    assert!(open(dir.path().join("missing")).is_err());
 }
 
 /// Files that are not ELF, or are cut short, give errors or nothing,

@@ -99,6 +99,7 @@ pub fn crc32(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{compile, run, TempDir};
     use std::process::Command;
 
     #[test]
@@ -159,28 +160,15 @@ mod tests {
     /// the CRC does not match, and through the build-id tree.
     #[test]
     fn finds_objcopy_debug_files() {
-        let dir = std::env::temp_dir().join(format!("memleak-debugfile-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let src = dir.join("p.c");
-        std::fs::write(
-            &src,
+        let tmp = TempDir::new("debugfile");
+        let dir = tmp.path();
+        let prog = compile(
+            "gcc",
+            &tmp,
+            "p",
             "int leaf(void) { return 7; }\nint main(void) { return leaf(); }\n",
-        )
-        .unwrap();
-        let prog = dir.join("p");
-        let run = |cmd: &mut Command| {
-            assert!(
-                cmd.status()
-                    .expect("gcc and binutils are installed")
-                    .success(),
-                "{cmd:?}"
-            )
-        };
-        run(Command::new("gcc")
-            .args(["-g", "-Wl,--build-id", "-o"])
-            .arg(&prog)
-            .arg(&src));
+            &["-g", "-Wl,--build-id"],
+        );
         run(Command::new("objcopy")
             .arg("--only-keep-debug")
             .arg(&prog)
@@ -188,10 +176,10 @@ mod tests {
         run(Command::new("strip").arg("--strip-all").arg(&prog));
         run(Command::new("objcopy")
             .arg("--add-gnu-debuglink=p.debug")
-            .current_dir(&dir)
+            .current_dir(dir)
             .arg(&prog));
         let bytes = std::fs::read(&prog).unwrap();
-        let path = prog.to_str().unwrap();
+        let path = prog.as_str();
 
         let l = links(&bytes);
         assert_eq!(
@@ -230,6 +218,5 @@ mod tests {
         std::fs::write(tree.join(format!("{}.debug", &hex[2..])), debug.bytes()).unwrap();
         let (found, _) = find(&file, path, root.to_str().unwrap()).expect("by build id");
         assert!(found.ends_with(&format!("{}.debug", &hex[2..])), "{found}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -94,17 +94,18 @@ impl SourceLines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{compile, run, TempDir};
     use std::process::Command;
 
     /// A program built with -g here: the line of a known statement and an
     /// inlined function's frame come out of its own DWARF.
     #[test]
     fn lines_and_inlined_frames_of_a_real_program() {
-        let dir = std::env::temp_dir().join(format!("memleak-source-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let src = dir.join("p.c");
-        std::fs::write(
-            &src,
+        let dir = TempDir::new("source");
+        let prog = compile(
+            "gcc",
+            &dir,
+            "p",
             "static volatile int sink;\n\
              static inline __attribute__((always_inline)) int twice(int x)\n\
              {\n\
@@ -116,17 +117,8 @@ mod tests {
              \treturn twice(x) + 1;\n\
              }\n\
              int main(void) { return outer(3); }\n",
-        )
-        .unwrap();
-        let prog = dir.join("p");
-        let ok = Command::new("gcc")
-            .args(["-g", "-O1", "-o"])
-            .arg(&prog)
-            .arg(&src)
-            .status()
-            .expect("gcc runs")
-            .success();
-        assert!(ok);
+            &["-g", "-O1"],
+        );
         let bytes = std::fs::read(&prog).unwrap();
         let lines = SourceLines::parse(&bytes).expect("debug info");
         let syms = crate::elf::symbols::parse(&bytes).unwrap();
@@ -152,15 +144,12 @@ mod tests {
             (Some("outer"), Some(9))
         );
         // No debug info: nothing.
-        let stripped = dir.join("s");
-        Command::new("strip")
+        let stripped = dir.path().join("s");
+        run(Command::new("strip")
             .arg("-g")
             .arg("-o")
             .arg(&stripped)
-            .arg(&prog)
-            .status()
-            .unwrap();
+            .arg(&prog));
         assert!(SourceLines::parse(&std::fs::read(&stripped).unwrap()).is_none());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

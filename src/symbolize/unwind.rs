@@ -609,6 +609,8 @@ pub fn stack_hash(ips: &[u64]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "x86_64")]
+    use crate::test_support::{compile, TempDir};
 
     /// This test binary's own .eh_frame (Rust keeps unwind tables) is
     /// indexed, sorted, and has a rule for a function of it.
@@ -666,33 +668,6 @@ mod tests {
     }
 
     #[cfg(target_arch = "x86_64")]
-    /// Builds `src` with gcc and `args` in a fresh directory, removed
-    /// after; the executable's bytes.
-    fn build(name: &str, src: &str, args: &[&str]) -> Vec<u8> {
-        let dir =
-            std::env::temp_dir().join(format!("memleak-unwind-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = dir.join(format!("{name}.c"));
-        std::fs::write(&c, src).unwrap();
-        let out = dir.join(name);
-        let res = std::process::Command::new("gcc")
-            .arg(&c)
-            .arg("-o")
-            .arg(&out)
-            .args(args)
-            .output()
-            .unwrap();
-        let bytes = std::fs::read(&out);
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(
-            res.status.success(),
-            "{}",
-            String::from_utf8_lossy(&res.stderr)
-        );
-        bytes.unwrap()
-    }
-
-    #[cfg(target_arch = "x86_64")]
     /// The vaddr of function `name` in the ELF file `bytes`.
     fn symbol(bytes: &[u8], name: &str) -> u64 {
         let elf = goblin::elf::Elf::parse(bytes).unwrap();
@@ -723,7 +698,15 @@ mod tests {
             "-fomit-frame-pointer",
             "-fno-asynchronous-unwind-tables",
         ];
-        let bytes = build("debug-frame", CHAIN, &[&args[..], &["-g"]].concat());
+        let dir = TempDir::new("unwind");
+        let exe = compile(
+            "gcc",
+            &dir,
+            "debug-frame",
+            CHAIN,
+            &[&args[..], &["-g"]].concat(),
+        );
+        let bytes = std::fs::read(exe).unwrap();
         let table = CfiTable::parse(&bytes).expect("CFI");
         assert!(!table.debug_fdes.is_empty(), "no .debug_frame FDEs");
         let middle = symbol(&bytes, "middle");
@@ -750,7 +733,7 @@ mod tests {
             rows[i]
         );
         // The same build without -g has no rule there at all.
-        let without = build("no-debug-frame", CHAIN, &args);
+        let without = std::fs::read(compile("gcc", &dir, "no-debug-frame", CHAIN, &args)).unwrap();
         let table = CfiTable::parse(&without).expect("the startup code's .eh_frame");
         assert_eq!(table.rule(symbol(&without, "middle")), None);
     }
@@ -763,7 +746,9 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn walks_through_a_plt_entry() {
-        let bytes = build("plt", CHAIN, &["-O2", "-Wl,-z,lazy"]);
+        let dir = TempDir::new("unwind");
+        let bytes =
+            std::fs::read(compile("gcc", &dir, "plt", CHAIN, &["-O2", "-Wl,-z,lazy"])).unwrap();
         let elf = goblin::elf::Elf::parse(&bytes).unwrap();
         let plt = elf
             .section_headers
