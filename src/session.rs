@@ -292,6 +292,8 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     check_privileges()?;
     let signals = block_signals()?;
     let (traced, mut child) = find_targets(opts)?;
+    // Declared before the tracer, so dropped after it: see sys::Guardian.
+    let _guardian = guard(&traced);
     // Setup can take seconds (tables of 100 million entries): a signal
     // ends it at once.
     let setup = crate::setup_signals::SetupSignals::watch(child.as_ref().map(|c| c.pid))?;
@@ -323,6 +325,20 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         c.abandon();
     }
     Ok(outcome)
+}
+
+/// A guardian that continues the traced processes should memleak die
+/// while one is held (see sys::Guardian): -p's targets, and -c's command,
+/// which runs on its own once released. Kernel mode holds nothing.
+/// Without one (fork failed) tracing goes on, as it always could.
+fn guard(traced: &[Traced]) -> Option<sys::Guardian> {
+    if traced.is_empty() {
+        return None;
+    }
+    let pids: Vec<u32> = traced.iter().map(|t| t.pid).collect();
+    sys::Guardian::spawn(&pids)
+        .inspect_err(|e| crate::verbose!("no guardian for the traced processes: {e}"))
+        .ok()
 }
 
 /// -O NAME: a file of that name in the current directory is meant first,

@@ -499,3 +499,187 @@ unsafe fn child_until_exec(
         libc::_exit(127);
     }
 }
+
+/// The guardian of the traced processes: a small child of memleak that
+/// outlives it. memleak's BPF programs stop a traced process (SIGSTOP) for
+/// a few milliseconds while memleak reads what it just loaded (at exec, at
+/// its entry point, at dlclose) and memleak lets it go (SIGCONT). Every way
+/// memleak ends normally lets go first (the tracer's Drop); a SIGKILL, or
+/// an abort, would leave the process stopped for good. Dropping the
+/// `Guardian` (after the tracer) dismisses it; if memleak ends without
+/// that, the guardian waits until memleak has fully exited (its BPF links
+/// closed, so no new stop can come) and continues each traced process it
+/// finds stopped.
+///
+/// It cannot tell memleak's stop from one a user sent: after memleak died
+/// without detaching, a stopped traced process is taken to be its hold.
+pub struct Guardian {
+    dismiss: OwnedFd,
+}
+
+/// Processes one guardian watches, at most (more are watched by none).
+const GUARDED_MAX: usize = 16;
+
+impl Guardian {
+    /// Forks the guardian of processes `pids` (the first GUARDED_MAX).
+    pub fn spawn(pids: &[u32]) -> io::Result<Guardian> {
+        let (read_end, write_end) = pipe_cloexec()?;
+        // Everything the child needs is made before the fork: memleak may
+        // have threads, and the child may only make async-signal-safe
+        // calls.
+        let paths: Vec<(libc::pid_t, CString)> = pids
+            .iter()
+            .take(GUARDED_MAX)
+            .filter_map(|&pid| {
+                let path = CString::new(format!("/proc/{pid}/stat")).ok()?;
+                Some((pid as libc::pid_t, path))
+            })
+            .collect();
+        let mut guarded = [(0 as libc::pid_t, std::ptr::null::<libc::c_char>()); GUARDED_MAX];
+        for (slot, (pid, path)) in guarded.iter_mut().zip(&paths) {
+            *slot = (*pid, path.as_ptr());
+        }
+        // SAFETY: getpid takes nothing.
+        let memleak = unsafe { libc::getpid() };
+        let watch = read_end.as_raw_fd();
+        // SAFETY: the child runs only guard, which makes async-signal-safe
+        // calls and never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // SAFETY: `guarded` holds pointers into `paths`, built before
+            // the fork, in the child's copy of memory; `watch` is its own.
+            unsafe { guard(memleak, watch, &guarded[..paths.len()]) }
+        }
+        Ok(Guardian { dismiss: write_end })
+    }
+}
+
+impl Drop for Guardian {
+    /// memleak let every process go: the guardian ends doing nothing.
+    fn drop(&mut self) {
+        // SAFETY: writes one byte from a local to memleak's own pipe.
+        unsafe { libc::write(self.dismiss.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+    }
+}
+
+/// The guardian's whole life; see [`Guardian`].
+///
+/// # Safety
+/// Call only in a freshly forked child; each path must be a valid
+/// NUL-terminated C string.
+unsafe fn guard(
+    memleak: libc::pid_t,
+    watch: libc::c_int,
+    guarded: &[(libc::pid_t, *const libc::c_char)],
+) -> ! {
+    // SAFETY: each call below is async-signal-safe (setsid, prctl, close,
+    // syscall(close_range), sigprocmask, read, getppid, nanosleep, open,
+    // kill, _exit) and takes plain values or pointers to locals and to the
+    // caller's strings; the function ends in _exit.
+    unsafe {
+        // Its own session, out of the terminal's reach (a Ctrl+C meant
+        // for memleak), and its own name, out of `killall memleak`'s.
+        libc::setsid();
+        libc::prctl(libc::PR_SET_NAME, c"memleak-guard".as_ptr());
+        // None of memleak's descriptors: a guardian holding stdout open
+        // would keep `memleak | head` waiting, one holding a held
+        // command's go pipe would keep it from ever seeing EOF.
+        close_all_but(watch);
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        let mut byte = 0u8;
+        loop {
+            let n = libc::read(watch, (&mut byte as *mut u8).cast(), 1);
+            if n == 1 && byte == b'x' {
+                libc::_exit(0);
+            }
+            if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+                break;
+            }
+        }
+        // memleak died without letting go. Its fds, BPF links among them,
+        // are closed before its children are handed to another parent:
+        // from then on no new stop can come.
+        for _ in 0..1000 {
+            if libc::getppid() != memleak {
+                break;
+            }
+            sleep_ms(5);
+        }
+        // A stop sent just before may still be on its way: look again.
+        for _ in 0..3 {
+            for &(pid, path) in guarded {
+                if is_stopped(path) {
+                    libc::kill(pid, libc::SIGCONT);
+                }
+            }
+            sleep_ms(20);
+        }
+        libc::_exit(0);
+    }
+}
+
+/// Closes every descriptor but `keep` (close_range, Linux 5.9+; one by one
+/// before).
+///
+/// # Safety
+/// Only for a process that owns nothing it still needs in them.
+unsafe fn close_all_but(keep: libc::c_int) {
+    // The system call's number is 436 on x86_64 and arm64 alike.
+    const SYS_CLOSE_RANGE: libc::c_long = 436;
+    // SAFETY: close_range and close take plain values.
+    unsafe {
+        let below = keep == 0 || libc::syscall(SYS_CLOSE_RANGE, 0u32, (keep - 1) as u32, 0u32) == 0;
+        let above = libc::syscall(SYS_CLOSE_RANGE, (keep + 1) as u32, u32::MAX, 0u32) == 0;
+        if !(below && above) {
+            for fd in 0..4096 {
+                if fd != keep {
+                    libc::close(fd);
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `ms` milliseconds (async-signal-safe).
+fn sleep_ms(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: (ms * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: nanosleep reads a local timespec; no remainder is asked for.
+    unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+}
+
+/// Whether the process whose /proc/PID/stat is `path` is stopped (state
+/// T), read without allocating (async-signal-safe).
+///
+/// # Safety
+/// `path` must be a valid NUL-terminated C string.
+unsafe fn is_stopped(path: *const libc::c_char) -> bool {
+    let mut buf = [0u8; 512];
+    // SAFETY: open, read into a local buffer, close.
+    let n = unsafe {
+        let fd = libc::open(path, libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let Ok(n) = usize::try_from(n) else {
+        return false;
+    };
+    // "PID (COMM) S ...": the state follows the last ')', as COMM may
+    // hold any character.
+    let stat = &buf[..n.min(buf.len())];
+    stat.iter()
+        .rposition(|&b| b == b')')
+        .and_then(|close| stat.get(close + 2))
+        .is_some_and(|&state| state == b'T')
+}

@@ -38,12 +38,6 @@ fn assert_plugin_leak(report: &Report, loads: u64, caller: &str) {
     assert!(report.losses.is_none(), "{report:#?}");
 }
 
-/// The state letter of a process in /proc/PID/stat (T: stopped).
-fn state_of(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
 /// -c: the command loads and unloads the library at once, before memleak's
 /// first look at its maps; with `args`, in a thread and repeatedly.
 fn by_command(args: &[&str]) -> Report {

@@ -198,12 +198,7 @@ fn zombie_pid() {
         Running::spawn(Command::new("sh").args(["-c", "sleep 0.2 & echo $!; exec sleep 30"]));
     let zombie = parent.wait_for(std::time::Duration::from_secs(10), |l| !l.is_empty());
     for _ in 0..100 {
-        let stat = std::fs::read_to_string(format!("/proc/{zombie}/stat")).unwrap_or_default();
-        if stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        {
+        if zombie.parse().ok().and_then(state_of) == Some('Z') {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

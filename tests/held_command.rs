@@ -272,3 +272,110 @@ fn sigint_reaches_the_command() {
         "was killed by signal 2 (Interrupt)",
     );
 }
+
+/// Waits up to 10 s for process `pid` to be in a state other than
+/// stopped (T, or t under a tracer); the state it was last seen in.
+fn wait_not_stopped(pid: u32) -> Option<char> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = state_of(pid);
+        if !matches!(state, Some('T' | 't')) || Instant::now() >= deadline {
+            return state;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// memleak stops a traced process for milliseconds at a time (at exec,
+/// at its entry point, at dlclose). SIGKILLed in such a hold it cannot let
+/// go: its guardian continues the process. A stop of the traced process
+/// stands in for the hold here, by -p and by -c (whose command, once
+/// released and executed, outlives memleak).
+#[test]
+fn sigkill_of_memleak_in_a_hold_leaves_no_process_stopped() {
+    for by in ["-p", "-c"] {
+        let mut target = None;
+        let mut memleak = match by {
+            "-p" => {
+                let sleeper = Command::new("sleep").arg("7714").spawn().unwrap();
+                let pid = sleeper.id();
+                target = Some(sleeper);
+                Running::spawn(Command::new(memleak_bin()).args([
+                    "-o",
+                    "0",
+                    "-p",
+                    &pid.to_string(),
+                    "3600",
+                ]))
+            }
+            _ => Running::spawn(Command::new(memleak_bin()).args([
+                "-o",
+                "0",
+                "-c",
+                "sleep 7714",
+                "3600",
+            ])),
+        };
+        let line = memleak.wait_for(Duration::from_secs(60), |l| l.starts_with("Attaching"));
+        let pid = match &target {
+            Some(sleeper) => sleeper.id(),
+            // "Attaching to pid N, Ctrl+C to quit."
+            None => line
+                .split(' ')
+                .nth(3)
+                .and_then(|p| p.trim_end_matches(',').parse().ok())
+                .unwrap_or_else(|| panic!("{line}")),
+        };
+        // "Attaching" comes before -c's command is let go: wait until it
+        // runs the command (a held child dies with memleak).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n"
+        {
+            assert!(Instant::now() < deadline, "{by}: {pid} never ran sleep");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        // t under -c: memleak is its tracer (ptrace) until it dies.
+        while !matches!(state_of(pid), Some('T' | 't')) {
+            assert!(Instant::now() < deadline, "{by}: {pid} never stopped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        memleak.signal(libc::SIGKILL);
+        let state = wait_not_stopped(pid);
+        kill_all("7714");
+        if let Some(mut sleeper) = target {
+            let _ = sleeper.wait();
+        }
+        assert_none_left("7714");
+        assert!(
+            matches!(state, Some('S' | 'R')),
+            "{by}: {pid} left in state {state:?}"
+        );
+    }
+}
+
+/// The guardian acts only when memleak dies without letting go: a user's
+/// own stop of the target outlasts memleak's normal end.
+#[test]
+fn a_normal_end_leaves_a_users_stop_alone() {
+    let mut sleeper = Command::new("sleep").arg("7715").spawn().unwrap();
+    let pid = sleeper.id();
+    let mut memleak = Running::spawn(Command::new(memleak_bin()).args([
+        "-o",
+        "0",
+        "-p",
+        &pid.to_string(),
+        "3600",
+    ]));
+    memleak.wait_for(Duration::from_secs(60), |l| l.starts_with("Attaching"));
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    memleak.signal(libc::SIGINT);
+    let (code, _, stderr) = memleak.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    // Longer than the guardian would take to look.
+    std::thread::sleep(Duration::from_millis(500));
+    let state = state_of(pid);
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = sleeper.wait();
+    assert_eq!(state, Some('T'), "the user's stop stands");
+}

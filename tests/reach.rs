@@ -102,14 +102,6 @@ fn assert_reach(stacks: &[Stack], what: &str) {
     }
 }
 
-/// The state letter in /proc/PID/stat.
-fn state(pid: u32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rfind(')')
-        .and_then(|i| stat[i + 1..].trim_start().chars().next())
-        .unwrap_or('?')
-}
-
 /// No thread of `pid` is stopped.
 fn no_thread_stopped(pid: u32) -> bool {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -132,7 +124,7 @@ fn assert_running(target: &mut Running, pid: u32) {
         assert!(
             Instant::now() < deadline,
             "process {pid} stays stopped: {}",
-            state(pid)
+            state_of(pid).unwrap_or('?')
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -394,6 +394,14 @@ pub fn interrupt(memleak: Running) -> (Report, Option<i32>, Vec<Report>, String)
     (last, code, reports, stderr)
 }
 
+/// The state letter of process `pid` in /proc/PID/stat (T: stopped, Z:
+/// zombie); None when it is gone. It follows the last ')', as the
+/// command name may hold any character.
+pub fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
 /// The module a frame line names: `main+0x1b [leaker] leaker.c:210` is in
 /// `leaker` (a source line may follow the module).
 pub fn module_of(frame: &str) -> Option<&str> {
