@@ -1563,22 +1563,10 @@ fn dwarf_unwinding_keeps_exact_totals() {
             trace_waiting_leaker(&["--unwind", mode, "-o", "0", "-T", "50", "1"], &[]);
         let (report, code, _, stderr) = interrupt(memleak);
         assert_eq!(code, Some(0), "{mode}: {stderr}");
-        assert_all_leaks(&report);
         // A busy machine may leave the consumer behind: then stacks come
-        // from frame pointers (exact here) and the report says so.
-        let fallback_only = |l: &str| {
-            l.strip_prefix("lost: ")
-                .and_then(|rest| rest.split_once(' '))
-                .is_some_and(|(n, what)| {
-                    n.parse::<u64>().is_ok()
-                        && what == "stack copies (ring buffer full; frame pointers used)"
-                })
-        };
-        assert!(
-            report.losses.as_deref().is_none_or(fallback_only),
-            "{mode}: {:?}",
-            report.losses
-        );
+        // from frame pointers, the report says so, and the totals stay
+        // exact per function.
+        assert_all_leaks_allowing_copy_fallbacks(&report);
     }
 }
 

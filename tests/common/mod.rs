@@ -445,3 +445,53 @@ pub fn assert_leaks(report: &Report, module: &str, leaks: &[(&str, u64, u64)]) {
         );
     }
 }
+
+/// `--unwind dwarf` (and auto) copy each recorded stack through a ring
+/// buffer; a burst (the leaker's churn: 8,000 calls) can fill it, and
+/// then a stack is walked by frame pointers instead, which the `lost:`
+/// line counts. Such a stack ends where frame pointers end (in libc), so
+/// one call site can show as two stacks. Without such losses the leaks
+/// must be exact per stack (assert_all_leaks); with them, exact per
+/// function, summed over the stacks it starts, each from main.
+pub fn assert_all_leaks_allowing_copy_fallbacks(report: &Report) {
+    let fallbacks_only = report.losses.as_deref().is_none_or(|l| {
+        l.strip_prefix("lost: ")
+            .and_then(|rest| rest.split_once(' '))
+            .is_some_and(|(n, what)| {
+                n.parse::<u64>().is_ok()
+                    && what == "stack copies (ring buffer full; frame pointers used)"
+            })
+    });
+    assert!(fallbacks_only, "{:?}", report.losses);
+    if report.losses.is_none() {
+        return assert_all_leaks(report);
+    }
+    for &(func, bytes, count) in leaks() {
+        let prefix = format!("{func}+0x");
+        let stacks: Vec<&Stack> = report
+            .stacks
+            .iter()
+            .filter(|s| s.frames.first().is_some_and(|f| f.starts_with(&prefix)))
+            .collect();
+        let total = stacks
+            .iter()
+            .fold((0, 0), |(b, c), s| (b + s.bytes, c + s.count));
+        assert_eq!(total, (bytes, count), "{func}: {stacks:#?}");
+        for stack in stacks {
+            assert!(
+                stack
+                    .frames
+                    .iter()
+                    .any(|f| f.starts_with("main+0x") && module_of(f) == Some("leaker")),
+                "{func} called from main: {stack:#?}"
+            );
+        }
+    }
+    for stack in &report.stacks {
+        let first = stack.frames.first().map(String::as_str).unwrap_or("");
+        assert!(
+            !first.starts_with("churn+") && !first.starts_with("fail+"),
+            "freed or failed allocation reported: {stack:#?}"
+        );
+    }
+}
