@@ -297,7 +297,7 @@ fn sigkill_of_memleak_in_a_hold_leaves_no_process_stopped() {
         let mut target = None;
         let mut memleak = match by {
             "-p" => {
-                let sleeper = Command::new("sleep").arg("7714").spawn().unwrap();
+                let sleeper = Command::new("sleep").arg("7731").spawn().unwrap();
                 let pid = sleeper.id();
                 target = Some(sleeper);
                 Running::spawn(Command::new(memleak_bin()).args([
@@ -312,7 +312,7 @@ fn sigkill_of_memleak_in_a_hold_leaves_no_process_stopped() {
                 "-o",
                 "0",
                 "-c",
-                "sleep 7714",
+                "sleep 7731",
                 "3600",
             ])),
         };
@@ -342,11 +342,11 @@ fn sigkill_of_memleak_in_a_hold_leaves_no_process_stopped() {
         }
         memleak.signal(libc::SIGKILL);
         let state = wait_not_stopped(pid);
-        kill_all("7714");
+        kill_all("7731");
         if let Some(mut sleeper) = target {
             let _ = sleeper.wait();
         }
-        assert_none_left("7714");
+        assert_none_left("7731");
         assert!(
             matches!(state, Some('S' | 'R')),
             "{by}: {pid} left in state {state:?}"
@@ -358,7 +358,7 @@ fn sigkill_of_memleak_in_a_hold_leaves_no_process_stopped() {
 /// own stop of the target outlasts memleak's normal end.
 #[test]
 fn a_normal_end_leaves_a_users_stop_alone() {
-    let mut sleeper = Command::new("sleep").arg("7715").spawn().unwrap();
+    let mut sleeper = Command::new("sleep").arg("7732").spawn().unwrap();
     let pid = sleeper.id();
     let mut memleak = Running::spawn(Command::new(memleak_bin()).args([
         "-o",
